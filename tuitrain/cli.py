@@ -1,0 +1,185 @@
+"""The ``tuitrain`` command: parse, build the config, hand over. Imports torch only to train.
+
+Exit codes (SPEC): 0 done, 1 the run failed, 2 bad usage or input (one line, no traceback),
+130 interrupted after saving checkpoints/last.pt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+
+from tuitrain import __version__
+from tuitrain.config import DATASETS, MODELS, OPTIMIZERS, TrainConfig, default_data_dir, validate
+from tuitrain.errors import UsageError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+COMMANDS_HELP = """commands:
+  tuitrain DATASET [options]           train; the live dashboard in a terminal, headless with
+                                       --headless or when stdout is not a terminal
+  tuitrain summary [--model M] [--dataset D]
+                                       print the model summary table
+  tuitrain runs [DIR]                  the runs under DIR (default runs/)
+
+keys in the dashboard: p pause/resume, s save, l load, r learning rate, d device, q quit, ? help
+exit codes: 0 done, 1 run failed, 2 bad usage or input, 130 interrupted (last.pt saved)
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (SPEC: no usage dump, no traceback), exit 2."""
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
+    return value
+
+
+def _lr(text: str) -> float:
+    from tuitrain.config import parse_lr
+
+    try:
+        return parse_lr(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def train_parser() -> argparse.ArgumentParser:
+    """The parser for ``tuitrain DATASET [options]``."""
+    p = _Parser(
+        prog="tuitrain",
+        description="Train a PyTorch model with a live terminal dashboard you can steer.",
+        epilog=COMMANDS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("dataset", metavar="DATASET", help=f"one of {', '.join(DATASETS)}")
+    p.add_argument("--model", default="cnn", help=f"{', '.join(MODELS)} or path/to/file.py:ClassName [cnn]")
+    p.add_argument("--epochs", type=_positive_int, default=10, help="total epochs [10]")
+    p.add_argument("--batch-size", type=_positive_int, default=100, help="samples per step [100]")
+    p.add_argument("--lr", type=_lr, default=0.001, help="learning rate [0.001]")
+    p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS, help="[adam]")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps [auto]")
+    p.add_argument("--seed", type=int, default=0, help="seed for init and data order [0]")
+    p.add_argument("--data-dir", default=None, help=f"data folder, torchvision layout [{default_data_dir()}]")
+    p.add_argument("--run-dir", default="", help="where to write [runs/DATASET-MODEL-YYYYmmdd-HHMMSS]")
+    p.add_argument("--resume", default="", metavar="PATH", help="continue from a checkpoint")
+    p.add_argument("--headless", action="store_true", help="no dashboard; progress on stderr")
+    p.add_argument("--log-every", type=_positive_int, default=20, help="steps between step records [20]")
+    p.add_argument("--hist-every", type=_positive_int, default=200, help="steps between histograms [200]")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N training samples [all]")
+    p.add_argument("--version", action="version", version=f"tuitrain {__version__}")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Build and validate the TrainConfig (shared by train, sweep and tests)."""
+    cfg = TrainConfig(
+        dataset=args.dataset, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, optimizer=args.optimizer, device=args.device, seed=args.seed,
+        data_dir=args.data_dir or default_data_dir(), run_dir=args.run_dir, resume=args.resume,
+        headless=args.headless, log_every=args.log_every, hist_every=args.hist_every, limit=args.limit,
+    )
+    return validate(cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tuitrain`` console script; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if argv and argv[0] in _SUBCOMMANDS:
+            return _SUBCOMMANDS[argv[0]](argv[1:])
+        return cmd_train(argv)
+    except UsageError as exc:
+        print(f"tuitrain: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("tuitrain: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def cmd_train(argv: list[str]) -> int:
+    """``tuitrain DATASET``: the dashboard on a terminal, else headless."""
+    cfg = config_from_args(train_parser().parse_args(argv))
+    headless = cfg.headless or not sys.stdout.isatty()
+    if not headless:
+        from tuitrain.app import run_dashboard
+
+        return run_dashboard(cfg)
+    return run_headless(cfg)
+
+
+def run_headless(cfg: TrainConfig) -> int:
+    """Train with progress on stderr; Ctrl-C stops at the next step and saves last.pt."""
+    from tuitrain.commands import Stop
+    from tuitrain.progress import Progress
+    from tuitrain.session import Session
+
+    print(f"tuitrain: loading {cfg.dataset} and building {cfg.model}...", file=sys.stderr)
+    session = Session(cfg, on_record=Progress())
+    session.prepare()
+    session.open_run_dir()
+    worker = threading.Thread(target=session.run, name="tuitrain-engine")
+    worker.start()
+    interrupted = False
+    while worker.is_alive():
+        try:
+            worker.join(0.2)
+        except KeyboardInterrupt:
+            if not interrupted:
+                print("\ntuitrain: stopping at the next step, saving last.pt (Ctrl-C again to abort)", file=sys.stderr)
+                session.send(Stop("interrupt"))
+                interrupted = True
+            else:
+                raise
+    return _finish(session, cfg)
+
+
+def _finish(session, cfg: TrainConfig) -> int:
+    result = session.result
+    best = "n/a" if result.best_val_acc is None else f"{result.best_val_acc:.4f}"
+    if result.status == "failed":
+        print(f"tuitrain: run failed: {result.message} (run dir {cfg.run_dir})", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"tuitrain: {result.status} after {result.epochs_done} epochs ({result.step} steps); "
+          f"best val_acc {best}; run dir {cfg.run_dir}", file=sys.stderr)
+    return EXIT_INTERRUPTED if result.status == "interrupted" else EXIT_OK
+
+
+def cmd_summary(argv: list[str]) -> int:
+    """``tuitrain summary``: print the model summary table."""
+    p = _Parser(prog="tuitrain summary", description="Print a model's summary table.")
+    p.add_argument("--model", default="cnn", help=f"{', '.join(MODELS)} or path/to/file.py:ClassName [cnn]")
+    p.add_argument("--dataset", default="fashion-mnist", choices=DATASETS,
+                   help="sets the input shape; no data is loaded [fashion-mnist]")
+    args = p.parse_args(argv)
+    validate(TrainConfig(dataset=args.dataset, model=args.model))
+    from tuitrain import models
+
+    shape = (3, 32, 32) if args.dataset == "cifar10" else (1, 28, 28)
+    model = models.build_model(args.model, shape)
+    print(models.format_summary(models.summarize(model, shape)))
+    return EXIT_OK
+
+
+def cmd_runs(argv: list[str]) -> int:
+    """``tuitrain runs [DIR]``: a table of runs."""
+    p = _Parser(prog="tuitrain runs", description="List the runs under DIR.")
+    p.add_argument("dir", nargs="?", default="runs", metavar="DIR", help="[runs]")
+    args = p.parse_args(argv)
+    from tuitrain.runs import format_runs, list_runs
+
+    print(format_runs(list_runs(args.dir)))
+    return EXIT_OK
+
+
+_SUBCOMMANDS = {"summary": cmd_summary, "runs": cmd_runs}

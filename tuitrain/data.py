@@ -1,0 +1,213 @@
+"""Data sets held in memory as uint8 tensors, batched by index (no per-sample Python work).
+
+Files are read in torchvision's layout, so an existing torchvision download is reused; a missing
+data set is downloaded through torchvision, and when that fails the error names the folder and the
+files to put there.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tuitrain.errors import DataError
+
+# name -> (torchvision class name, folder under data_dir, classes)
+_IDX_SETS = {
+    "fashion-mnist": (
+        "FashionMNIST",
+        ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+    ),
+    "mnist": ("MNIST", [str(i) for i in range(10)]),
+}
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+SYNTHETIC_SIZES = (10_000, 2_000)
+
+
+@dataclass
+class DataSet:
+    """Train and validation splits as tensors: images uint8 (N, C, H, W), labels int64 (N,)."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    mean: list[float]
+    std: list[float]
+    classes: list[str]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """One image's (C, H, W)."""
+        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+
+    def to(self, device: torch.device) -> DataSet:
+        """Move every tensor to ``device``; small data sets live on the training device whole."""
+        for key in ("train_x", "train_y", "val_x", "val_y"):
+            setattr(self, key, getattr(self, key).to(device))
+        return self
+
+
+def load(name: str, data_dir: str, limit: int = 0) -> DataSet:
+    """Load a data set by name; ``limit`` keeps the first N train and N//5 validation samples."""
+    if name == "synthetic":
+        ds = synthetic()
+    elif name in _IDX_SETS:
+        ds = _load_idx(name, Path(data_dir))
+    elif name == "cifar10":
+        ds = _load_cifar(Path(data_dir))
+    else:
+        raise DataError(f"unknown data set {name!r}")
+    if limit:
+        ds.train_x, ds.train_y = ds.train_x[:limit], ds.train_y[:limit]
+        n_val = max(1, limit // 5)
+        ds.val_x, ds.val_y = ds.val_x[:n_val], ds.val_y[:n_val]
+    ds.mean, ds.std = _stats(ds, Path(data_dir), limit)
+    return ds
+
+
+def synthetic(seed: int = 1234) -> DataSet:
+    """Ten classes of 28x28 images: a blurred class pattern at a random contrast, with heavy noise.
+
+    Learnable to high accuracy in a few epochs by every built-in model, and the same on every
+    machine (the generator is seeded independently of the run's seed).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    protos = torch.rand(10, 1, 7, 7, generator=gen)
+    protos = torch.nn.functional.interpolate(protos, size=(28, 28), mode="bilinear", align_corners=False)
+
+    def make(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.randint(0, 10, (n,), generator=gen)
+        contrast = 120 + 100 * torch.rand(n, 1, 1, 1, generator=gen)
+        x = protos[y] * contrast + torch.randn(n, 1, 28, 28, generator=gen) * 110
+        return x.clamp(0, 255).to(torch.uint8), y
+
+    train_x, train_y = make(SYNTHETIC_SIZES[0])
+    val_x, val_y = make(SYNTHETIC_SIZES[1])
+    return DataSet("synthetic", train_x, train_y, val_x, val_y, [], [], [f"class {i}" for i in range(10)])
+
+
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 images to float, scaled to [0, 1] and standardised by the training set's statistics."""
+    return (x.float().div_(255.0) - mean) / std
+
+
+def _load_idx(name: str, root: Path) -> DataSet:
+    folder, classes = _IDX_SETS[name]
+    raw = root / folder / "raw"
+    if _missing_idx(raw):
+        _download(name, root, raw)
+    train_x = read_idx(_idx_path(raw, IDX_FILES["train"][0]), 3)
+    train_y = read_idx(_idx_path(raw, IDX_FILES["train"][1]), 1)
+    val_x = read_idx(_idx_path(raw, IDX_FILES["test"][0]), 3)
+    val_y = read_idx(_idx_path(raw, IDX_FILES["test"][1]), 1)
+    for x, y, split in ((train_x, train_y, "train"), (val_x, val_y, "t10k")):
+        if len(x) != len(y):
+            raise DataError(f"{raw}: {split} images ({len(x)}) and labels ({len(y)}) differ in number")
+    return DataSet(
+        name, train_x.unsqueeze(1), train_y.long(), val_x.unsqueeze(1), val_y.long(), [], [], classes
+    )
+
+
+def _idx_path(raw: Path, stem: str) -> Path:
+    plain = raw / stem
+    return plain if plain.is_file() else raw / f"{stem}.gz"
+
+
+def _missing_idx(raw: Path) -> list[str]:
+    stems = [s for pair in IDX_FILES.values() for s in pair]
+    return [s for s in stems if not (raw / s).is_file() and not (raw / f"{s}.gz").is_file()]
+
+
+def read_idx(path: Path, ndim: int) -> torch.Tensor:
+    """Read an IDX file (optionally gzipped) of unsigned bytes; DataError when it is damaged."""
+    try:
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+    if len(data) < 4 + 4 * ndim:
+        raise DataError(f"{path}: too short to be an IDX file ({len(data)} bytes)")
+    magic = struct.unpack(">I", data[:4])[0]
+    if magic != 0x800 + ndim:
+        raise DataError(f"{path}: not an IDX file of {ndim}-d unsigned bytes (magic {magic:#x})")
+    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    expected = 4 + 4 * ndim
+    count = 1
+    for d in dims:
+        count *= d
+    if len(data) != expected + count:
+        raise DataError(f"{path}: truncated or padded (header says {count} bytes of data, file has {len(data) - expected})")
+    return torch.frombuffer(bytearray(data[expected:]), dtype=torch.uint8).reshape(dims).clone()
+
+
+def _download(name: str, root: Path, raw: Path) -> None:
+    """Download through torchvision into ``root``; on failure a one-line error with what to place where."""
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, _IDX_SETS[name][0])
+    try:
+        cls(str(root), train=True, download=True)
+        cls(str(root), train=False, download=True)
+    except Exception as exc:  # torchvision raises RuntimeError, URLError, OSError...
+        files = ", ".join(f"{s}.gz" for pair in IDX_FILES.values() for s in pair)
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{name} is not in {raw} and could not be downloaded ({reason}); place {files} there") from None
+
+
+def _load_cifar(root: Path) -> DataSet:
+    import torchvision.datasets as tvd
+
+    folder = root / "cifar-10-batches-py"
+    try:
+        train = tvd.CIFAR10(str(root), train=True, download=not folder.is_dir())
+        test = tvd.CIFAR10(str(root), train=False, download=False)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"cifar10 is not in {folder} and could not be downloaded ({reason}); "
+            f"extract cifar-10-python.tar.gz into {root}"
+        ) from None
+
+    def as_tensors(split) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(split.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(split.targets)
+
+    (train_x, train_y), (val_x, val_y) = as_tensors(train), as_tensors(test)
+    return DataSet("cifar10", train_x, train_y, val_x, val_y, [], [], _CIFAR_CLASSES)
+
+
+def _stats(ds: DataSet, root: Path, limit: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std of the training images, cached in the data folder (computed once)."""
+    key = f"{ds.name}:{len(ds.train_x)}"
+    cache = root / "tuitrain-stats.json"
+    cached: dict = {}
+    if ds.name != "synthetic" and not limit:
+        try:
+            cached = json.loads(cache.read_text())
+        except (OSError, ValueError):
+            cached = {}
+        if key in cached:
+            return cached[key]["mean"], cached[key]["std"]
+    x = ds.train_x.float().div_(255.0)
+    dims = (0, 2, 3)
+    mean = [round(v, 6) for v in x.mean(dim=dims).tolist()]
+    std = [round(v, 6) for v in x.std(dim=dims).tolist()]
+    if ds.name != "synthetic" and not limit:
+        cached[key] = {"mean": mean, "std": std}
+        try:
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(cached, indent=1))
+            os.replace(tmp, cache)
+        except OSError:
+            pass  # a read-only data folder: the statistics are recomputed next time, nothing lost
+    return mean, std

@@ -1,0 +1,114 @@
+"""A training session: the engine, the run directory and the system sampler, wired together.
+
+Used by the headless CLI and by the dashboard alike, so both write the same records. Every record
+the engine reports goes to the run directory first, then to ``on_record`` (progress lines or the UI).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from tuitrain import __version__
+from tuitrain.config import TrainConfig
+from tuitrain.runlog import RunLog
+
+SYSTEM_EVERY_S = 2.0
+
+
+class Session:
+    """One run: ``prepare()`` (may raise UsageError, writes nothing), then ``run()``."""
+
+    def __init__(self, config: TrainConfig, on_record: Callable[[dict], None] | None = None):
+        from tuitrain.engine import Engine  # torch loads here, not at import of the CLI
+
+        self.config = config
+        self.on_record = on_record
+        self.commands: queue.Queue = queue.Queue()
+        self.engine = Engine(config, self._report, self.commands)
+        self.log: RunLog | None = None
+        self.result = None
+        self._state = "starting"
+        self._done = threading.Event()
+
+    def prepare(self) -> None:
+        """Load data and model, check --resume; raises UsageError before anything is written."""
+        self.engine.setup()
+
+    def open_run_dir(self) -> None:
+        """Create the run directory, clean temp files a killed save left, write config.json."""
+        from tuitrain import checkpoints
+
+        import torch
+
+        self.log = RunLog(self.config.run_dir)
+        checkpoints.cleanup_temp(self.engine.checkpoint_dir)
+        ds = self.engine.data
+        self.log.write_config({
+            **self.config.to_dict(),
+            "data": {"mean": ds.mean, "std": ds.std, "shape": list(ds.shape), "classes": ds.classes,
+                     "train_samples": len(ds.train_x), "val_samples": len(ds.val_x)},
+            "device_resolved": str(self.engine.device),
+            "versions": {"tuitrain": __version__, "torch": torch.__version__, "python": platform.python_version()},
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": time.time(),
+        })
+        self._write_status("running")
+
+    def run(self):
+        """Train (blocking) while sampling system usage; return the engine's Result."""
+        sampler = threading.Thread(target=self._sample_system, name="tuitrain-system", daemon=True)
+        sampler.start()
+        try:
+            self.result = self.engine.run()
+        finally:
+            self._done.set()
+        status = {"done": "done", "failed": "failed"}.get(self.result.status, "stopped")
+        self._write_status(status)
+        if self.log:
+            self.log.close()
+        return self.result
+
+    def send(self, command) -> None:
+        """Queue a command for the next step boundary (thread-safe)."""
+        self.commands.put(command)
+
+    def _report(self, record: dict) -> None:
+        if self.log:
+            self.log.write(record)
+        kind = record.get("type")
+        if kind == "epoch":
+            self._write_status(self._state)  # epochs done and best accuracy, for `tuitrain runs`
+        elif kind == "event" and record.get("ok", True) and record["event"] in ("pause", "resume", "device"):
+            state = {"pause": "paused", "resume": "running"}.get(record["event"], self._state)
+            self._write_status(state)
+        if self.on_record:
+            self.on_record(record)
+
+    def _write_status(self, state: str) -> None:
+        self._state = state
+        if not self.log:
+            return
+        eng = self.engine
+        self.log.write_status({
+            "state": state, "pid": os.getpid(), "host": socket.gethostname(), "time": time.time(),
+            "epoch": eng.epoch, "epochs": self.config.epochs, "step": eng.step,
+            "best_val_acc": eng.best_val_acc, "device": str(getattr(eng, "device", "")),
+        })
+
+    def _sample_system(self) -> None:
+        from tuitrain.system import SystemSampler
+
+        sampler = SystemSampler()
+        while not self._done.wait(SYSTEM_EVERY_S):
+            record = sampler.sample().to_record()
+            if self.log:
+                self.log.write(record)
+            if self.on_record:
+                self.on_record(record)
