@@ -17,7 +17,6 @@ import io
 import os
 import pickle
 import random
-import zipfile
 from pathlib import Path
 
 import torch
@@ -61,9 +60,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         # weights_only=True always: a file from elsewhere must never run code when read.
         ckpt = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unpickling refused"
-        raise CheckpointError(f"checkpoint {path} is refused: it holds more than tensors and plain values ({first[:160]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        # torch's message is a paragraph; keep the one line that says what was found.
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        found = next((ln for ln in lines if "GLOBAL" in ln), "")
+        if found:
+            raise CheckpointError(f"checkpoint {path} is refused: it holds code or objects, not just tensors ({found[:160]})") from None
+        reason = next((ln for ln in lines[1:] if not ln.startswith("Check the documentation")), "unpickling failed")
+        raise CheckpointError(f"checkpoint {path} is truncated or not a PyTorch file ({reason[:160]})") from None
+    except Exception as exc:  # any parse failure of foreign bytes: RuntimeError, KeyError, EOFError...
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"checkpoint {path} is truncated or not a PyTorch file ({reason})") from None
     if not isinstance(ckpt, dict):

@@ -128,12 +128,21 @@ def run_headless(cfg: TrainConfig) -> int:
     session = Session(cfg, on_record=Progress())
     session.prepare()
     session.open_run_dir()
-    worker = threading.Thread(target=session.run, name="tuitrain-engine")
+    finished = threading.Event()
+
+    def train() -> None:
+        try:
+            session.run()
+        finally:
+            finished.set()
+
+    worker = threading.Thread(target=train, name="tuitrain-engine")
     worker.start()
     interrupted = False
-    while worker.is_alive():
+    # Wait on an Event, not Thread.join: a Ctrl-C inside join() can leave is_alive() wrong (bpo-21822).
+    while not finished.is_set():
         try:
-            worker.join(0.2)
+            finished.wait(0.2)
         except KeyboardInterrupt:
             if not interrupted:
                 print("\ntuitrain: stopping at the next step, saving last.pt (Ctrl-C again to abort)", file=sys.stderr)
@@ -141,11 +150,15 @@ def run_headless(cfg: TrainConfig) -> int:
                 interrupted = True
             else:
                 raise
+    worker.join()
     return _finish(session, cfg)
 
 
 def _finish(session, cfg: TrainConfig) -> int:
     result = session.result
+    if result is None:  # the session itself crashed; the traceback went to stderr from the thread
+        print(f"tuitrain: run failed (run dir {cfg.run_dir})", file=sys.stderr)
+        return EXIT_FAILED
     best = "n/a" if result.best_val_acc is None else f"{result.best_val_acc:.4f}"
     if result.status == "failed":
         print(f"tuitrain: run failed: {result.message} (run dir {cfg.run_dir})", file=sys.stderr)

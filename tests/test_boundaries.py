@@ -1,0 +1,30 @@
+"""The engine side never imports textual; the widgets never import torch (checked in subprocesses)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+HEADLESS = ["tuitrain.engine", "tuitrain.models", "tuitrain.data", "tuitrain.checkpoints", "tuitrain.config",
+            "tuitrain.runlog", "tuitrain.session", "tuitrain.progress", "tuitrain.runs", "tuitrain.system"]
+
+
+def _imports(module: str) -> set[str]:
+    code = f"import sys, {module}; print(' '.join(sorted(m.split('.')[0] for m in sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    return set(out.stdout.split())
+
+
+@pytest.mark.parametrize("module", HEADLESS)
+def test_headless_modules_never_import_textual(module):
+    assert "textual" not in _imports(module)
+
+
+def test_widgets_never_import_torch():
+    widgets = sorted(p.stem for p in (ROOT / "tuitrain" / "widgets").glob("*.py") if p.stem != "__init__")
+    for name in widgets:
+        assert "torch" not in _imports(f"tuitrain.widgets.{name}"), name

@@ -1,0 +1,142 @@
+"""The CLI: exit codes and one-line errors for bad input, --help without torch, end to end runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import write_fashion_mnist
+from tuitrain import checkpoints
+from tuitrain.cli import main
+from tuitrain.models import build_model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cli(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tuitrain", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})})
+
+
+def _bad_checkpoint(tmp_path: Path, kind: str) -> str:
+    path = tmp_path / f"{kind}.pt"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("not a checkpoint")
+    elif kind == "truncated":
+        torch.save({"model": build_model("cnn", (1, 28, 28)).state_dict()}, path)
+        path.write_bytes(path.read_bytes()[:500])
+    elif kind == "wrong-arch":
+        checkpoints.save_checkpoint(path, {"model": build_model("mlp", (1, 28, 28)).state_dict(), "optimizer": {},
+                                           "epoch": 1, "step": 1, "config": {}})
+    elif kind == "partial":
+        torch.save({"model": build_model("cnn", (1, 28, 28)).state_dict()}, path)
+    elif kind == "foreign":
+        torch.save(build_model("cnn", (1, 28, 28)).state_dict(), path)
+    return str(path)
+
+
+BAD_INPUTS = [
+    (["imagenet"], "unknown data set"),
+    (["synthetic", "--model", "resnet9000"], "unknown model"),
+    (["synthetic", "--lr", "-0.1"], "learning rate"),
+    (["synthetic", "--lr", "0"], "learning rate"),
+    (["synthetic", "--lr", "nan"], "learning rate"),
+    (["synthetic", "--lr", "fast"], "learning rate"),
+    (["synthetic", "--epochs", "0"], "--epochs"),
+    (["synthetic", "--epochs", "-3"], "--epochs"),
+    (["synthetic", "--batch-size", "0"], "--batch-size"),
+    (["synthetic", "--optimizer", "lbfgs"], "--optimizer"),
+    (["synthetic", "--device", "tpu"], "unknown device"),
+    (["synthetic", "--device", "cuda:7"], "not available"),
+    (["synthetic", "--device", "mps"], "not available"),
+    (["synthetic", "--model", "nothere.py:Net"], "does not exist"),
+    (["fashion-mnist", "--data-dir", "{tmp}/empty"], "could not be downloaded"),
+    (["synthetic", "--resume", "{tmp}/missing.pt"], "does not exist"),
+    *[(["synthetic", "--resume", f"@{kind}"], needle) for kind, needle in [
+        ("empty", "is empty"), ("text", "not a PyTorch file"), ("truncated", "not a PyTorch file"),
+        ("wrong-arch", "does not fit this model"), ("partial", "missing optimizer"),
+        ("foreign", "missing model")]],
+]
+
+
+@pytest.mark.parametrize("args,needle", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, needle, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = [_bad_checkpoint(tmp_path, a[1:]) if a.startswith("@") else a.format(tmp=tmp_path) for a in args]
+    run_dir = tmp_path / "run"
+    code = main([*args, "--headless", "--run-dir", str(run_dir), "--data-dir", str(tmp_path / "data")]
+                if "--data-dir" not in args else [*args, "--headless", "--run-dir", str(run_dir)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("tuitrain: error:") and needle in err[-1]
+    assert not any("Traceback" in line for line in err)
+    assert not run_dir.exists()
+
+
+def test_help_is_fast_and_does_not_import_torch():
+    code = ("import sys, contextlib, io\nfrom tuitrain.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+            "    try: main(['--help'])\n    except SystemExit: pass\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\nassert 'textual' not in sys.modules\n"
+            "assert 'watch' in out.getvalue() or 'summary' in out.getvalue()\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
+    start = time.perf_counter()
+    assert _cli("--help").returncode == 0
+    assert time.perf_counter() - start < 5  # generous for a loaded CI box; benchmarks measure it properly
+
+
+def test_end_to_end_headless_on_idx_files(tmp_path):
+    fmnist_dir = write_fashion_mnist(tmp_path / "data", n_train=6000, n_test=1000)
+    run_dir = tmp_path / "run"
+    proc = _cli("fashion-mnist", "--headless", "--data-dir", str(fmnist_dir), "--epochs", "2",
+                "--run-dir", str(run_dir))
+    assert proc.returncode == 0, proc.stderr
+    assert "best val_acc" in proc.stderr.splitlines()[-1] and str(run_dir) in proc.stderr
+    epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+              if '"type":"epoch"' in line]
+    assert epochs[-1]["val_acc"] > 0.9
+
+    class Network(torch.nn.Module):  # the notes' Network, written with plain PyTorch
+        def __init__(self):
+            super().__init__()
+            self.conv1 = torch.nn.Conv2d(1, 6, 5)
+            self.conv2 = torch.nn.Conv2d(6, 12, 5)
+            self.fc1 = torch.nn.Linear(12 * 4 * 4, 120)
+            self.fc2 = torch.nn.Linear(120, 60)
+            self.out = torch.nn.Linear(60, 10)
+
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    Network().load_state_dict(ckpt["model"], strict=True)
+    assert ckpt["epoch"] == 2
+
+
+def test_ctrl_c_saves_last_and_exits_130(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "tuitrain", "synthetic", "--headless", "--epochs", "100",
+                             "--run-dir", str(run_dir)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and '"type":"step"' not in (metrics.read_text() if metrics.exists() else ""):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    ckpt = checkpoints.load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert ckpt["step"] > 0
+    assert "interrupted" in err.splitlines()[-1]
+
+
+def test_summary_command(capsys):
+    assert main(["summary", "--model", "cnn"]) == 0
+    out = capsys.readouterr().out
+    assert "fc1" in out and "32,998" in out
