@@ -1,0 +1,293 @@
+"""The dashboard App: composes the panels, binds the keys, routes records to the panels.
+
+The backend (live engine or watched run directory) runs in a thread worker and posts records;
+the App never polls it and never touches a tensor.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.events import Resize
+from textual.widgets import Footer
+
+from tuitrain.commands import Load, Pause, Resume, Save, SetDevice, SetLR
+from tuitrain.messages import BackendFinished, RecordsArrived
+from tuitrain.widgets.choice_prompt import ChoicePrompt
+from tuitrain.widgets.curves import Curves
+from tuitrain.widgets.help import HelpScreen
+from tuitrain.widgets.histograms import Histograms
+from tuitrain.widgets.lr_prompt import LRPrompt
+from tuitrain.widgets.status import StatusLine
+from tuitrain.widgets.summary import SummaryPanel
+from tuitrain.widgets.system import SystemPanel
+
+NARROW_BELOW = 120
+VIEWS = ("view-hist", "view-system", "view-summary")
+END_STATES = {"done": "DONE", "failed": "FAILED", "stopped": "STOPPED", "interrupted": "INTERRUPTED"}
+EXIT_CODES = {"DONE": 0, "STOPPED": 0, "FAILED": 1, "INTERRUPTED": 130}
+
+
+class TuiTrainApp(App[int]):
+    """The live dashboard (and, with a watch backend, the viewer of a run directory)."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "tuitrain"
+    BINDINGS = [
+        Binding("p", "pause", "Pause/Resume"),
+        Binding("s", "save", "Save"),
+        Binding("l", "load", "Load"),
+        Binding("r", "set_lr", "LR"),
+        Binding("d", "device", "Device"),
+        Binding("v", "cycle_view", "View"),
+        Binding("left_square_bracket,up", "layer(-1)", "Layer", show=False),
+        Binding("right_square_bracket,down", "layer(1)", "Layer", show=False),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit_run", "Quit"),
+        Binding("ctrl+c", "interrupt", "Interrupt", show=False, priority=True),
+    ]
+
+    def __init__(self, backend, watch_mode: bool = False) -> None:
+        super().__init__()
+        self.backend = backend
+        self.watch_mode = watch_mode
+        self.paused = False
+        self.finished = ""  # DONE, FAILED, STOPPED... once the run ended
+        self.lr: float | None = None
+        self.device = ""
+        self._ids = itertools.count(1)
+        self._view = 0
+        self._quit_requested = False
+
+    # ----------------------------------------------------------------- layout
+    def compose(self) -> ComposeResult:
+        yield StatusLine(self.backend.run_dir, id="status")
+        with Horizontal(id="main"):
+            with Vertical(id="left"):
+                yield Curves(id="curves")
+                yield Histograms(id="histograms")
+            with Vertical(id="right"):
+                yield SystemPanel("waiting for the first sample...", id="system")
+                yield SummaryPanel(id="summary")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = Path(self.backend.run_dir).name
+        for widget_id, title in (("curves", "loss / accuracy"), ("histograms", "weights / gradients"),
+                                 ("system", "system"), ("summary", "model")):
+            self.query_one(f"#{widget_id}").border_title = title
+        self.screen.add_class(VIEWS[0])
+        self.run_backend()
+
+    def on_resize(self, event: Resize) -> None:
+        self.screen.set_class(event.size.width < NARROW_BELOW, "narrow")
+
+    # ----------------------------------------------------------------- backend
+    @work(thread=True, exclusive=True, exit_on_error=False)
+    def run_backend(self) -> None:
+        """Run the backend (training, or following a run dir) off the UI thread."""
+        try:
+            self.backend.run(self._emit)
+        except Exception as exc:  # shown on screen; the run dir keeps what was written
+            self.post_message(BackendFinished(f"{type(exc).__name__}: {exc}"))
+        else:
+            self.post_message(BackendFinished())
+
+    def _emit(self, records: list[dict]) -> None:
+        # Called from the backend thread: post_message is thread-safe and never blocks.
+        self.post_message(RecordsArrived(records))
+
+    @on(RecordsArrived)
+    def route_records(self, message: RecordsArrived) -> None:
+        """Hand each record to the panels that show it."""
+        status = self.query_one(StatusLine)
+        for record in message.records:
+            kind = record.get("type")
+            if kind == "step":
+                self.query_one(Curves).add_step(record)
+                self.lr = record.get("lr", self.lr)
+            elif kind == "epoch":
+                self.query_one(Curves).add_epoch(record)
+            elif kind == "hist":
+                self.query_one(Histograms).update_record(record)
+            elif kind == "system":
+                self.query_one(SystemPanel).update_record(record)
+            elif kind == "event":
+                self._on_event(record)
+            status.update_record(record)
+
+    @on(BackendFinished)
+    def backend_finished(self, message: BackendFinished) -> None:
+        """The worker returned: show why if it failed; keep the screen until q."""
+        if message.error:
+            self._finish("FAILED", message.error)
+            self.notify(message.error, title="failed", severity="error", timeout=30)
+        if self._quit_requested:
+            self.exit(EXIT_CODES.get(self.finished, 0))
+
+    def _on_event(self, record: dict) -> None:
+        event, ok = record["event"], record.get("ok", True)
+        self.query_one(Curves).add_event(record)
+        if event == "start":
+            self.lr, self.device = record.get("lr"), record["device"]
+            self.query_one(SummaryPanel).update_summary(record["summary"], self.device)
+            self.query_one(StatusLine).state = "RUNNING"
+        elif event == "pause" and ok:
+            self.paused = True
+            self.query_one(StatusLine).state = "PAUSED"
+        elif event == "resume" and ok:
+            self.paused = False
+            self.query_one(StatusLine).state = "RUNNING"
+        elif event == "device" and ok:
+            self.device = record["new"]
+            self.query_one(SummaryPanel).set_device(self.device)
+        elif event == "lr" and ok:
+            self.lr = record["new"]
+        elif event == "end":
+            best = record.get("best_val_acc")
+            note = f"best val_acc {best:.4f}" if best is not None else ""
+            self._finish(END_STATES.get(record.get("status", ""), "DONE"), note)
+        self._notify_event(record)
+
+    def _finish(self, state: str, note: str) -> None:
+        self.finished = state
+        status = self.query_one(StatusLine)
+        status.state = state
+        status.note = note + ("  (q to leave)" if not self._quit_requested else "")
+
+    def _notify_event(self, record: dict) -> None:
+        event, ok = record["event"], record.get("ok", True)
+        if not ok:
+            self.notify(f"{event} refused: {record.get('reason', '')}", severity="error", timeout=8)
+            return
+        if record.get("auto") or event in ("start", "stop"):
+            return
+        messages = {
+            "pause": f"paused at step {record['step']}",
+            "resume": f"resumed at step {record['step']}",
+            "save": f"saved {record.get('path')}",
+            "load": f"loaded {record.get('path')} (weights of step {record.get('from_step')})",
+            "lr": f"learning rate {record.get('old')} → {record.get('new')}",
+            "device": f"moved to {record.get('new')}",
+            "end": f"run {record.get('status')}",
+            "error": f"error: {record.get('reason')}",
+        }
+        if event in messages:
+            severity = "error" if event == "error" or record.get("status") == "failed" else "information"
+            self.notify(messages[event], severity=severity)
+
+    # ----------------------------------------------------------------- keys
+    def _send(self, command_type, *args) -> None:
+        """Send a command if the run can take one; say why not otherwise."""
+        if self.finished or not self.backend.controls:
+            self.notify(f"the run has ended ({self.finished or 'read-only'}); nothing to control",
+                        severity="warning")
+            return
+        self.backend.send(command_type(*args, id=next(self._ids)))
+
+    def action_pause(self) -> None:
+        """p: pause, or resume when paused."""
+        self._send(Resume if self.paused else Pause)
+
+    def action_save(self) -> None:
+        """s: save a checkpoint now."""
+        self._send(Save)
+
+    def action_load(self) -> None:
+        """l: choose a checkpoint (newest first) and load it."""
+        if self.finished or not self.backend.controls:
+            self._send(Load)  # refused with the reason
+            return
+        found = self.backend.checkpoints()
+        if not found:
+            self.notify("no checkpoints in this run yet (s saves one)", severity="warning")
+            return
+        choices = [(path, Path(path).name) for path in found]
+        self.push_screen(ChoicePrompt("Load which checkpoint? (newest first)", choices),
+                         lambda path: path and self._send(Load, path))
+
+    def action_set_lr(self) -> None:
+        """r: prompt for a learning rate, filled with the current one."""
+        if self.finished or not self.backend.controls:
+            self._send(SetLR, 0.0)  # refused with the reason
+            return
+        self.push_screen(LRPrompt(self.lr), lambda lr: lr is not None and self._send(SetLR, lr))
+
+    def action_device(self) -> None:
+        """d: choose a device to move the run to."""
+        if self.finished or not self.backend.controls:
+            self._send(SetDevice, "")
+            return
+        others = [d for d in self.backend.devices() if d != self.device]
+        if not others:
+            self.notify(f"only {self.device or 'a CPU'} here: no other device to switch to", severity="warning")
+            return
+        self.push_screen(ChoicePrompt(f"Move from {self.device} to:", [(d, d) for d in others]),
+                         lambda device: device and self._send(SetDevice, device))
+
+    def action_layer(self, delta: int) -> None:
+        """[ / ]: previous or next layer in the histograms."""
+        self.query_one(Histograms).move(delta)
+
+    def action_cycle_view(self) -> None:
+        """v: on a narrow terminal, cycle the lower panel (histograms, system, model)."""
+        self.screen.remove_class(VIEWS[self._view])
+        self._view = (self._view + 1) % len(VIEWS)
+        self.screen.add_class(VIEWS[self._view])
+
+    def action_help(self) -> None:
+        """?: the key help."""
+        self.push_screen(HelpScreen())
+
+    def action_quit_run(self) -> None:
+        """q: stop the run at the next step (live) and leave once last.pt is written."""
+        self._leave("quit")
+
+    def action_interrupt(self) -> None:
+        """Ctrl-C: like q, and the process exits 130 (SPEC)."""
+        self._leave("interrupt")
+
+    def _leave(self, reason: str) -> None:
+        if self.finished or not self.backend.quit_stops_run:
+            self.backend.quit(reason)
+            code = EXIT_CODES.get(self.finished, 0) if not self.watch_mode else 0
+            self.exit(130 if reason == "interrupt" and not self.finished else code)
+            return
+        if self._quit_requested:
+            return
+        self._quit_requested = True
+        self.query_one(StatusLine).state = "STOPPING"
+        self.notify("stopping at the next step; writing last.pt...")
+        self.backend.quit(reason)
+
+    def on_unmount(self) -> None:
+        if not self.finished:
+            self.backend.quit("quit")  # never leave an engine running behind a closed dashboard
+
+
+def run_dashboard(cfg) -> int:
+    """Train ``cfg`` under the dashboard; return the exit code (SPEC)."""
+    import sys
+
+    from tuitrain.backends import LiveBackend
+    from tuitrain.session import Session
+
+    print(f"tuitrain: loading {cfg.dataset} and building {cfg.model}...", file=sys.stderr)
+    session = Session(cfg)
+    session.prepare()
+    session.open_run_dir()
+    app = TuiTrainApp(LiveBackend(session))
+    code = app.run()
+    result = session.result
+    if result is not None:
+        best = "n/a" if result.best_val_acc is None else f"{result.best_val_acc:.4f}"
+        print(f"tuitrain: {result.status} after {result.epochs_done} epochs ({result.step} steps); "
+              f"best val_acc {best}; run dir {cfg.run_dir}", file=sys.stderr)
+    if isinstance(code, int):
+        return code
+    return app.return_code or 0  # Textual sets 1 when the app itself crashed

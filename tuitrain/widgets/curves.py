@@ -1,0 +1,112 @@
+"""Loss and accuracy against step: train smoothed over its faint raw trace, val per epoch, and the
+person's interventions (pause, LR change, load, device switch) marked where they happened."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Static
+from textual_plotext import PlotextPlot
+
+from tuitrain.history import Markers, Series, smooth
+
+MARK_COLORS = {"pause": "orange", "lr": "magenta", "load": "cyan", "device": "green", "nonfinite": "red"}
+
+
+class Curves(Vertical):
+    """Two plots (loss, accuracy) and the current values in numbers beside them."""
+
+    DEFAULT_CSS = """
+    Curves { height: 1fr; }
+    Curves Horizontal { height: 1fr; }
+    Curves PlotextPlot { width: 1fr; }
+    Curves #numbers { width: 26; padding: 0 1; }
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.train_loss, self.train_acc = Series(), Series()
+        self.val_loss, self.val_acc = Series(), Series()
+        self.markers = Markers()
+        self._dirty = False
+        self._epoch = 0
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            yield PlotextPlot(id="loss")
+            yield PlotextPlot(id="acc")
+            yield Static("waiting for the first step...", id="numbers")
+
+    def on_mount(self) -> None:
+        self.set_interval(0.5, self._redraw_if_dirty)
+
+    def add_step(self, record: dict) -> None:
+        """A step record: one point on each train curve."""
+        self.train_loss.append(record["step"], record["loss"])
+        if "acc" in record:
+            self.train_acc.append(record["step"], record["acc"])
+        self._dirty = True
+
+    def add_epoch(self, record: dict) -> None:
+        """An epoch record: one validation point on each curve."""
+        self.val_loss.append(record["step"], record["val_loss"])
+        self.val_acc.append(record["step"], record["val_acc"])
+        self._epoch = record["epoch"]
+        self._dirty = True
+
+    def add_event(self, record: dict) -> None:
+        """Mark successful interventions on the curves."""
+        kind = record["event"]
+        if kind in MARK_COLORS and record.get("ok", True):
+            label = {"lr": f"lr {record.get('new')}", "device": f"→{record.get('new')}"}.get(kind, kind)
+            self.markers.add(record["step"], kind, label)
+            self._dirty = True
+
+    def _redraw_if_dirty(self) -> None:
+        if self._dirty and self.display:
+            self._dirty = False
+            self.redraw()
+
+    def redraw(self) -> None:
+        """Draw both plots and the numbers from the history."""
+        self._draw(self.query_one("#loss", PlotextPlot), "loss", self.train_loss, self.val_loss)
+        self._draw(self.query_one("#acc", PlotextPlot), "accuracy", self.train_acc, self.val_acc)
+        self.query_one("#numbers", Static).update(self._numbers())
+
+    def _draw(self, plot: PlotextPlot, title: str, train: Series, val: Series) -> None:
+        plt = plot.plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.title(title)
+        if train.xs:
+            plt.plot(train.xs, train.ys, color="gray", marker="dot")
+            plt.plot(train.xs, smooth(train.ys), color="blue", marker="braille", label="train")
+        if val.xs:
+            plt.plot(val.xs, val.ys, color="red", marker="hd", label="val")
+            plt.scatter(val.xs, val.ys, color="red", marker="o")
+        for step, kind, _label in self.markers.items:
+            plt.vline(step, MARK_COLORS[kind])
+        plt.xlabel("step")
+        plot.refresh()
+
+    def _numbers(self) -> str:
+        def fmt(value: float | None, pct: bool = False) -> str:
+            if value is None:
+                return "-"
+            return f"{100 * value:.2f}%" if pct else f"{value:.4f}"
+
+        lines = [
+            "[b]train[/b]",
+            f" loss {fmt(self.train_loss.last)}",
+            f" acc  {fmt(self.train_acc.last, True)}",
+            f"[b]val[/b] (epoch {self._epoch})",
+            f" loss {fmt(self.val_loss.last)}",
+            f" acc  {fmt(self.val_acc.last, True)}",
+        ]
+        if self.val_acc.ys:
+            lines.append(f" best {fmt(max(self.val_acc.ys), True)}")
+        if self.markers.items:
+            lines.append("[b]marks[/b]")
+            for step, kind, label in self.markers.items[-5:]:
+                lines.append(f" [{MARK_COLORS[kind]}]|[/] {step}: {label}")
+        return "\n".join(lines)

@@ -1,0 +1,81 @@
+"""Per-layer weight and gradient distributions; the layer is picked with [ and ] (or up/down)."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
+from textual.widgets import Static
+from textual_plotext import PlotextPlot
+
+
+class Histograms(Vertical):
+    """The newest histogram record, one layer at a time, with its weight and gradient norms."""
+
+    DEFAULT_CSS = """
+    Histograms { height: 1fr; }
+    Histograms #hist-title { height: 1; }
+    Histograms Horizontal { height: 1fr; }
+    Histograms PlotextPlot { width: 1fr; }
+    """
+
+    layer_index: reactive[int] = reactive(0)
+    """Which layer (parameter) of the newest record is shown."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.record: dict | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("histograms: waiting for the first record...", id="hist-title")
+        with Horizontal():
+            yield PlotextPlot(id="hist-w")
+            yield PlotextPlot(id="hist-g")
+
+    @property
+    def layer_list(self) -> list[dict]:
+        """The layers of the newest record."""
+        return self.record["layers"] if self.record else []
+
+    def update_record(self, record: dict) -> None:
+        """Show a new ``hist`` record (the chosen layer stays chosen)."""
+        self.record = record
+        self.layer_index = min(self.layer_index, max(len(self.layer_list) - 1, 0))
+        self.redraw()
+
+    def move(self, delta: int) -> None:
+        """Pick the previous (-1) or next (+1) layer, wrapping around."""
+        if self.layer_list:
+            self.layer_index = (self.layer_index + delta) % len(self.layer_list)
+
+    def watch_layer_index(self) -> None:
+        self.redraw()
+
+    def redraw(self) -> None:
+        """Draw the chosen layer's two histograms."""
+        if not self.is_mounted or not self.layer_list:
+            return
+        layer = self.layer_list[self.layer_index]
+        w, g = layer.get("w"), layer.get("g")
+        title = (f"[b]{layer['name']}[/b] ({self.layer_index + 1}/{len(self.layer_list)}, [ ] to change) "
+                 f"step {self.record['step']}  |w| {w['norm']:.3f}" if w else layer["name"])
+        if g:
+            title += f"  |grad| {g['norm']:.3g}"
+        self.query_one("#hist-title", Static).update(title)
+        self._draw(self.query_one("#hist-w", PlotextPlot), "weights", w, "blue")
+        self._draw(self.query_one("#hist-g", PlotextPlot), "gradients", g, "orange")
+
+    @staticmethod
+    def _draw(plot: PlotextPlot, title: str, hist: dict | None, color: str) -> None:
+        plt = plot.plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.title(title)
+        if hist:
+            counts = hist["counts"]
+            width = (hist["hi"] - hist["lo"]) / len(counts) or 1e-12
+            centers = [hist["lo"] + (i + 0.5) * width for i in range(len(counts))]
+            plt.bar(centers, counts, color=color, width=1.0, marker="sd")
+            ticks = [hist["lo"], (hist["lo"] + hist["hi"]) / 2, hist["hi"]]
+            plt.xticks(ticks, [f"{t:.3g}" for t in ticks])
+        plot.refresh()

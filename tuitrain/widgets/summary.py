@@ -1,0 +1,42 @@
+"""The model summary table: layers, output shapes, parameters, totals, size, device and dtype."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import DataTable, Static
+
+
+class SummaryPanel(Vertical):
+    """Filled once from the ``start`` event's summary; the device line follows device switches."""
+
+    DEFAULT_CSS = """
+    SummaryPanel { height: 1fr; }
+    SummaryPanel DataTable { height: 1fr; }
+    SummaryPanel #summary-totals { height: auto; }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield DataTable(id="summary-table", show_cursor=False, zebra_stripes=True)
+        yield Static("", id="summary-totals")
+
+    def on_mount(self) -> None:
+        self.query_one(DataTable).add_columns("layer", "output", "params", "train")
+        self._totals = ""
+        self._device = ""
+
+    def update_summary(self, summary: dict, device: str, dtype: str = "float32") -> None:
+        """Fill the table from a ModelSummary.to_dict()."""
+        table = self.query_one(DataTable)
+        table.clear()
+        for name, kind, depth, shape, params, trainable in summary["rows"]:
+            label = "  " * max(depth - 1, 0) + f"{name} ({kind})"
+            table.add_row(label, "x".join(str(d) for d in shape[1:]) or "-", f"{params:,}", trainable)
+        self._totals = (f"total {summary['total_params']:,} params ({summary['trainable_params']:,} trainable), "
+                        f"{summary['size_mb']:.2f} MB, {dtype}")
+        self.set_device(device)
+
+    def set_device(self, device: str) -> None:
+        """Show the device the model is on now."""
+        self._device = device
+        self.query_one("#summary-totals", Static).update(f"{self._totals}\non [b]{device}[/b]")

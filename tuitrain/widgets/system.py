@@ -1,0 +1,44 @@
+"""CPU per core, the training process's RSS, system RAM, and each GPU through NVML."""
+
+from __future__ import annotations
+
+from textual.widgets import Static
+
+
+def bar(fraction: float, width: int = 12) -> str:
+    """A text bar, e.g. ``█████░░░░░``."""
+    fraction = min(max(fraction, 0.0), 1.0)
+    full = round(fraction * width)
+    return "█" * full + "░" * (width - full)
+
+
+class SystemPanel(Static):
+    """Shows the newest ``system`` record; absent GPUs are shown as absent, never an error."""
+
+    DEFAULT_CSS = "SystemPanel { height: auto; }"
+
+    def update_record(self, record: dict) -> None:
+        """Render one system record (see tuitrain.system.SystemSample.to_record)."""
+        cpus = record.get("cpu_percent") or []
+        total = sum(cpus) / len(cpus) if cpus else 0.0
+        lines = [f"[b]CPU[/b]  {bar(total / 100)} {total:5.1f}%  ({len(cpus)} cores)"]
+        if 1 < len(cpus) <= 16:
+            per_core = " ".join(f"{c:3.0f}" for c in cpus)
+            lines.append(f"  per core: {per_core}")
+        ram_used, ram_total = record.get("ram_used_mb", 0.0), record.get("ram_total_mb", 0.0) or 1.0
+        lines.append(f"[b]RAM[/b]  {bar(ram_used / ram_total)} {ram_used / 1024:5.1f}/{ram_total / 1024:.1f} GiB")
+        lines.append(f"  training process RSS {record.get('rss_mb', 0.0):,.0f} MiB")
+        gpus = record.get("gpus") or []
+        if not gpus:
+            lines.append(f"[b]GPU[/b]  {record.get('gpu_note') or 'no GPU found'}")
+        for gpu in gpus:
+            mem_frac = gpu["mem_used_mb"] / (gpu["mem_total_mb"] or 1.0)
+            extras = []
+            if gpu.get("temp_c") is not None:
+                extras.append(f"{gpu['temp_c']:.0f}°C")
+            if gpu.get("power_w") is not None:
+                extras.append(f"{gpu['power_w']:.0f} W")
+            lines.append(f"[b]GPU{gpu['index']}[/b] {gpu['name'][:24]}  {' '.join(extras)}")
+            lines.append(f"  util {bar(gpu['util_percent'] / 100)} {gpu['util_percent']:3.0f}%")
+            lines.append(f"  mem  {bar(mem_frac)} {gpu['mem_used_mb'] / 1024:.1f}/{gpu['mem_total_mb'] / 1024:.1f} GiB")
+        self.update("\n".join(lines))
