@@ -7,6 +7,7 @@ the App never polls it and never touches a tensor.
 from __future__ import annotations
 
 import itertools
+import sys
 from pathlib import Path
 
 from textual import on, work
@@ -28,6 +29,7 @@ from tuitrain.widgets.summary import SummaryPanel
 from tuitrain.widgets.system import SystemPanel
 
 NARROW_BELOW = 120
+GIL_SWITCH_S = 0.001
 VIEWS = ("view-hist", "view-system", "view-summary")
 END_STATES = {"done": "DONE", "failed": "FAILED", "stopped": "STOPPED", "interrupted": "INTERRUPTED"}
 EXIT_CODES = {"DONE": 0, "STOPPED": 0, "FAILED": 1, "INTERRUPTED": 130}
@@ -77,6 +79,9 @@ class TuiTrainApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
+        # The UI thread shares the GIL with the training thread; a shorter switch interval makes the
+        # UI hand the GIL back sooner when training wants it (UI latency stays far below a frame).
+        sys.setswitchinterval(GIL_SWITCH_S)
         self.sub_title = Path(self.backend.run_dir).name
         for widget_id, title in (("curves", "loss / accuracy"), ("histograms", "weights / gradients"),
                                  ("system", "system"), ("summary", "model")):
@@ -272,8 +277,6 @@ class TuiTrainApp(App[int]):
 
 def run_dashboard(cfg) -> int:
     """Train ``cfg`` under the dashboard; return the exit code (SPEC)."""
-    import sys
-
     from tuitrain.backends import LiveBackend
     from tuitrain.session import Session
 

@@ -10,6 +10,9 @@ from textual_plotext import PlotextPlot
 
 from tuitrain.history import Markers, Series, smooth
 
+REDRAW_EVERY_S = 1.0
+"""Plots are redrawn at most this often: plotext is pure Python and shares the GIL with training."""
+
 MARK_COLORS = {"pause": "orange", "lr": "magenta", "load": "cyan", "device": "green", "nonfinite": "red"}
 
 
@@ -38,7 +41,7 @@ class Curves(Vertical):
             yield Static("waiting for the first step...", id="numbers")
 
     def on_mount(self) -> None:
-        self.set_interval(0.5, self._redraw_if_dirty)
+        self.set_interval(REDRAW_EVERY_S, self._redraw_if_dirty)
 
     def add_step(self, record: dict) -> None:
         """A step record: one point on each train curve."""
@@ -80,7 +83,9 @@ class Curves(Vertical):
         plt.title(title)
         if train.xs:
             plt.plot(train.xs, train.ys, color="gray", marker="dot")
-            plt.plot(train.xs, smooth(train.ys), color="blue", marker="braille", label="train")
+            # Lighter smoothing while there are few points, so the smoothed curve does not lag far behind.
+            weight = 0.9 if len(train.ys) > 200 else 0.6
+            plt.plot(train.xs, smooth(train.ys, weight), color="blue", marker="braille", label="train")
         if val.xs:
             plt.plot(val.xs, val.ys, color="red", marker="hd", label="val")
             plt.scatter(val.xs, val.ys, color="red", marker="o")
