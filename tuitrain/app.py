@@ -31,7 +31,8 @@ from tuitrain.widgets.system import SystemPanel
 NARROW_BELOW = 120
 GIL_SWITCH_S = 0.001
 VIEWS = ("view-hist", "view-system", "view-summary")
-END_STATES = {"done": "DONE", "failed": "FAILED", "stopped": "STOPPED", "interrupted": "INTERRUPTED"}
+END_STATES = {"done": "DONE", "failed": "FAILED", "stopped": "STOPPED", "interrupted": "INTERRUPTED",
+              "dead": "DEAD"}
 EXIT_CODES = {"DONE": 0, "STOPPED": 0, "FAILED": 1, "INTERRUPTED": 130}
 
 
@@ -65,6 +66,7 @@ class TuiTrainApp(App[int]):
         self._ids = itertools.count(1)
         self._view = 0
         self._quit_requested = False
+        self._replaying = False  # watch: history being loaded, so no notifications for old events
 
     # ----------------------------------------------------------------- layout
     def compose(self) -> ComposeResult:
@@ -110,21 +112,26 @@ class TuiTrainApp(App[int]):
     @on(RecordsArrived)
     def route_records(self, message: RecordsArrived) -> None:
         """Hand each record to the panels that show it."""
-        status = self.query_one(StatusLine)
+        status, curves = self.query_one(StatusLine), self.query_one(Curves)
         for record in message.records:
             kind = record.get("type")
             if kind == "step":
-                self.query_one(Curves).add_step(record)
+                curves.add_step(record)
                 self.lr = record.get("lr", self.lr)
             elif kind == "epoch":
-                self.query_one(Curves).add_epoch(record)
+                curves.add_epoch(record)
             elif kind == "hist":
                 self.query_one(Histograms).update_record(record)
             elif kind == "system":
                 self.query_one(SystemPanel).update_record(record)
             elif kind == "event":
                 self._on_event(record)
+            elif kind == "replay":
+                self._replaying = record["begin"]
+                if not self._replaying:
+                    curves.redraw()
             status.update_record(record)
+        status.refresh_text()  # once per batch: a long history is thousands of records
 
     @on(BackendFinished)
     def backend_finished(self, message: BackendFinished) -> None:
@@ -163,9 +170,13 @@ class TuiTrainApp(App[int]):
         self.finished = state
         status = self.query_one(StatusLine)
         status.state = state
+        if self.watch_mode:
+            note = f"{note}  read-only: the run has ended" if state != "DEAD" else "read-only: its process is gone"
         status.note = note + ("  (q to leave)" if not self._quit_requested else "")
 
     def _notify_event(self, record: dict) -> None:
+        if self._replaying:
+            return
         event, ok = record["event"], record.get("ok", True)
         if not ok:
             self.notify(f"{event} refused: {record.get('reason', '')}", severity="error", timeout=8)

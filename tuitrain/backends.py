@@ -7,6 +7,8 @@ sees a tensor.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -80,3 +82,94 @@ class LiveBackend:
         from tuitrain.commands import Stop
 
         self.session.send(Stop(reason))
+
+
+_CTL_NAMES = {"Pause": "pause", "Resume": "resume", "Save": "save", "Load": "load", "SetLR": "lr",
+              "SetDevice": "device", "Stop": "stop"}
+
+
+def command_to_ctl(command) -> tuple[str, str | None]:
+    """A command dataclass as the control channel's (name, argument)."""
+    name = _CTL_NAMES[type(command).__name__]
+    arg = {"save": getattr(command, "name", ""), "load": getattr(command, "path", ""),
+           "lr": repr(getattr(command, "lr", "")), "device": getattr(command, "device", "")}.get(name)
+    return name, (arg or None)
+
+
+class WatchBackend:
+    """Follows a run directory: the history first, then new records as they are written.
+
+    While the run lives, commands go through its control channel; a finished or dead run is shown
+    as it ended, read-only. Leaving (q) never touches the run.
+    """
+
+    quit_stops_run = False
+    POLL_S = 0.25
+    ALIVE_CHECK_S = 2.0
+
+    def __init__(self, run_dir: str | Path):
+        from tuitrain.runs import require_run_dir, run_state
+
+        self.run_dir = str(require_run_dir(run_dir))
+        self.controls = run_state(self.run_dir) in ("running", "paused")
+        self._stop = threading.Event()
+        self._emit: Emit | None = None
+
+    def run(self, emit: Emit) -> None:
+        """Emit the history (replayed), then follow until the run ends or the viewer leaves."""
+        from tuitrain.runlog import HISTOGRAMS, METRICS, SYSTEM, read_history, read_last
+        from tuitrain.runs import run_state
+
+        self._emit = emit
+        root = Path(self.run_dir)
+        history, metrics = read_history(root / METRICS)
+        hist, hist_follow = read_last(root / HISTOGRAMS)
+        system, system_follow = read_last(root / SYSTEM)
+        ended = any(r.get("event") == "end" for r in history)
+        emit([{"type": "replay", "begin": True}, *history, *(r for r in (hist, system) if r),
+              {"type": "replay", "begin": False}])
+        last_check = time.monotonic()
+        while not ended and not self._stop.wait(self.POLL_S):
+            new = metrics.poll() + hist_follow.poll()[-1:] + system_follow.poll()[-1:]
+            if new:
+                emit(new)
+                ended = any(r.get("event") == "end" for r in new)
+            if not ended and time.monotonic() - last_check > self.ALIVE_CHECK_S:
+                last_check = time.monotonic()
+                if run_state(self.run_dir) == "dead" and not metrics.poll():
+                    emit([{"type": "event", "event": "end", "status": "dead", "step": 0, "time": time.time(),
+                           "reason": "the run's process is gone without ending the run"}])
+                    ended = True
+        self.controls = False
+
+    def send(self, command) -> None:
+        """Send through the control channel in a thread; a failure comes back as a refused event."""
+        threading.Thread(target=self._send, args=(command,), daemon=True).start()
+
+    def _send(self, command) -> None:
+        from tuitrain.control import send_command
+        from tuitrain.errors import UsageError
+
+        name, arg = command_to_ctl(command)
+        try:
+            answer = send_command(self.run_dir, name, arg)
+        except (UsageError, OSError, ValueError) as exc:
+            answer = {"ok": False, "reason": str(exc)}
+        if not answer.get("ok") and "cmd_id" not in answer and self._emit:
+            # The run never saw it, so no event will come through metrics.jsonl: say so here.
+            self._emit([{"type": "event", "event": name, "ok": False, "reason": answer.get("reason", ""),
+                         "step": 0, "time": time.time(), "local": True}])
+
+    def devices(self) -> list[str]:
+        """The devices the run's machine had at its start (config.json)."""
+        from tuitrain.runlog import CONFIG, read_json
+
+        return (read_json(Path(self.run_dir) / CONFIG) or {}).get("devices", ["cpu"])
+
+    def checkpoints(self) -> list[str]:
+        """The run's checkpoints, newest first."""
+        return list_checkpoints(self.run_dir)
+
+    def quit(self, reason: str = "quit") -> None:
+        """Stop following; the run goes on."""
+        self._stop.set()

@@ -7,6 +7,7 @@ Exit codes (SPEC): 0 done, 1 the run failed, 2 bad usage or input (one line, no 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 
@@ -19,6 +20,11 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 COMMANDS_HELP = """commands:
   tuitrain DATASET [options]           train; the live dashboard in a terminal, headless with
                                        --headless or when stdout is not a terminal
+  tuitrain watch RUN_DIR               the dashboard over a run directory: live (and in control)
+                                       while the run is alive; a finished run as it ended
+  tuitrain ctl RUN_DIR COMMAND [ARG]   send pause, resume, save [NAME], load [PATH], lr VALUE,
+                                       device NAME or stop to a live run (exit 0 done, 1 refused,
+                                       2 not alive or bad input)
   tuitrain summary [--model M] [--dataset D]
                                        print the model summary table
   tuitrain runs [DIR]                  the runs under DIR (default runs/)
@@ -31,7 +37,7 @@ exit codes: 0 done, 1 run failed, 2 bad usage or input, 130 interrupted (last.pt
 class _Parser(argparse.ArgumentParser):
     """argparse whose errors are one line (SPEC: no usage dump, no traceback), exit 2."""
 
-    def error(self, message: str):  # noqa: D102 - argparse API
+    def error(self, message: str):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
@@ -105,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tuitrain: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `tuitrain runs | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 def cmd_train(argv: list[str]) -> int:
@@ -195,4 +204,41 @@ def cmd_runs(argv: list[str]) -> int:
     return EXIT_OK
 
 
-_SUBCOMMANDS = {"summary": cmd_summary, "runs": cmd_runs}
+def cmd_watch(argv: list[str]) -> int:
+    """``tuitrain watch RUN_DIR``: the dashboard over a run directory."""
+    p = _Parser(prog="tuitrain watch", description="Watch (and, while it lives, control) a run.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    args = p.parse_args(argv)
+    from tuitrain.backends import WatchBackend
+
+    backend = WatchBackend(args.run_dir)  # UsageError when it is not a run
+    from tuitrain.app import TuiTrainApp
+
+    TuiTrainApp(backend, watch_mode=True).run()
+    return EXIT_OK
+
+
+def cmd_ctl(argv: list[str]) -> int:
+    """``tuitrain ctl RUN_DIR COMMAND [ARG]``: one command to a live run."""
+    from tuitrain.control import COMMANDS, send_command
+    from tuitrain.runs import require_run_dir
+
+    p = _Parser(prog="tuitrain ctl", description="Send one command to a live run and print its answer.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("command", metavar="COMMAND", help=", ".join(COMMANDS))
+    p.add_argument("arg", nargs="?", default=None, metavar="ARG")
+    args = p.parse_args(argv)
+    require_run_dir(args.run_dir)
+    answer = send_command(args.run_dir, args.command, args.arg)
+    if answer.get("bad_input"):
+        raise UsageError(answer.get("reason", "bad input"))
+    shown = {k: v for k, v in answer.items() if k not in ("ok", "type", "event", "time", "cmd_id", "reason")}
+    details = " ".join(f"{k}={v}" for k, v in shown.items())
+    if answer.get("ok"):
+        print(f"done: {args.command} {details}".rstrip())
+        return EXIT_OK
+    print(f"refused: {args.command}: {answer.get('reason', 'no reason given')}")
+    return EXIT_FAILED
+
+
+_SUBCOMMANDS = {"summary": cmd_summary, "runs": cmd_runs, "watch": cmd_watch, "ctl": cmd_ctl}

@@ -89,6 +89,7 @@ class Engine:
         self.best_val_acc: float | None = None
         self.paused = False
         self._stop_reason = ""
+        self._stop_id = 0
         self._epoch_loss_sum = self._epoch_correct = self._epoch_count = 0
         self._epoch_seconds = 0.0
 
@@ -171,7 +172,7 @@ class Engine:
         if self._stop_reason:
             self._save_quietly("last.pt")
             status = "interrupted" if self._stop_reason == "interrupt" else "stopped"
-            self._event("stop", reason=self._stop_reason)
+            self._event("stop", ok=True, reason=self._stop_reason, cmd_id=self._stop_id)
         else:
             status = "done"
         self._event("end", status=status, best_val_acc=self.best_val_acc, epochs_done=self.epoch)
@@ -289,7 +290,7 @@ class Engine:
                 names.append((name, kind))
         values = torch.stack(parts).tolist()  # one sync per histogram interval
         layers: dict[str, dict] = {}
-        for (name, kind), row in zip(names, values):
+        for (name, kind), row in zip(names, values, strict=True):
             entry = layers.setdefault(name, {"name": name, "w": None, "g": None})
             entry[kind] = {"lo": row[0], "hi": row[1], "norm": row[2], "counts": [int(c) for c in row[3:]]}
         self.report({"type": "hist", "step": self.step, "epoch": self.epoch + 1, "time": time.time(),
@@ -339,6 +340,7 @@ class Engine:
             self._command_device(cmd)
         elif isinstance(cmd, Stop):
             self._stop_reason = cmd.reason or "stop"
+            self._stop_id = cmd.id
             self.paused = False
         else:
             self._event("error", ok=False, reason=f"unknown command {cmd!r}")

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from tuitrain.errors import ModelError
 
@@ -194,7 +194,7 @@ def format_summary(summary: ModelSummary) -> str:
     lines.append("-" * len(lines[0]))
     for row in summary.rows:
         name = "  " * (row.depth - 1) + f"{row.name} ({row.kind})"
-        lines.append(f"{name:<24}{str(list(row.output_shape)):<22}{row.params:>12,}  {row.trainable}")
+        lines.append(f"{name:<24}{list(row.output_shape)!s:<22}{row.params:>12,}  {row.trainable}")
     lines.append("-" * len(lines[0]))
     lines.append(f"Total params: {summary.total_params:,}  trainable: {summary.trainable_params:,}")
     lines.append(f"Size: {summary.size_mb:.3f} MB")

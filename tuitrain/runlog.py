@@ -130,3 +130,55 @@ class Follower:
 def read_records(path: str | Path) -> list[dict]:
     """Every complete record of a JSONL file (a partial last line is left out)."""
     return Follower(path).poll()
+
+
+def read_history(path: str | Path, max_steps: int = 2000) -> tuple[list[dict], Follower]:
+    """A run's records for a first screen, fast, and a Follower positioned after them.
+
+    Every epoch and event record is parsed; of the step records (the bulk of a long run) at most
+    about ``max_steps``, evenly spaced, plus the last one: drawing decimates anyway, and skipping
+    the JSON parse of the rest is what makes 50,000 records load in a few hundredths of a second.
+    """
+    follower = Follower(path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return [], follower
+    end = data.rfind(b"\n") + 1
+    follower._offset = end
+    follower._tail = b""
+    lines = data[:end].split(b"\n")
+    step_marker = b'"type":"step"'
+    step_lines = [i for i, line in enumerate(lines) if step_marker in line]
+    stride = max(1, -(-len(step_lines) // max_steps))
+    keep = set(step_lines[::stride])
+    if step_lines:
+        keep.add(step_lines[-1])
+    records = []
+    loads = json.loads
+    for i, line in enumerate(lines):
+        if not line or (i not in keep and step_marker in line):
+            continue
+        try:
+            record = loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records, follower
+
+
+def read_last(path: str | Path) -> tuple[dict | None, Follower]:
+    """Only the newest record of a JSONL file (histograms, system), and a Follower after it."""
+    follower = Follower(path)
+    try:
+        size = Path(path).stat().st_size
+    except OSError:
+        return None, follower
+    with open(path, "rb") as fh:
+        fh.seek(max(0, size - 1_000_000))
+        chunk = fh.read()
+    follower._offset = size
+    records, _ = parse_lines(chunk[chunk.find(b"\n") + 1 :] if size > 1_000_000 else chunk)
+    return (records[-1] if records else None), follower

@@ -13,10 +13,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from tuitrain import __version__
 from tuitrain.config import TrainConfig
-from tuitrain.runlog import RunLog
+from tuitrain.control import ControlServer
+from tuitrain.errors import UsageError
+from tuitrain.runlog import STATUS, RunLog, read_json
 
 SYSTEM_EVERY_S = 2.0
 
@@ -32,6 +35,7 @@ class Session:
         self.commands: queue.Queue = queue.Queue()
         self.engine = Engine(config, self._report, self.commands)
         self.log: RunLog | None = None
+        self.control: ControlServer | None = None
         self.result = None
         self._state = "starting"
         self._done = threading.Event()
@@ -42,18 +46,23 @@ class Session:
 
     def open_run_dir(self) -> None:
         """Create the run directory, clean temp files a killed save left, write config.json."""
-        from tuitrain import checkpoints
-
         import torch
 
+        from tuitrain import checkpoints
+        from tuitrain.engine import available_devices
+
+        self._refuse_if_in_use()
         self.log = RunLog(self.config.run_dir)
         checkpoints.cleanup_temp(self.engine.checkpoint_dir)
+        self.control = ControlServer(self.config.run_dir, self.send)
+        self.control.start()
         ds = self.engine.data
         self.log.write_config({
             **self.config.to_dict(),
             "data": {"mean": ds.mean, "std": ds.std, "shape": list(ds.shape), "classes": ds.classes,
                      "train_samples": len(ds.train_x), "val_samples": len(ds.val_x)},
             "device_resolved": str(self.engine.device),
+            "devices": available_devices(),
             "versions": {"tuitrain": __version__, "torch": torch.__version__, "python": platform.python_version()},
             "host": socket.gethostname(),
             "pid": os.getpid(),
@@ -69,6 +78,8 @@ class Session:
             self.result = self.engine.run()
         finally:
             self._done.set()
+            if self.control:
+                self.control.close()
         status = {"done": "done", "failed": "failed"}.get(self.result.status, "stopped")
         self._write_status(status)
         if self.log:
@@ -82,6 +93,8 @@ class Session:
     def _report(self, record: dict) -> None:
         if self.log:
             self.log.write(record)
+        if self.control:
+            self.control.on_record(record)  # after the write: an answer implies the record is on disk
         kind = record.get("type")
         if kind == "epoch":
             self._write_status(self._state)  # epochs done and best accuracy, for `tuitrain runs`
@@ -100,7 +113,16 @@ class Session:
             "state": state, "pid": os.getpid(), "host": socket.gethostname(), "time": time.time(),
             "epoch": eng.epoch, "epochs": self.config.epochs, "step": eng.step,
             "best_val_acc": eng.best_val_acc, "device": str(getattr(eng, "device", "")),
+            "control": str(self.control.path) if self.control and state in ("running", "paused") else None,
         })
+
+    def _refuse_if_in_use(self) -> None:
+        """Two live processes must never write one run directory."""
+        from tuitrain.runs import run_state
+
+        status = read_json(Path(self.config.run_dir) / STATUS) or {}
+        if run_state(self.config.run_dir) in ("running", "paused") and status.get("pid") != os.getpid():
+            raise UsageError(f"run dir {self.config.run_dir} is in use by a live run (pid {status.get('pid')})")
 
     def _sample_system(self) -> None:
         from tuitrain.system import SystemSampler

@@ -95,8 +95,8 @@ class SystemSampler:
                     util_percent=float(nv.nvmlDeviceGetUtilizationRates(h).gpu),
                     mem_used_mb=mem.used / 2**20,
                     mem_total_mb=mem.total / 2**20,
-                    temp_c=_maybe(lambda: float(nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU))),
-                    power_w=_maybe(lambda: nv.nvmlDeviceGetPowerUsage(h) / 1000.0),
+                    temp_c=_maybe(lambda h=h: float(nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU))),
+                    power_w=_maybe(lambda h=h: nv.nvmlDeviceGetPowerUsage(h) / 1000.0),
                 ))
         except Exception as exc:  # a GPU that vanished or a driver error: show it, don't crash
             self.gpu_note = f"NVML error: {exc}"

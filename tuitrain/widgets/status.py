@@ -42,7 +42,7 @@ class StatusLine(Static):
         self.device = ""
 
     def update_record(self, record: dict) -> None:
-        """Take what the status shows from any record."""
+        """Take what the status shows from any record (call :meth:`refresh_text` after a batch)."""
         kind = record.get("type")
         if kind == "event" and record["event"] == "start":
             self.epochs, self.total = record["epochs"], record["total_steps"]
@@ -59,7 +59,6 @@ class StatusLine(Static):
                 self.lr = record["new"]
             elif record["event"] == "device":
                 self.device = record["new"]
-        self.refresh_text()
 
     def watch_state(self) -> None:
         self.refresh_text()
