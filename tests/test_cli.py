@@ -59,6 +59,7 @@ BAD_INPUTS = [
     (["synthetic", "--device", "tpu"], "unknown device"),
     (["synthetic", "--device", "cuda:7"], "not available"),
     (["synthetic", "--device", "mps"], "not available"),
+    *([(["synthetic", "--device", "cuda"], "not available")] if not torch.cuda.is_available() else []),
     (["synthetic", "--model", "nothere.py:Net"], "does not exist"),
     (["fashion-mnist", "--data-dir", "{tmp}/empty"], "could not be downloaded"),
     (["synthetic", "--resume", "{tmp}/missing.pt"], "does not exist"),
@@ -140,3 +141,13 @@ def test_summary_command(capsys):
     assert main(["summary", "--model", "cnn"]) == 0
     out = capsys.readouterr().out
     assert "fc1" in out and "32,998" in out
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_corrupted_data_files_exit_2(fmnist_dir, tmp_path, capsys, damage):
+    path = fmnist_dir / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte.gz"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\x00" * 64)
+    code = main(["fashion-mnist", "--headless", "--data-dir", str(fmnist_dir), "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "t10k-labels-idx1-ubyte.gz" in err[-1] and not (tmp_path / "run").exists()

@@ -155,11 +155,17 @@ class TuiTrainApp(App[int]):
         elif event == "resume" and ok:
             self.paused = False
             self.query_one(StatusLine).state = "RUNNING"
+            self.query_one(StatusLine).note = ""
         elif event == "device" and ok:
             self.device = record["new"]
             self.query_one(SummaryPanel).set_device(self.device)
         elif event == "lr" and ok:
             self.lr = record["new"]
+        elif event == "nonfinite":
+            if record.get("action") == "paused":
+                self.paused = True
+                self.query_one(StatusLine).state = "PAUSED"
+                self.query_one(StatusLine).note = "diverged: lower the LR (r) or load a checkpoint (l), then p"
         elif event == "end":
             best = record.get("best_val_acc")
             note = f"best val_acc {best:.4f}" if best is not None else ""
@@ -178,6 +184,9 @@ class TuiTrainApp(App[int]):
         if self._replaying:
             return
         event, ok = record["event"], record.get("ok", True)
+        if event == "nonfinite":
+            self.notify(record.get("reason", ""), title="training diverged", severity="error", timeout=30)
+            return
         if not ok:
             self.notify(f"{event} refused: {record.get('reason', '')}", severity="error", timeout=8)
             return
@@ -292,7 +301,7 @@ def run_dashboard(cfg) -> int:
     from tuitrain.session import Session
 
     print(f"tuitrain: loading {cfg.dataset} and building {cfg.model}...", file=sys.stderr)
-    session = Session(cfg)
+    session = Session(cfg.replace(on_nonfinite="pause"))  # a person is there to lower the LR and go on
     session.prepare()
     session.open_run_dir()
     app = TuiTrainApp(LiveBackend(session))

@@ -60,6 +60,8 @@ class TrainConfig:
     """Steps between per-layer weight/gradient histograms."""
     limit: int = 0
     """Use only the first N training and N//5 validation samples (0: all); for quick trials."""
+    on_nonfinite: str = "stop"
+    """What a non-finite loss or gradient does: stop (headless, exit 1) or pause (dashboard)."""
 
     def to_dict(self) -> dict:
         """A JSON-ready dict of every field."""

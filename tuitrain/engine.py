@@ -90,6 +90,7 @@ class Engine:
         self.paused = False
         self._stop_reason = ""
         self._stop_id = 0
+        self._nonfinite_message = ""
         self._epoch_loss_sum = self._epoch_correct = self._epoch_count = 0
         self._epoch_seconds = 0.0
 
@@ -111,6 +112,7 @@ class Engine:
         self._place(self.device)
         n = len(self.data.train_x)
         self.steps_per_epoch = math.ceil(n / cfg.batch_size)
+        self._check_each_step = self.device.type == "cpu"
 
     def _resume(self, path: str) -> None:
         ckpt = checkpoints.load_checkpoint(path)
@@ -169,6 +171,10 @@ class Engine:
             self._event("error", ok=False, reason=f"{type(exc).__name__}: {exc}")
             self._event("end", status="failed", best_val_acc=self.best_val_acc)
             return Result("failed", self.epoch, self.step, self.best_val_acc, f"{type(exc).__name__}: {exc}")
+        if self._stop_reason == "nonfinite":
+            self._save_quietly("last.pt")  # refused if the weights are not finite: the old file stays
+            self._event("end", status="failed", best_val_acc=self.best_val_acc, epochs_done=self.epoch)
+            return Result("failed", self.epoch, self.step, self.best_val_acc, self._nonfinite_message)
         if self._stop_reason:
             self._save_quietly("last.pt")
             status = "interrupted" if self._stop_reason == "interrupt" else "stopped"
@@ -198,7 +204,24 @@ class Engine:
             loss = F.cross_entropy(out, y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            self.optimizer.step()
+            grad_norm = _total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+            finite = torch.isfinite(loss) & torch.isfinite(grad_norm)
+            if self._check_each_step:
+                # On the CPU a host read costs nothing, so the guard runs before the update and a
+                # non-finite loss or gradient never reaches the weights.
+                if not bool(finite):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self._nonfinite(float(loss.detach()), float(grad_norm))
+                    if self._stop_reason:
+                        return
+                    continue  # paused: the same batch is retried after resume (lower the LR first)
+                self.optimizer.step()
+            else:
+                # On accelerators a per-step read would stall the device: the flag is read with the
+                # step record, and checkpoints refuse non-finite weights whatever happens.
+                self.optimizer.step()
+                self._acc_bad |= ~finite
+            self._last_grad_norm = grad_norm.detach()
             self.batch += 1
             self.step += 1
             self._acc_loss += loss.detach() * len(y)
@@ -257,18 +280,24 @@ class Engine:
         self._acc_loss = torch.zeros((), device=self.device)
         self._acc_correct = torch.zeros((), device=self.device, dtype=torch.long)
         self._acc_count = 0
+        self._acc_bad = torch.zeros((), device=self.device, dtype=torch.bool)
+        self._last_grad_norm = torch.zeros((), device=self.device)
         self._window_start = time.monotonic()
 
     def _report_step(self) -> None:
-        # The one host sync of a logging interval: loss and correct count together.
-        loss_sum, correct = torch.stack([self._acc_loss, self._acc_correct.float()]).tolist()
+        # The one host sync of a logging interval: loss, correct count, guard flag and grad norm together.
+        loss_sum, correct, bad, grad_norm = torch.stack([
+            self._acc_loss, self._acc_correct.float(), self._acc_bad.float(), self._last_grad_norm.float(),
+        ]).tolist()
+        if bad:
+            self._nonfinite(loss_sum, grad_norm)
         count = self._acc_count
         elapsed = max(time.monotonic() - self._window_start, 1e-9)
         self._epoch_loss_sum += loss_sum
         self._epoch_correct += correct
         self._epoch_count += count
         self.report({"type": "step", "step": self.step, "epoch": self.epoch + 1, "batch": self.batch,
-                     "loss": loss_sum / count, "acc": correct / count, "lr": self.lr,
+                     "loss": loss_sum / count, "acc": correct / count, "lr": self.lr, "grad_norm": grad_norm,
                      "samples_per_s": round(count / elapsed, 1), "time": time.time()})
         self._reset_window()
 
@@ -295,6 +324,20 @@ class Engine:
             entry[kind] = {"lo": row[0], "hi": row[1], "norm": row[2], "counts": [int(c) for c in row[3:]]}
         self.report({"type": "hist", "step": self.step, "epoch": self.epoch + 1, "time": time.time(),
                      "layers": list(layers.values())})
+
+    def _nonfinite(self, loss: float, grad_norm: float) -> None:
+        """The divergence guard: stop (headless) or pause (dashboard), and say what to do."""
+        stop = self.config.on_nonfinite == "stop"
+        self._nonfinite_message = (
+            f"loss or gradient became non-finite at step {self.step + 1} (loss {loss}, grad norm {grad_norm}); "
+            f"lower the learning rate or resume from checkpoints/last.pt")
+        self._event("nonfinite", ok=False, reason=self._nonfinite_message, loss=loss, grad_norm=grad_norm,
+                    action="stopped" if stop else "paused")
+        if stop:
+            self._stop_reason = "nonfinite"
+        else:
+            self.paused = True
+        self._acc_bad.zero_()
 
     def _event(self, name: str, **details) -> None:
         self.report({"type": "event", "event": name, "step": self.step, "epoch": self.epoch,
@@ -417,9 +460,14 @@ class Engine:
         }
 
     def save(self, name: str) -> Path:
-        """Write checkpoints/NAME atomically; OSError when the folder cannot be written."""
+        """Write checkpoints/NAME atomically; OSError when it cannot be written or the weights are
+        not finite (a diverged model must never overwrite a good checkpoint)."""
+        payload = self.checkpoint_payload()
+        floats = [t for t in payload["model"].values() if t.is_floating_point()]
+        if floats and not bool(torch.stack([torch.isfinite(t).all() for t in floats]).all()):
+            raise OSError("the weights are not finite (diverged); the previous checkpoint is kept")
         path = self.checkpoint_dir / name
-        checkpoints.save_checkpoint(path, self.checkpoint_payload())
+        checkpoints.save_checkpoint(path, payload)
         return path
 
     def _save_quietly(self, name: str) -> None:
@@ -435,6 +483,13 @@ class Engine:
         """The run's most recently written checkpoint, or empty."""
         found = sorted(self.checkpoint_dir.glob("*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
         return str(found[0]) if found else ""
+
+
+def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The global L2 norm of the gradients, on the device (no host sync)."""
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
 def _histc(flat: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:

@@ -60,7 +60,7 @@ class Curves(Vertical):
     def add_event(self, record: dict) -> None:
         """Mark successful interventions on the curves."""
         kind = record["event"]
-        if kind in MARK_COLORS and record.get("ok", True):
+        if kind in MARK_COLORS and (record.get("ok", True) or kind == "nonfinite"):
             label = {"lr": f"lr {record.get('new')}", "device": f"→{record.get('new')}"}.get(kind, kind)
             self.markers.add(record["step"], kind, label)
             self._dirty = True
