@@ -30,6 +30,7 @@ from tuitrain.widgets.system import SystemPanel
 
 NARROW_BELOW = 120
 GIL_SWITCH_S = 0.001
+STATUS_EVERY_S = 0.5
 VIEWS = ("view-hist", "view-system", "view-summary")
 END_STATES = {"done": "DONE", "failed": "FAILED", "stopped": "STOPPED", "interrupted": "INTERRUPTED",
               "dead": "DEAD"}
@@ -66,6 +67,7 @@ class TuiTrainApp(App[int]):
         self._ids = itertools.count(1)
         self._view = 0
         self._quit_requested = False
+        self._status_dirty = False
         self._replaying = False  # watch: history being loaded, so no notifications for old events
 
     # ----------------------------------------------------------------- layout
@@ -89,7 +91,13 @@ class TuiTrainApp(App[int]):
                                  ("system", "system"), ("summary", "model")):
             self.query_one(f"#{widget_id}").border_title = title
         self.screen.add_class(VIEWS[0])
+        self.set_interval(STATUS_EVERY_S, self._refresh_status)
         self.run_backend()
+
+    def _refresh_status(self) -> None:
+        if self._status_dirty:
+            self._status_dirty = False
+            self.query_one(StatusLine).refresh_text()
 
     def on_resize(self, event: Resize) -> None:
         self.screen.set_class(event.size.width < NARROW_BELOW, "narrow")
@@ -131,7 +139,7 @@ class TuiTrainApp(App[int]):
                 if not self._replaying:
                     curves.redraw()
             status.update_record(record)
-        status.refresh_text()  # once per batch: a long history is thousands of records
+        self._status_dirty = True  # redrawn by a timer, a few times a second, not per record
 
     @on(BackendFinished)
     def backend_finished(self, message: BackendFinished) -> None:

@@ -16,6 +16,14 @@ REDRAW_EVERY_S = 1.0
 MARK_COLORS = {"pause": "orange", "lr": "magenta", "load": "cyan", "device": "green", "nonfinite": "red"}
 
 
+def fit_width(values: list[float], width: int) -> list[float]:
+    """At most ``width`` values: averages of equal runs of ``values`` (the last run may be shorter)."""
+    if len(values) <= width:
+        return values
+    step = -(-len(values) // width)
+    return [sum(values[i : i + step]) / len(values[i : i + step]) for i in range(0, len(values), step)]
+
+
 class Curves(Vertical):
     """Two plots (loss, accuracy) and the current values in numbers beside them."""
 
@@ -82,10 +90,14 @@ class Curves(Vertical):
         plt.clear_figure()
         plt.title(title)
         if train.xs:
-            plt.plot(train.xs, train.ys, color="gray", marker="dot")
             # Lighter smoothing while there are few points, so the smoothed curve does not lag far behind.
-            weight = 0.9 if len(train.ys) > 200 else 0.6
-            plt.plot(train.xs, smooth(train.ys, weight), color="blue", marker="braille", label="train")
+            smoothed = smooth(train.ys, 0.9 if len(train.ys) > 200 else 0.6)
+            # A braille plot shows 2 points a column: plotting more only costs time (and plotext is
+            # pure Python, sharing the GIL with training).
+            width = max(plot.size.width * 2, 20)
+            xs, raw, smoothed = fit_width(train.xs, width), fit_width(train.ys, width), fit_width(smoothed, width)
+            plt.plot(xs, raw, color="gray", marker="dot")
+            plt.plot(xs, smoothed, color="blue", marker="braille", label="train")
         if val.xs:
             plt.plot(val.xs, val.ys, color="red", marker="hd", label="val")
             plt.scatter(val.xs, val.ys, color="red", marker="o")
