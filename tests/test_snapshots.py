@@ -15,6 +15,7 @@ async def _settle(pilot) -> None:
         if app.query_one(StatusLine).state == "RUNNING" and len(app.query_one(Curves).train_loss):
             break
     app.query_one(Curves).redraw()
+    app.query_one(StatusLine).refresh_text()  # normally on a timer: drawn now so the snapshot is stable
     await pilot.pause()
 
 

@@ -25,6 +25,9 @@ COMMANDS_HELP = """commands:
   tuitrain ctl RUN_DIR COMMAND [ARG]   send pause, resume, save [NAME], load [PATH], lr VALUE,
                                        device NAME or stop to a live run (exit 0 done, 1 refused,
                                        2 not alive or bad input)
+  tuitrain sweep DATASET --lr 0.01,0.001 --batch-size 100,1000 [--optimizer ...] [--model ...]
+                                       one run per combination, then a table sorted by val_acc
+                                       and results.csv/results.json in the sweep folder
   tuitrain summary [--model M] [--dataset D]
                                        print the model summary table
   tuitrain runs [DIR]                  the runs under DIR (default runs/)
@@ -129,6 +132,11 @@ def cmd_train(argv: list[str]) -> int:
 
 def run_headless(cfg: TrainConfig) -> int:
     """Train with progress on stderr; Ctrl-C stops at the next step and saves last.pt."""
+    return train_headless(cfg)[0]
+
+
+def train_headless(cfg: TrainConfig):
+    """Train headless; return (exit code, engine Result or None). Shared by train and sweep."""
     from tuitrain.commands import Stop
     from tuitrain.progress import Progress
     from tuitrain.session import Session
@@ -160,7 +168,7 @@ def run_headless(cfg: TrainConfig) -> int:
             else:
                 raise
     worker.join()
-    return _finish(session, cfg)
+    return _finish(session, cfg), session.result
 
 
 def _finish(session, cfg: TrainConfig) -> int:
@@ -175,6 +183,48 @@ def _finish(session, cfg: TrainConfig) -> int:
     print(f"tuitrain: {result.status} after {result.epochs_done} epochs ({result.step} steps); "
           f"best val_acc {best}; run dir {cfg.run_dir}", file=sys.stderr)
     return EXIT_INTERRUPTED if result.status == "interrupted" else EXIT_OK
+
+
+SWEEPABLE = {"lr": _lr, "batch_size": _positive_int, "epochs": _positive_int, "optimizer": str, "model": str,
+             "seed": int}
+
+
+def cmd_sweep(argv: list[str]) -> int:
+    """``tuitrain sweep DATASET --lr 0.01,0.001 --batch-size 100,1000 ...``: one run per combination."""
+    import time
+    from pathlib import Path
+
+    from tuitrain.sweep import run_sweep
+
+    p = _Parser(prog="tuitrain sweep", description="Train every combination of comma-separated option values, "
+                "one run after another (headless), then print a table sorted by val_acc and write "
+                "results.csv and results.json in the sweep folder.")
+    p.add_argument("dataset", metavar="DATASET", help=f"one of {', '.join(DATASETS)}")
+    for name in SWEEPABLE:
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, metavar="V1,V2,...")
+    p.add_argument("--device", default="auto", help="[auto]")
+    p.add_argument("--data-dir", default=None, help=f"[{default_data_dir()}]")
+    p.add_argument("--sweep-dir", default="", help="[runs/sweep-DATASET-YYYYmmdd-HHMMSS]")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N training samples [all]")
+    args = p.parse_args(argv)
+    grid: dict[str, list] = {}
+    for name, convert in SWEEPABLE.items():
+        text = getattr(args, name)
+        if text is None:
+            continue
+        values = []
+        for item in text.split(","):
+            try:
+                values.append(convert(item.strip()))
+            except (argparse.ArgumentTypeError, ValueError) as exc:
+                raise UsageError(f"--{name.replace('_', '-')}: {exc}") from None
+        grid[name] = values
+    if not grid:
+        raise UsageError("give at least one option with values to sweep, e.g. --lr 0.01,0.001")
+    base = TrainConfig(dataset=args.dataset, device=args.device, data_dir=args.data_dir or default_data_dir(),
+                       limit=args.limit, headless=True, run_dir="unused")
+    sweep_dir = Path(args.sweep_dir or f"runs/sweep-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return run_sweep(base, grid, sweep_dir, train_headless)
 
 
 def cmd_summary(argv: list[str]) -> int:
@@ -241,4 +291,4 @@ def cmd_ctl(argv: list[str]) -> int:
     return EXIT_FAILED
 
 
-_SUBCOMMANDS = {"summary": cmd_summary, "runs": cmd_runs, "watch": cmd_watch, "ctl": cmd_ctl}
+_SUBCOMMANDS = {"summary": cmd_summary, "runs": cmd_runs, "watch": cmd_watch, "ctl": cmd_ctl, "sweep": cmd_sweep}

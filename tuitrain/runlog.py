@@ -36,6 +36,8 @@ class RunLog:
         (self.run_dir / CHECKPOINTS).mkdir(exist_ok=True)
         self._lock = threading.Lock()
         self._files: dict[str, object] = {}
+        self.sinks: list = []
+        """Other writers fed the same records (TensorBoard): objects with write(record) and close()."""
 
     def write_config(self, config: dict) -> None:
         """config.json: every setting, the data statistics and the versions."""
@@ -51,6 +53,8 @@ class RunLog:
                 fh = self._files[name] = open(self.run_dir / name, "a", encoding="utf-8")
             fh.write(line)
             fh.flush()
+            for sink in self.sinks:
+                sink.write(record)
 
     def write_status(self, status: dict) -> None:
         """status.json: the run's state, pid and progress, for `runs` and `watch`."""
@@ -63,6 +67,9 @@ class RunLog:
             for fh in self._files.values():
                 fh.close()
             self._files.clear()
+            for sink in self.sinks:
+                sink.close()
+            self.sinks.clear()
 
 
 def write_json_atomic(path: Path, data: dict) -> None:

@@ -53,6 +53,9 @@ class Session:
 
         self._refuse_if_in_use()
         self.log = RunLog(self.config.run_dir)
+        from tuitrain.tboard import TensorBoardSink
+
+        self.log.sinks.append(TensorBoardSink(self.config.run_dir))
         checkpoints.cleanup_temp(self.engine.checkpoint_dir)
         self.control = ControlServer(self.config.run_dir, self.send)
         self.control.start()

@@ -1,0 +1,62 @@
+"""Sweeps (RunBuilder/RunManager built in) and TensorBoard event files read back by TensorBoard."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from tuitrain.cli import main
+from tuitrain.sweep import combinations
+
+
+def test_combinations_are_the_cartesian_product_in_order():
+    runs = combinations({"lr": [0.01, 0.001], "batch_size": [100, 1000]})
+    assert runs == [{"lr": 0.01, "batch_size": 100}, {"lr": 0.01, "batch_size": 1000},
+                    {"lr": 0.001, "batch_size": 100}, {"lr": 0.001, "batch_size": 1000}]
+
+
+def test_sweep_of_four_small_runs(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    code = main(["sweep", "synthetic", "--lr", "0.01,0.001", "--batch-size", "50,100", "--epochs", "1",
+                 "--limit", "500", "--device", "cpu", "--sweep-dir", str(sweep), "--data-dir", str(tmp_path)])
+    assert code == 0
+    rows = json.loads((sweep / "results.json").read_text())
+    assert len(rows) == 4
+    assert {(r["lr"], r["batch_size"]) for r in rows} == {(0.01, 50), (0.01, 100), (0.001, 50), (0.001, 100)}
+    for row in rows:
+        assert row["status"] == "done" and 0 <= row["best_val_acc"] <= 1 and row["train_seconds"] > 0
+        assert (tmp_path / row["run_dir"]).is_dir() or (sweep / row["run_dir"]).is_dir() or \
+            __import__("pathlib").Path(row["run_dir"]).is_dir()
+    with open(sweep / "results.csv") as fh:
+        header = next(csv.reader(fh))
+    assert header[:3] == ["lr", "batch_size", "epochs"] and "best_val_acc" in header
+    table = capsys.readouterr().out.strip().splitlines()
+    assert table[0].split()[:3] == ["lr", "batch_size", "epochs"]
+    accs = [float(line.split()[4]) for line in table[2:]]
+    assert accs == sorted(accs, reverse=True)
+
+
+def test_sweep_bad_value_is_exit_2_before_any_run(tmp_path, capsys):
+    assert main(["sweep", "synthetic", "--lr", "0.01,-1", "--sweep-dir", str(tmp_path / "s")]) == 2
+    assert "learning rate" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+    assert main(["sweep", "synthetic", "--sweep-dir", str(tmp_path / "s")]) == 2
+
+
+def test_tensorboard_events_read_back(small_config):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tuitrain.session import Session
+
+    session = Session(small_config(epochs=2))
+    session.prepare()
+    session.open_run_dir()
+    session.run()
+    acc = EventAccumulator(str(session.log.run_dir / "tensorboard"), size_guidance={"histograms": 0, "scalars": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"train/loss", "train/acc", "lr", "val/acc", "val/loss"} <= set(tags["scalars"])
+    assert [e.step for e in acc.Scalars("val/acc")] == [20, 40]
+    assert "weights/conv1.weight" in tags["histograms"] and "grads/fc1.weight" in tags["histograms"]
+    hist = acc.Histograms("weights/conv1.weight")[0].histogram_value
+    assert hist.num == 150

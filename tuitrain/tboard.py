@@ -1,0 +1,55 @@
+"""TensorBoard event files under RUN_DIR/tensorboard, written from the same records as metrics.jsonl.
+
+Scalars: train/loss, train/acc, train/grad_norm, lr (per step record); epoch/train_loss,
+epoch/train_acc, val/loss, val/acc (per epoch). Histograms: weights/NAME and grads/NAME from the
+engine's histogram records (the same bins the dashboard draws). tensorboard is a dependency.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class TensorBoardSink:
+    """A RunLog sink: ``write(record)`` turns records into TensorBoard summaries."""
+
+    def __init__(self, run_dir: str | Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"), flush_secs=10)
+
+    def write(self, record: dict) -> None:
+        """Write what TensorBoard can show of one record; other records are skipped."""
+        kind = record.get("type")
+        w = self.writer
+        if kind == "step":
+            step = record["step"]
+            w.add_scalar("train/loss", record["loss"], step)
+            if "acc" in record:
+                w.add_scalar("train/acc", record["acc"], step)
+            if "grad_norm" in record:
+                w.add_scalar("train/grad_norm", record["grad_norm"], step)
+            w.add_scalar("lr", record["lr"], step)
+        elif kind == "epoch":
+            step = record["step"]
+            for tag, key in (("epoch/train_loss", "train_loss"), ("epoch/train_acc", "train_acc"),
+                             ("val/loss", "val_loss"), ("val/acc", "val_acc")):
+                w.add_scalar(tag, record[key], step)
+        elif kind == "hist":
+            for layer in record["layers"]:
+                for prefix, key in (("weights", "w"), ("grads", "g")):
+                    h = layer.get(key)
+                    if h and "sum" in h:
+                        self._histogram(f"{prefix}/{layer['name']}", h, record["step"])
+
+    def _histogram(self, tag: str, h: dict, step: int) -> None:
+        counts = h["counts"]
+        width = (h["hi"] - h["lo"]) / len(counts) or 1e-12
+        limits = [h["lo"] + (i + 1) * width for i in range(len(counts))]
+        self.writer.add_histogram_raw(tag, min=h["lo"], max=h["hi"], num=sum(counts), sum=h["sum"],
+                                      sum_squares=h["sumsq"], bucket_limits=limits, bucket_counts=counts,
+                                      global_step=step)
+
+    def close(self) -> None:
+        """Flush and close the event file."""
+        self.writer.close()
