@@ -7,3 +7,13 @@ Importing the package is cheap: nothing here imports torch or textual, so the CL
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+
+def fit(*args, **kwargs):
+    """Train your own model with tuitrain's dashboard and run directory (see :func:`tuitrain.api.fit`).
+
+    Imported lazily so that ``import tuitrain`` (and ``tuitrain --help``) stays free of torch.
+    """
+    from tuitrain.api import fit as _fit
+
+    return _fit(*args, **kwargs)

@@ -303,13 +303,14 @@ class TuiTrainApp(App[int]):
             self.backend.quit("quit")  # never leave an engine running behind a closed dashboard
 
 
-def run_dashboard(cfg) -> int:
-    """Train ``cfg`` under the dashboard; return the exit code (SPEC)."""
+def run_dashboard(cfg, model=None, dataset=None, return_session: bool = False):
+    """Train ``cfg`` under the dashboard; return the exit code (SPEC), or the Session for fit()."""
     from tuitrain.backends import LiveBackend
     from tuitrain.session import Session
 
     print(f"tuitrain: loading {cfg.dataset} and building {cfg.model}...", file=sys.stderr)
-    session = Session(cfg.replace(on_nonfinite="pause"))  # a person is there to lower the LR and go on
+    # A person is there to lower the LR and go on, so divergence pauses rather than stops.
+    session = Session(cfg.replace(on_nonfinite="pause"), model=model, dataset=dataset)
     session.prepare()
     session.open_run_dir()
     app = TuiTrainApp(LiveBackend(session))
@@ -319,6 +320,8 @@ def run_dashboard(cfg) -> int:
         best = "n/a" if result.best_val_acc is None else f"{result.best_val_acc:.4f}"
         print(f"tuitrain: {result.status} after {result.epochs_done} epochs ({result.step} steps); "
               f"best val_acc {best}; run dir {cfg.run_dir}", file=sys.stderr)
+    if return_session:
+        return session
     if isinstance(code, int):
         return code
     return app.return_code or 0  # Textual sets 1 when the app itself crashed

@@ -22,6 +22,7 @@ COMMANDS_HELP = """commands:
                                        --headless or when stdout is not a terminal
   tuitrain watch RUN_DIR               the dashboard over a run directory: live (and in control)
                                        while the run is alive; a finished run as it ended
+  tuitrain watch RUN_DIR RUN_DIR...    compare runs (or a sweep folder): curves overlaid
   tuitrain ctl RUN_DIR COMMAND [ARG]   send pause, resume, save [NAME], load [PATH], lr VALUE,
                                        device NAME or stop to a live run (exit 0 done, 1 refused,
                                        2 not alive or bad input)
@@ -135,14 +136,14 @@ def run_headless(cfg: TrainConfig) -> int:
     return train_headless(cfg)[0]
 
 
-def train_headless(cfg: TrainConfig):
-    """Train headless; return (exit code, engine Result or None). Shared by train and sweep."""
+def train_headless(cfg: TrainConfig, model=None, dataset=None):
+    """Train headless; return (exit code, engine Result or None). Shared by train, sweep and fit."""
     from tuitrain.commands import Stop
     from tuitrain.progress import Progress
     from tuitrain.session import Session
 
     print(f"tuitrain: loading {cfg.dataset} and building {cfg.model}...", file=sys.stderr)
-    session = Session(cfg, on_record=Progress())
+    session = Session(cfg, on_record=Progress(), model=model, dataset=dataset)
     session.prepare()
     session.open_run_dir()
     finished = threading.Event()
@@ -256,12 +257,20 @@ def cmd_runs(argv: list[str]) -> int:
 
 def cmd_watch(argv: list[str]) -> int:
     """``tuitrain watch RUN_DIR``: the dashboard over a run directory."""
-    p = _Parser(prog="tuitrain watch", description="Watch (and, while it lives, control) a run.")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p = _Parser(prog="tuitrain watch", description="Watch (and, while it lives, control) a run; given several "
+                "runs or a folder of runs (a sweep), compare their curves.")
+    p.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
     args = p.parse_args(argv)
+    from tuitrain.runs import is_run_dir
+
+    if len(args.run_dirs) > 1 or not is_run_dir(args.run_dirs[0]):
+        from tuitrain.compare import CompareApp, expand_runs
+
+        CompareApp(expand_runs(args.run_dirs)).run()
+        return EXIT_OK
     from tuitrain.backends import WatchBackend
 
-    backend = WatchBackend(args.run_dir)  # UsageError when it is not a run
+    backend = WatchBackend(args.run_dirs[0])
     from tuitrain.app import TuiTrainApp
 
     TuiTrainApp(backend, watch_mode=True).run()

@@ -72,14 +72,15 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-def validate(cfg: TrainConfig) -> TrainConfig:
+def validate(cfg: TrainConfig, custom: bool = False) -> TrainConfig:
     """Check every field a user can get wrong; raise UsageError with one line, or return cfg.
 
     Also fills the default run directory, so that the config written to disk is complete.
+    ``custom``: model and data come from ``tuitrain.fit``, so their names are labels only.
     """
-    if cfg.dataset not in DATASETS:
+    if cfg.dataset not in DATASETS and not custom:
         raise UsageError(f"unknown data set {cfg.dataset!r} (choose from {', '.join(DATASETS)})")
-    if cfg.model not in MODELS and not _is_user_model(cfg.model):
+    if cfg.model not in MODELS and not _is_user_model(cfg.model) and not custom:
         raise UsageError(
             f"unknown model {cfg.model!r} (choose from {', '.join(MODELS)} or path/to/file.py:ClassName)"
         )
@@ -94,7 +95,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     check_device_name(cfg.device)
     if not cfg.run_dir:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        model = Path(cfg.model.split(":")[-1]).name.lower() if ":" in cfg.model else cfg.model
+        model = cfg.model.split(":")[-1].lower() if ":" in cfg.model else cfg.model
         cfg = cfg.replace(run_dir=str(Path("runs") / f"{cfg.dataset}-{model}-{stamp}"))
     return cfg
 

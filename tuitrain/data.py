@@ -11,7 +11,7 @@ import gzip
 import json
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -32,6 +32,7 @@ IDX_FILES = {
 }
 _CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 SYNTHETIC_SIZES = (10_000, 2_000)
+PRENORMALIZE_MAX_BYTES = 1 << 30
 
 
 @dataclass
@@ -52,11 +53,91 @@ class DataSet:
         """One image's (C, H, W)."""
         return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
 
-    def to(self, device: torch.device) -> DataSet:
-        """Move every tensor to ``device``; small data sets live on the training device whole."""
+    @property
+    def n_train(self) -> int:
+        """Training samples."""
+        return len(self.train_x)
+
+    @property
+    def n_val(self) -> int:
+        """Validation samples."""
+        return len(self.val_x)
+
+    def place(self, device: torch.device) -> None:
+        """Put the data on the training device whole; small sets are normalised there once, as
+        floats (three fewer ops a step), larger ones per batch from uint8."""
         for key in ("train_x", "train_y", "val_x", "val_y"):
             setattr(self, key, getattr(self, key).to(device))
-        return self
+        self._mean = torch.tensor(self.mean, device=device).view(1, -1, 1, 1)
+        self._std = torch.tensor(self.std, device=device).view(1, -1, 1, 1)
+        small = self.train_x.numel() * 4 <= PRENORMALIZE_MAX_BYTES
+        self._train_f = normalize(self.train_x, self._mean, self._std) if small else None
+        self.device = device
+
+    def train_batches(self, order: torch.Tensor, start: int, batch_size: int):
+        """(x, y) on the device for batches ``start``.. of the epoch's ``order``, by index."""
+        order = order.to(self.device)
+        for b in range(start, -(-len(order) // batch_size)):
+            idx = order[b * batch_size : (b + 1) * batch_size]
+            if self._train_f is not None:
+                yield self._train_f[idx], self.train_y[idx]
+            else:
+                yield normalize(self.train_x[idx], self._mean, self._std), self.train_y[idx]
+
+    def val_batches(self, batch_size: int = 1000):
+        """(x, y) on the device over the validation split."""
+        for start in range(0, len(self.val_x), batch_size):
+            x = normalize(self.val_x[start : start + batch_size], self._mean, self._std)
+            yield x, self.val_y[start : start + batch_size]
+
+
+@dataclass
+class UserData:
+    """A user's own torch Datasets (``tuitrain.fit``): batched through a DataLoader whose batches
+    follow the engine's seeded order, so resume stays exact; samples are used as given."""
+
+    name: str
+    train: torch.utils.data.Dataset
+    val: torch.utils.data.Dataset
+    classes: list[str]
+    num_workers: int = 0
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+
+    @property
+    def n_train(self) -> int:
+        """Training samples."""
+        return len(self.train)  # type: ignore[arg-type]
+
+    @property
+    def n_val(self) -> int:
+        """Validation samples."""
+        return len(self.val)  # type: ignore[arg-type]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One sample's shape."""
+        return tuple(self.train[0][0].shape)
+
+    def place(self, device: torch.device) -> None:
+        """Batches go to ``device`` as they are loaded (pinned memory when it is a GPU)."""
+        self.device = device
+
+    def _loader(self, **kwargs):
+        return torch.utils.data.DataLoader(num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
+                                           **kwargs)
+
+    def train_batches(self, order: torch.Tensor, start: int, batch_size: int):
+        """(x, y) on the device for batches ``start``.. of the epoch's ``order``."""
+        steps = -(-len(order) // batch_size)
+        sampler = [order[b * batch_size : (b + 1) * batch_size].tolist() for b in range(start, steps)]
+        for x, y in self._loader(dataset=self.train, batch_sampler=sampler):
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def val_batches(self, batch_size: int = 1000):
+        """(x, y) on the device over the validation set."""
+        for x, y in self._loader(dataset=self.val, batch_size=batch_size):
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 
 def load(name: str, data_dir: str, limit: int = 0) -> DataSet:

@@ -29,7 +29,6 @@ Report = Callable[[dict], None]
 HIST_BINS = 32
 EVAL_BATCH = 1000
 PAUSE_POLL_S = 0.5
-PRENORMALIZE_MAX_BYTES = 1 << 30
 LOG_MAX_INTERVAL_S = 1.0
 
 
@@ -81,8 +80,10 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
 class Engine:
     """Trains one run. ``setup()`` loads everything (UsageError on bad input); ``run()`` trains."""
 
-    def __init__(self, config: TrainConfig, report: Report | None = None, commands: queue.Queue | None = None):
+    def __init__(self, config: TrainConfig, report: Report | None = None, commands: queue.Queue | None = None,
+                 model: torch.nn.Module | None = None, dataset: data.UserData | None = None):
         self.config = config
+        self._given_model, self._given_data = model, dataset  # tuitrain.fit: the user's own
         self.report: Report = report or (lambda record: None)
         self.commands: queue.Queue = commands if commands is not None else queue.Queue()
         self.checkpoint_dir = Path(config.run_dir) / "checkpoints"
@@ -104,8 +105,8 @@ class Engine:
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         self.device = resolve_device(cfg.device)
-        self.data = data.load(cfg.dataset, cfg.data_dir, cfg.limit)
-        self.model = models.build_model(cfg.model, self.data.shape, len(self.data.classes))
+        self.data = self._given_data or data.load(cfg.dataset, cfg.data_dir, cfg.limit)
+        self.model = self._given_model or models.build_model(cfg.model, self.data.shape, len(self.data.classes))
         self.summary = models.summarize(copy.deepcopy(self.model), self.data.shape)
         self.optimizer = make_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr)
         self.data_gen = torch.Generator().manual_seed(cfg.seed)
@@ -113,8 +114,7 @@ class Engine:
         if cfg.resume:
             self._resume(cfg.resume)
         self._place(self.device)
-        n = len(self.data.train_x)
-        self.steps_per_epoch = math.ceil(n / cfg.batch_size)
+        self.steps_per_epoch = math.ceil(self.data.n_train / cfg.batch_size)
 
     def _resume(self, path: str) -> None:
         ckpt = checkpoints.load_checkpoint(path)
@@ -145,13 +145,7 @@ class Engine:
         # Round-tripping the state dict moves every optimizer tensor to its parameter's device
         # (and keeps Adam's step counters where the optimizer wants them).
         self.optimizer.load_state_dict(opt_state)
-        self.data.to(device)
-        shape = (1, -1, 1, 1)
-        self.mean = torch.tensor(self.data.mean, device=device).view(shape)
-        self.std = torch.tensor(self.data.std, device=device).view(shape)
-        # Small data sets are normalised once, as floats on the device: three fewer ops a step.
-        small = self.data.train_x.numel() * 4 <= PRENORMALIZE_MAX_BYTES
-        self._train_x = data.normalize(self.data.train_x, self.mean, self.std) if small else None
+        self.data.place(device)
         self._found_inf = torch.zeros((), device=device)
         self._one = torch.ones((), device=device)
         self.optimizer.found_inf = self._found_inf  # read by the fused step: skip when set
@@ -165,7 +159,7 @@ class Engine:
                     total_steps=self.steps_per_epoch * cfg.epochs, device=str(self.device),
                     start_epoch=self.epoch, lr=self.lr, resumed_from=cfg.resume or None,
                     summary=self.summary.to_dict(), dataset=cfg.dataset, model=cfg.model,
-                    samples=len(self.data.train_x), batch_size=cfg.batch_size)
+                    samples=self.data.n_train, batch_size=cfg.batch_size)
         self._reset_window()
         try:
             while self.epoch < cfg.epochs and not self._stop_reason:
@@ -194,21 +188,19 @@ class Engine:
 
     def _train_epoch(self) -> None:
         cfg = self.config
-        n = len(self.data.train_x)
+        n = self.data.n_train
         # The data order of each epoch comes from a generator of its own; its state at the epoch's
         # start goes into checkpoints so a mid-epoch resume replays the same order.
         self.data_gen.set_state(self.epoch_gen_state)
-        order = torch.randperm(n, generator=self.data_gen).to(self.device)
+        order = torch.randperm(n, generator=self.data_gen)
+        batches = self.data.train_batches(order, self.batch, cfg.batch_size)
         self.model.train()
         epoch_started = time.monotonic()
         while self.batch < self.steps_per_epoch:
             self._poll_commands()
             if self._stop_reason:
                 return
-            idx = order[self.batch * cfg.batch_size : (self.batch + 1) * cfg.batch_size]
-            x = self._train_x[idx] if self._train_x is not None else data.normalize(
-                self.data.train_x[idx], self.mean, self.std)
-            y = self.data.train_y[idx]
+            x, y = next(batches)
             out = self.model(x)
             loss = F.cross_entropy(out, y)
             self.optimizer.zero_grad(set_to_none=True)
@@ -257,14 +249,12 @@ class Engine:
         self.model.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for start in range(0, len(self.data.val_x), EVAL_BATCH):
-            x = data.normalize(self.data.val_x[start : start + EVAL_BATCH], self.mean, self.std)
-            y = self.data.val_y[start : start + EVAL_BATCH]
+        for x, y in self.data.val_batches(EVAL_BATCH):
             out = self.model(x)
             loss_sum += F.cross_entropy(out, y, reduction="sum")
             correct += (out.argmax(dim=1) == y).sum()
         self.model.train()
-        n = len(self.data.val_x)
+        n = self.data.n_val
         # One sync per evaluation, acceptable at an epoch end.
         loss_total, correct_total = torch.stack([loss_sum, correct.float()]).tolist()
         return loss_total / n, correct_total / n

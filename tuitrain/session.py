@@ -27,13 +27,14 @@ SYSTEM_EVERY_S = 2.0
 class Session:
     """One run: ``prepare()`` (may raise UsageError, writes nothing), then ``run()``."""
 
-    def __init__(self, config: TrainConfig, on_record: Callable[[dict], None] | None = None):
+    def __init__(self, config: TrainConfig, on_record: Callable[[dict], None] | None = None,
+                 model=None, dataset=None):
         from tuitrain.engine import Engine  # torch loads here, not at import of the CLI
 
         self.config = config
         self.on_record = on_record
         self.commands: queue.Queue = queue.Queue()
-        self.engine = Engine(config, self._report, self.commands)
+        self.engine = Engine(config, self._report, self.commands, model=model, dataset=dataset)
         self.log: RunLog | None = None
         self.control: ControlServer | None = None
         self.result = None
@@ -63,7 +64,7 @@ class Session:
         self.log.write_config({
             **self.config.to_dict(),
             "data": {"mean": ds.mean, "std": ds.std, "shape": list(ds.shape), "classes": ds.classes,
-                     "train_samples": len(ds.train_x), "val_samples": len(ds.val_x)},
+                     "train_samples": ds.n_train, "val_samples": ds.n_val},
             "device_resolved": str(self.engine.device),
             "devices": available_devices(),
             "versions": {"tuitrain": __version__, "torch": torch.__version__, "python": platform.python_version()},
