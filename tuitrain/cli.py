@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_train(argv: list[str]) -> int:
     """``tuitrain DATASET``: the dashboard on a terminal, else headless."""
     cfg = config_from_args(train_parser().parse_args(argv))
-    headless = cfg.headless or not sys.stdout.isatty()
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # started by torchrun
+    headless = cfg.headless or not sys.stdout.isatty() or distributed
     if not headless:
         from tuitrain.app import run_dashboard
 
@@ -142,6 +143,12 @@ def train_headless(cfg: TrainConfig, model=None, dataset=None):
     from tuitrain.progress import Progress
     from tuitrain.session import Session
 
+    rank = int(os.environ.get("RANK", "0"))
+    if rank:  # a DDP worker: trains its shard; rank 0 writes the run dir, reports and takes commands
+        session = Session(cfg, model=model, dataset=dataset)
+        session.prepare()
+        result = session.run()
+        return (EXIT_FAILED if result.status == "failed" else EXIT_OK), result
     print(f"tuitrain: loading {cfg.dataset} and building {cfg.model}...", file=sys.stderr)
     session = Session(cfg, on_record=Progress(), model=model, dataset=dataset)
     session.prepare()

@@ -84,6 +84,11 @@ class Engine:
                  model: torch.nn.Module | None = None, dataset: data.UserData | None = None):
         self.config = config
         self._given_model, self._given_data = model, dataset  # tuitrain.fit: the user's own
+        from tuitrain import distributed
+
+        self.dist = distributed.from_env()  # None unless started by torchrun with several processes
+        if self.dist and not self.dist.is_main:
+            self.report = lambda record: None  # rank 0 alone reports and writes
         self.report: Report = report or (lambda record: None)
         self.commands: queue.Queue = commands if commands is not None else queue.Queue()
         self.checkpoint_dir = Path(config.run_dir) / "checkpoints"
@@ -105,6 +110,8 @@ class Engine:
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         self.device = resolve_device(cfg.device)
+        if self.dist and self.device.type == "cuda":
+            self.device = torch.device(f"cuda:{self.dist.local_rank}")
         self.data = self._given_data or data.load(cfg.dataset, cfg.data_dir, cfg.limit)
         self.model = self._given_model or models.build_model(cfg.model, self.data.shape, len(self.data.classes))
         self.summary = models.summarize(copy.deepcopy(self.model), self.data.shape)
@@ -114,7 +121,17 @@ class Engine:
         if cfg.resume:
             self._resume(cfg.resume)
         self._place(self.device)
-        self.steps_per_epoch = math.ceil(self.data.n_train / cfg.batch_size)
+        per_rank = self.data.n_train // self.dist.world if self.dist else self.data.n_train
+        self.steps_per_epoch = math.ceil(per_rank / cfg.batch_size)
+        self.net = self.model  # what the loop calls; DistributedDataParallel around it in a DDP run
+        if self.dist:
+            from torch.nn.parallel import DistributedDataParallel
+
+            from tuitrain import distributed
+
+            distributed.init(self.dist, self.device)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
 
     def _resume(self, path: str) -> None:
         ckpt = checkpoints.load_checkpoint(path)
@@ -183,7 +200,13 @@ class Engine:
             self._event("stop", ok=True, reason=self._stop_reason, cmd_id=self._stop_id)
         else:
             status = "done"
-        self._event("end", status=status, best_val_acc=self.best_val_acc, epochs_done=self.epoch)
+        extra = {}
+        if self.dist:
+            from tuitrain import distributed
+
+            extra = {"world_size": self.dist.world, "ranks_in_sync": distributed.ranks_in_sync(self.model)}
+            distributed.close()
+        self._event("end", status=status, best_val_acc=self.best_val_acc, epochs_done=self.epoch, **extra)
         return Result(status, self.epoch, self.step, self.best_val_acc)
 
     def _train_epoch(self) -> None:
@@ -193,6 +216,10 @@ class Engine:
         # start goes into checkpoints so a mid-epoch resume replays the same order.
         self.data_gen.set_state(self.epoch_gen_state)
         order = torch.randperm(n, generator=self.data_gen)
+        if self.dist:
+            from tuitrain import distributed
+
+            order = distributed.shard(order, self.dist)
         batches = self.data.train_batches(order, self.batch, cfg.batch_size)
         self.model.train()
         epoch_started = time.monotonic()
@@ -201,7 +228,7 @@ class Engine:
             if self._stop_reason:
                 return
             x, y = next(batches)
-            out = self.model(x)
+            out = self.net(x)
             loss = F.cross_entropy(out, y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -218,9 +245,11 @@ class Engine:
             self._acc_loss += loss.detach() * len(y)
             self._acc_correct += (out.argmax(dim=1) == y).sum()
             self._acc_count += len(y)
-            if self.step % cfg.hist_every == 0:
+            if self.step % cfg.hist_every == 0 and self._is_main:
                 self._report_histograms()
-            if self.step % cfg.log_every == 0 or time.monotonic() - self._window_start > LOG_MAX_INTERVAL_S:
+            # A record at least once a second, except in DDP, where every rank must log at the same step.
+            late = not self.dist and time.monotonic() - self._window_start > LOG_MAX_INTERVAL_S
+            if self.step % cfg.log_every == 0 or late:
                 self._report_step()
         self._epoch_seconds = time.monotonic() - epoch_started
 
@@ -261,6 +290,10 @@ class Engine:
 
     # ----------------------------------------------------------------- records
     @property
+    def _is_main(self) -> bool:
+        return self.dist is None or self.dist.is_main
+
+    @property
     def lr(self) -> float:
         """The first parameter group's learning rate."""
         return float(self.optimizer.param_groups[0]["lr"])
@@ -277,13 +310,18 @@ class Engine:
 
     def _report_step(self) -> None:
         # The one host sync of a logging interval: loss, correct count, guard flag and grad norm together.
-        loss_sum, correct, bad, grad_norm = torch.stack([
-            self._acc_loss, self._acc_correct.float(), self._acc_bad.float(),
-            _total_norm(self._grads()).to(self.device),
-        ]).tolist()
-        if bad:
-            self._nonfinite(loss_sum / max(self._acc_count, 1), grad_norm)
+        window = torch.stack([self._acc_loss, self._acc_correct.float(), self._acc_bad.float(),
+                              _total_norm(self._grads()).to(self.device)])
         count = self._acc_count
+        if self.dist:
+            from tuitrain import distributed
+
+            window = distributed.all_sum(window)
+            window[3] /= self.dist.world
+            count *= self.dist.world
+        loss_sum, correct, bad, grad_norm = window.tolist()
+        if bad:
+            self._nonfinite(loss_sum / max(count, 1), grad_norm)
         elapsed = max(time.monotonic() - self._window_start, 1e-9)
         self._epoch_loss_sum += loss_sum
         self._epoch_correct += correct
@@ -340,6 +378,9 @@ class Engine:
     # ----------------------------------------------------------------- commands
     def _poll_commands(self) -> None:
         """Apply queued commands; while paused, block on the queue (never spin)."""
+        if self.dist:
+            self._poll_commands_distributed()
+            return
         while True:
             try:
                 cmd = self.commands.get(timeout=PAUSE_POLL_S) if self.paused else self.commands.get_nowait()
@@ -349,6 +390,26 @@ class Engine:
                 return
             self._apply(cmd)
             if self._stop_reason:
+                return
+
+    def _poll_commands_distributed(self) -> None:
+        """Rank 0's commands reach every rank at the same step: at logging steps, and while paused."""
+        from tuitrain import distributed
+
+        if self.step % self.config.log_every and not self.paused:
+            return
+        while True:
+            pending = []
+            if self.dist.is_main:
+                try:
+                    pending.append(self.commands.get(timeout=PAUSE_POLL_S) if self.paused else self.commands.get_nowait())
+                    while True:
+                        pending.append(self.commands.get_nowait())
+                except queue.Empty:
+                    pass
+            for cmd in distributed.broadcast_commands(pending, self.dist):
+                self._apply(cmd)
+            if self._stop_reason or not self.paused:
                 return
 
     def _apply(self, cmd) -> None:
@@ -424,6 +485,9 @@ class Engine:
 
     def _command_device(self, cmd: SetDevice) -> None:
         old = str(self.device)
+        if self.dist:
+            self._answer(cmd, "device", False, reason="a distributed run cannot switch device", old=old)
+            return
         try:
             device = resolve_device(cmd.device)
         except UsageError as exc:
@@ -462,7 +526,8 @@ class Engine:
         if floats and not bool(torch.stack([torch.isfinite(t).all() for t in floats]).all()):
             raise OSError("the weights are not finite (diverged); the previous checkpoint is kept")
         path = self.checkpoint_dir / name
-        checkpoints.save_checkpoint(path, payload)
+        if self._is_main:  # every rank holds the same state; rank 0 alone writes it
+            checkpoints.save_checkpoint(path, payload)
         return path
 
     def _save_quietly(self, name: str) -> None:

@@ -1,0 +1,37 @@
+"""Two CPU processes with gloo under torchrun: both ranks end with the same weights, and a command
+sent to rank 0's control channel reaches both at the same step."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tuitrain.runlog import read_records
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_two_process_gloo_ddp_with_a_command(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+         "-m", "tuitrain", "synthetic", "--headless", "--epochs", "400", "--limit", "2000", "--log-every", "5",
+         "--device", "cpu", "--run-dir", str(run_dir)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (metrics.exists() and any(r["type"] == "epoch" for r in read_records(metrics))):
+        time.sleep(0.2)
+    ctl = [sys.executable, "-m", "tuitrain", "ctl", str(run_dir)]
+    lr = subprocess.run([*ctl, "lr", "0.004"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert lr.returncode == 0, lr.stdout + lr.stderr
+    assert subprocess.run([*ctl, "stop"], capture_output=True, timeout=60, cwd=ROOT).returncode == 0
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    end = [r for r in read_records(metrics) if r.get("event") == "end"][-1]
+    assert end["world_size"] == 2 and end["ranks_in_sync"] is True  # the LR reached both ranks together
+    steps = [r for r in read_records(metrics) if r["type"] == "step"]
+    assert steps[-1]["lr"] == 0.004
+    assert (run_dir / "checkpoints" / "last.pt").is_file()
