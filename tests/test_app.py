@@ -172,3 +172,19 @@ async def test_narrow_terminal_cycles_lower_panel():
         await pilot.press("v")
         assert app.query_one("#right").display and app.query_one(SystemPanel).display
         assert not app.query_one(Histograms).display
+
+
+async def test_records_arriving_while_a_prompt_is_open():
+    """The panels are updated behind an open prompt (the App's queries would search the prompt)."""
+    backend = FakeBackend()
+    app = TuiTrainApp(backend)
+    async with app.run_test() as pilot:
+        await _ready(pilot, app)
+        await pilot.press("r")
+        assert isinstance(app.screen, LRPrompt)
+        backend.push({"type": "step", "step": 160, "epoch": 2, "loss": 0.3, "acc": 0.9, "lr": 0.001,
+                      "samples_per_s": 8000.0, "time": 1.0}, _event("pause", step=160))
+        for _ in range(5):
+            await pilot.pause(0.2)  # long enough for the status timer to fire behind the prompt
+        assert app.curves.train_loss.xs[-1] == 160 and app.status_line.state == "PAUSED"
+        await pilot.press("escape")

@@ -67,19 +67,26 @@ class TuiTrainApp(App[int]):
         self._ids = itertools.count(1)
         self._view = 0
         self._quit_requested = False
+        # Panels are held by reference, not queried: while a prompt is open the App's queries search
+        # the prompt's screen, and records keep arriving.
+        self.status_line = StatusLine(backend.run_dir, id="status")
+        self.curves = Curves(id="curves")
+        self.histograms = Histograms(id="histograms")
+        self.system_panel = SystemPanel("waiting for the first sample...", id="system")
+        self.summary_panel = SummaryPanel(id="summary")
         self._status_dirty = False
         self._replaying = False  # watch: history being loaded, so no notifications for old events
 
     # ----------------------------------------------------------------- layout
     def compose(self) -> ComposeResult:
-        yield StatusLine(self.backend.run_dir, id="status")
+        yield self.status_line
         with Horizontal(id="main"):
             with Vertical(id="left"):
-                yield Curves(id="curves")
-                yield Histograms(id="histograms")
+                yield self.curves
+                yield self.histograms
             with Vertical(id="right"):
-                yield SystemPanel("waiting for the first sample...", id="system")
-                yield SummaryPanel(id="summary")
+                yield self.system_panel
+                yield self.summary_panel
         yield Footer()
 
     def on_mount(self) -> None:
@@ -97,7 +104,7 @@ class TuiTrainApp(App[int]):
     def _refresh_status(self) -> None:
         if self._status_dirty:
             self._status_dirty = False
-            self.query_one(StatusLine).refresh_text()
+            self.status_line.refresh_text()
 
     def on_resize(self, event: Resize) -> None:
         self.screen.set_class(event.size.width < NARROW_BELOW, "narrow")
@@ -120,7 +127,7 @@ class TuiTrainApp(App[int]):
     @on(RecordsArrived)
     def route_records(self, message: RecordsArrived) -> None:
         """Hand each record to the panels that show it."""
-        status, curves = self.query_one(StatusLine), self.query_one(Curves)
+        status, curves = self.status_line, self.curves
         for record in message.records:
             kind = record.get("type")
             if kind == "step":
@@ -129,9 +136,9 @@ class TuiTrainApp(App[int]):
             elif kind == "epoch":
                 curves.add_epoch(record)
             elif kind == "hist":
-                self.query_one(Histograms).update_record(record)
+                self.histograms.update_record(record)
             elif kind == "system":
-                self.query_one(SystemPanel).update_record(record)
+                self.system_panel.update_record(record)
             elif kind == "event":
                 self._on_event(record)
             elif kind == "replay":
@@ -152,28 +159,28 @@ class TuiTrainApp(App[int]):
 
     def _on_event(self, record: dict) -> None:
         event, ok = record["event"], record.get("ok", True)
-        self.query_one(Curves).add_event(record)
+        self.curves.add_event(record)
         if event == "start":
             self.lr, self.device = record.get("lr"), record["device"]
-            self.query_one(SummaryPanel).update_summary(record["summary"], self.device)
-            self.query_one(StatusLine).state = "RUNNING"
+            self.summary_panel.update_summary(record["summary"], self.device)
+            self.status_line.state = "RUNNING"
         elif event == "pause" and ok:
             self.paused = True
-            self.query_one(StatusLine).state = "PAUSED"
+            self.status_line.state = "PAUSED"
         elif event == "resume" and ok:
             self.paused = False
-            self.query_one(StatusLine).state = "RUNNING"
-            self.query_one(StatusLine).note = ""
+            self.status_line.state = "RUNNING"
+            self.status_line.note = ""
         elif event == "device" and ok:
             self.device = record["new"]
-            self.query_one(SummaryPanel).set_device(self.device)
+            self.summary_panel.set_device(self.device)
         elif event == "lr" and ok:
             self.lr = record["new"]
         elif event == "nonfinite":
             if record.get("action") == "paused":
                 self.paused = True
-                self.query_one(StatusLine).state = "PAUSED"
-                self.query_one(StatusLine).note = "diverged: lower the LR (r) or load a checkpoint (l), then p"
+                self.status_line.state = "PAUSED"
+                self.status_line.note = "diverged: lower the LR (r) or load a checkpoint (l), then p"
         elif event == "end":
             best = record.get("best_val_acc")
             note = f"best val_acc {best:.4f}" if best is not None else ""
@@ -182,7 +189,7 @@ class TuiTrainApp(App[int]):
 
     def _finish(self, state: str, note: str) -> None:
         self.finished = state
-        status = self.query_one(StatusLine)
+        status = self.status_line
         status.state = state
         if self.watch_mode:
             note = f"{note}  read-only: the run has ended" if state != "DEAD" else "read-only: its process is gone"
@@ -265,7 +272,7 @@ class TuiTrainApp(App[int]):
 
     def action_layer(self, delta: int) -> None:
         """[ / ]: previous or next layer in the histograms."""
-        self.query_one(Histograms).move(delta)
+        self.histograms.move(delta)
 
     def action_cycle_view(self) -> None:
         """v: on a narrow terminal, cycle the lower panel (histograms, system, model)."""
@@ -294,7 +301,7 @@ class TuiTrainApp(App[int]):
         if self._quit_requested:
             return
         self._quit_requested = True
-        self.query_one(StatusLine).state = "STOPPING"
+        self.status_line.state = "STOPPING"
         self.notify("stopping at the next step; writing last.pt...")
         self.backend.quit(reason)
 
