@@ -188,3 +188,16 @@ def test_kill_9_during_saves_leaves_last_pt_loadable(tmp_path, seed):
     assert [r["step"] for r in records] == list(range(1, len(records) + 1))
     checkpoints.cleanup_temp(path.parent)
     assert not list(path.parent.glob("*.tmp"))
+
+
+def test_leftover_temp_files_are_cleaned_at_the_next_start(small_config, tmp_path):
+    from tuitrain.session import Session
+
+    ckpt_dir = tmp_path / "run" / "checkpoints"
+    ckpt_dir.mkdir(parents=True)
+    (ckpt_dir / ".last.pt.4242.tmp").write_bytes(b"half a checkpoint")
+    session = Session(small_config(epochs=1))
+    session.prepare()
+    session.open_run_dir()
+    assert not list(ckpt_dir.glob("*.tmp"))
+    session.run()
