@@ -162,17 +162,8 @@ def read_history(path: str | Path, max_steps: int = 2000) -> tuple[list[dict], F
     keep = set(step_lines[::stride])
     if step_lines:
         keep.add(step_lines[-1])
-    records = []
-    loads = json.loads
-    for i, line in enumerate(lines):
-        if not line or (i not in keep and step_marker in line):
-            continue
-        try:
-            record = loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
+    wanted = [line for i, line in enumerate(lines) if i in keep or (line and step_marker not in line)]
+    records, _ = parse_lines(b"\n".join(wanted) + b"\n")
     return records, follower
 
 
