@@ -254,10 +254,17 @@ def cmd_summary(argv: list[str]) -> int:
 def cmd_runs(argv: list[str]) -> int:
     """``tuitrain runs [DIR]``: a table of runs."""
     p = _Parser(prog="tuitrain runs", description="List the runs under DIR.")
-    p.add_argument("dir", nargs="?", default="runs", metavar="DIR", help="[runs]")
+    p.add_argument("dir", nargs="?", default=None, metavar="DIR", help="[runs]")
     args = p.parse_args(argv)
+    from pathlib import Path
+
     from tuitrain.runs import format_runs, list_runs
 
+    if args.dir is None:
+        if not Path("runs").is_dir():
+            print("no runs yet (runs/ does not exist here)")
+            return EXIT_OK
+        args.dir = "runs"
     print(format_runs(list_runs(args.dir)))
     return EXIT_OK
 

@@ -239,10 +239,10 @@ class Engine:
             self._found_inf.zero_()
             torch._amp_foreach_non_finite_check_and_unscale_(self._grads(), self._found_inf, self._one)
             self.optimizer.step()
-            self._acc_bad += self._found_inf + (~torch.isfinite(loss.detach())).float()
+            self._acc_bad.add_(self._found_inf)  # a non-finite loss shows in _acc_loss itself
             self.batch += 1
             self.step += 1
-            self._acc_loss += loss.detach() * len(y)
+            self._acc_loss.add_(loss.detach(), alpha=len(y))
             self._acc_correct += (out.argmax(dim=1) == y).sum()
             self._acc_count += len(y)
             if self.step % cfg.hist_every == 0 and self._is_main:
@@ -320,7 +320,7 @@ class Engine:
             window[3] /= self.dist.world
             count *= self.dist.world
         loss_sum, correct, bad, grad_norm = window.tolist()
-        if bad:
+        if bad or not math.isfinite(loss_sum):
             self._nonfinite(loss_sum / max(count, 1), grad_norm)
         elapsed = max(time.monotonic() - self._window_start, 1e-9)
         self._epoch_loss_sum += loss_sum
