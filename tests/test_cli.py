@@ -151,3 +151,16 @@ def test_corrupted_data_files_exit_2(fmnist_dir, tmp_path, capsys, damage):
     code = main(["fashion-mnist", "--headless", "--data-dir", str(fmnist_dir), "--run-dir", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "t10k-labels-idx1-ubyte.gz" in err[-1] and not (tmp_path / "run").exists()
+
+
+def test_a_fresh_run_is_not_mixed_into_an_old_run_dir(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    args = ["synthetic", "--headless", "--epochs", "1", "--limit", "500", "--run-dir", str(run_dir),
+            "--data-dir", str(tmp_path)]
+    assert main(args) == 0
+    before = (run_dir / "metrics.jsonl").read_text()
+    assert main(args) == 2
+    assert "already holds a run" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert (run_dir / "metrics.jsonl").read_text() == before
+    resumed = main([*args[:3], "2", *args[4:], "--resume", str(run_dir / "checkpoints" / "last.pt")])
+    assert resumed == 0

@@ -121,9 +121,14 @@ class Session:
         })
 
     def _refuse_if_in_use(self) -> None:
-        """Two live processes must never write one run directory."""
+        """Two live processes must never write one run directory, and a fresh run must not be mixed
+        into the records of an old one (continuing one with --resume is fine)."""
+        from tuitrain.runlog import METRICS
         from tuitrain.runs import run_state
 
+        if not self.config.resume and (Path(self.config.run_dir) / METRICS).exists():
+            raise UsageError(f"run dir {self.config.run_dir} already holds a run; choose another --run-dir "
+                             f"or continue it with --resume")
         status = read_json(Path(self.config.run_dir) / STATUS) or {}
         if run_state(self.config.run_dir) in ("running", "paused") and status.get("pid") != os.getpid():
             raise UsageError(f"run dir {self.config.run_dir} is in use by a live run (pid {status.get('pid')})")
