@@ -103,6 +103,10 @@ class Curves(Vertical):
             plt.scatter(val.xs, val.ys, color="red", marker="o")
         for step, kind, _label in self.markers.items:
             plt.vline(step, MARK_COLORS[kind])
+        if train.xs:
+            lo, hi = train.xs[0], train.xs[-1]
+            ticks = [lo + (hi - lo) * i / 4 for i in range(5)]
+            plt.xticks(ticks, [f"{t:,.0f}" for t in ticks])  # steps are whole numbers, even averaged
         plt.xlabel("step")
         plot.refresh()
 
