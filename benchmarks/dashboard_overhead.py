@@ -30,18 +30,52 @@ def run_headless(run_dir: Path, args: list[str]) -> None:
                    check=True, stderr=subprocess.DEVNULL)
 
 
+def thread_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds of the process's main thread (the Textual UI) and of the whole process."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu(stat: str) -> float:
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+
+    main = cpu(Path(f"/proc/{pid}/task/{pid}/stat").read_text())
+    return main, cpu(Path(f"/proc/{pid}/stat").read_text())
+
+
+def dashboard_pid(session: str) -> int | None:
+    """The python process running in the tmux pane (a child of the pane's shell, or the pane itself)."""
+    pane = subprocess.run(["tmux", "list-panes", "-t", session, "-F", "#{pane_pid}"], capture_output=True,
+                          text=True).stdout.split()
+    if not pane:
+        return None
+    children = subprocess.run(["pgrep", "-P", pane[0]], capture_output=True, text=True).stdout.split()
+    return int(children[0]) if children else int(pane[0])
+
+
+UI_SHARES: list[float] = []
+
+
 def run_dashboard(run_dir: Path, args: list[str], size: tuple[int, int]) -> None:
     """Start the dashboard in a detached tmux session; leave it with q once DONE shows."""
     session = f"tuitrain-bench-{os.getpid()}"
     cmd = " ".join([sys.executable, "-m", "tuitrain", *args, "--run-dir", str(run_dir)])
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", str(size[0]), "-y", str(size[1]), cmd],
                    check=True)
+    start = None  # CPU times when training started: start-up (imports, data) runs on the main thread
     try:
         while True:
-            time.sleep(1)
+            time.sleep(0.2)
             screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
                                     text=True).stdout
+            if start is None and "RUNNING" in screen and (pid := dashboard_pid(session)):
+                start = thread_cpu(pid)
             if "DONE" in screen or "FAILED" in screen:
+                pid = dashboard_pid(session)
+                if pid and start:
+                    ui, total = (a - b for a, b in zip(thread_cpu(pid), start, strict=True))
+                    UI_SHARES.append(ui / max(total, 1e-9))
+                    print(f"  dashboard run: UI thread {ui:.2f} CPU s of {total:.2f} while training",
+                          file=sys.stderr)
                 break
         subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
         time.sleep(2)
@@ -71,7 +105,10 @@ def main() -> None:
     print(f"{'mode':<10} {'median s/epoch':>15} {'samples/s':>10}")
     for mode, value in (("headless", head), ("dashboard", dash)):
         print(f"{mode:<10} {value:>15.3f} {samples / value:>10,.0f}")
-    print(f"dashboard cost: {100 * (dash / head - 1):+.1f}% time per epoch")
+    print(f"dashboard cost: {100 * (dash / head - 1):+.1f}% time per epoch (this VM's run-to-run noise is larger)")
+    if UI_SHARES:
+        print(f"UI thread's share of the dashboard process's CPU time: {100 * statistics.median(UI_SHARES):.1f}% "
+              f"(the work the dashboard adds; the rest is training)")
 
 
 if __name__ == "__main__":

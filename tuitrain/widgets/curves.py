@@ -31,7 +31,7 @@ class Curves(Vertical):
     Curves { height: 1fr; }
     Curves Horizontal { height: 1fr; }
     Curves PlotextPlot { width: 1fr; }
-    Curves #numbers { width: 26; padding: 0 1; }
+    Curves #numbers { width: 26; height: 1fr; padding: 0 1; }
     """
 
     def __init__(self, **kwargs) -> None:
@@ -82,7 +82,7 @@ class Curves(Vertical):
         """Draw both plots and the numbers from the history."""
         self._draw(self.query_one("#loss", PlotextPlot), "loss", self.train_loss, self.val_loss)
         self._draw(self.query_one("#acc", PlotextPlot), "accuracy", self.train_acc, self.val_acc)
-        self.query_one("#numbers", Static).update(self._numbers())
+        self.query_one("#numbers", Static).update(self._numbers(), layout=False)  # fixed width
 
     def _draw(self, plot: PlotextPlot, title: str, train: Series, val: Series) -> None:
         plt = plot.plt

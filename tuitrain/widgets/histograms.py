@@ -9,6 +9,10 @@ from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
 
+REDRAW_EVERY_S = 2.0
+"""Histograms change slowly (one record every --hist-every steps): drawn at most this often."""
+
+
 class Histograms(Vertical):
     """The newest histogram record, one layer at a time, with its weight and gradient norms."""
 
@@ -25,6 +29,7 @@ class Histograms(Vertical):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.record: dict | None = None
+        self._dirty = False
 
     def compose(self) -> ComposeResult:
         yield Static("histograms: waiting for the first record...", id="hist-title")
@@ -37,11 +42,23 @@ class Histograms(Vertical):
         """The layers of the newest record."""
         return self.record["layers"] if self.record else []
 
+    def on_mount(self) -> None:
+        self.set_interval(REDRAW_EVERY_S, self._redraw_if_dirty)
+
     def update_record(self, record: dict) -> None:
-        """Show a new ``hist`` record (the chosen layer stays chosen)."""
+        """Take a new ``hist`` record (the chosen layer stays chosen); drawn by the timer."""
+        first = self.record is None
         self.record = record
         self.layer_index = min(self.layer_index, max(len(self.layer_list) - 1, 0))
-        self.redraw()
+        self._dirty = True
+        if first:
+            self.redraw()
+
+    def _redraw_if_dirty(self) -> None:
+        # Hidden (narrow terminal, other view) or unchanged: nothing to draw.
+        if self._dirty and self.display:
+            self._dirty = False
+            self.redraw()
 
     def move(self, delta: int) -> None:
         """Pick the previous (-1) or next (+1) layer, wrapping around."""
@@ -61,7 +78,7 @@ class Histograms(Vertical):
                  f"step {self.record['step']}  |w| {w['norm']:.3f}" if w else layer["name"])
         if g:
             title += f"  |grad| {g['norm']:.3g}"
-        self.query_one("#hist-title", Static).update(title)
+        self.query_one("#hist-title", Static).update(title, layout=False)  # one line
         self._draw(self.query_one("#hist-w", PlotextPlot), "weights", w, "blue")
         self._draw(self.query_one("#hist-g", PlotextPlot), "gradients", g, "orange")
 

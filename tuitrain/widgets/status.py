@@ -81,4 +81,4 @@ class StatusLine(Static):
                  f"{bar(frac, 20)} {100 * frac:5.1f}%  ETA {format_eta(self.eta_seconds())}")
         second = (f"{self.samples_per_s:,.0f} samples/s  lr {lr}  device {self.device or '-'}  "
                   f"run {self.run_dir}" + (f"  [b]{self.note}[/b]" if self.note else ""))
-        self.update(f"{first}\n{second}")
+        self.update(f"{first}\n{second}", layout=False)  # fixed height: no relayout
