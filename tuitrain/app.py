@@ -222,13 +222,18 @@ class TuiTrainApp(App[int]):
             self.notify(messages[event], severity=severity)
 
     # ----------------------------------------------------------------- keys
-    def _send(self, command_type, *args) -> None:
-        """Send a command if the run can take one; say why not otherwise."""
+    def _can_control(self) -> bool:
+        """Whether the run takes commands; says why not when it does not."""
         if self.finished or not self.backend.controls:
             self.notify(f"the run has ended ({self.finished or 'read-only'}); nothing to control",
                         severity="warning")
-            return
-        self.backend.send(command_type(*args, id=next(self._ids)))
+            return False
+        return True
+
+    def _send(self, command_type, *args) -> None:
+        """Send a command if the run can take one."""
+        if self._can_control():
+            self.backend.send(command_type(*args, id=next(self._ids)))
 
     def action_pause(self) -> None:
         """p: pause, or resume when paused."""
@@ -240,8 +245,7 @@ class TuiTrainApp(App[int]):
 
     def action_load(self) -> None:
         """l: choose a checkpoint (newest first) and load it."""
-        if self.finished or not self.backend.controls:
-            self._send(Load)  # refused with the reason
+        if not self._can_control():
             return
         found = self.backend.checkpoints()
         if not found:
@@ -253,15 +257,13 @@ class TuiTrainApp(App[int]):
 
     def action_set_lr(self) -> None:
         """r: prompt for a learning rate, filled with the current one."""
-        if self.finished or not self.backend.controls:
-            self._send(SetLR, 0.0)  # refused with the reason
+        if not self._can_control():
             return
         self.push_screen(LRPrompt(self.lr), lambda lr: lr is not None and self._send(SetLR, lr))
 
     def action_device(self) -> None:
         """d: choose a device to move the run to."""
-        if self.finished or not self.backend.controls:
-            self._send(SetDevice, "")
+        if not self._can_control():
             return
         others = [d for d in self.backend.devices() if d != self.device]
         if not others:
@@ -322,11 +324,9 @@ def run_dashboard(cfg, model=None, dataset=None, return_session: bool = False):
     session.open_run_dir()
     app = TuiTrainApp(LiveBackend(session))
     code = app.run()
-    result = session.result
-    if result is not None:
-        best = "n/a" if result.best_val_acc is None else f"{result.best_val_acc:.4f}"
-        print(f"tuitrain: {result.status} after {result.epochs_done} epochs ({result.step} steps); "
-              f"best val_acc {best}; run dir {cfg.run_dir}", file=sys.stderr)
+    from tuitrain.progress import final_line
+
+    print(final_line(session.result, cfg.run_dir), file=sys.stderr)
     if return_session:
         return session
     if isinstance(code, int):

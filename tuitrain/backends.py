@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from tuitrain.runlog import list_checkpoints
+
 Emit = Callable[[list[dict]], None]
 
 
@@ -39,13 +41,6 @@ class Backend(Protocol):
 
     def quit(self, reason: str = "quit") -> None:
         """Leave: stop the run (live) or stop following it (watch)."""
-
-
-def list_checkpoints(run_dir: str | Path) -> list[str]:
-    """``RUN_DIR/checkpoints/*.pt``, newest first."""
-    folder = Path(run_dir) / "checkpoints"
-    found = sorted(folder.glob("*.pt"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
-    return [str(p) for p in found]
 
 
 class LiveBackend:

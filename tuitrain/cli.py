@@ -180,16 +180,12 @@ def train_headless(cfg: TrainConfig, model=None, dataset=None):
 
 
 def _finish(session, cfg: TrainConfig) -> int:
+    from tuitrain.progress import final_line
+
     result = session.result
-    if result is None:  # the session itself crashed; the traceback went to stderr from the thread
-        print(f"tuitrain: run failed (run dir {cfg.run_dir})", file=sys.stderr)
+    print(final_line(result, cfg.run_dir), file=sys.stderr)
+    if result is None or result.status == "failed":
         return EXIT_FAILED
-    best = "n/a" if result.best_val_acc is None else f"{result.best_val_acc:.4f}"
-    if result.status == "failed":
-        print(f"tuitrain: run failed: {result.message} (run dir {cfg.run_dir})", file=sys.stderr)
-        return EXIT_FAILED
-    print(f"tuitrain: {result.status} after {result.epochs_done} epochs ({result.step} steps); "
-          f"best val_acc {best}; run dir {cfg.run_dir}", file=sys.stderr)
     return EXIT_INTERRUPTED if result.status == "interrupted" else EXIT_OK
 
 

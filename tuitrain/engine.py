@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from tuitrain import checkpoints, data, models
+from tuitrain import checkpoints, data, distributed, models
 from tuitrain.commands import Load, Pause, Resume, Save, SetDevice, SetLR, Stop
 from tuitrain.config import TrainConfig, check_lr
 from tuitrain.errors import CheckpointError, UsageError
+from tuitrain.runlog import list_checkpoints
 
 Report = Callable[[dict], None]
 HIST_BINS = 32
@@ -84,8 +85,6 @@ class Engine:
                  model: torch.nn.Module | None = None, dataset: data.UserData | None = None):
         self.config = config
         self._given_model, self._given_data = model, dataset  # tuitrain.fit: the user's own
-        from tuitrain import distributed
-
         self.dist = distributed.from_env()  # None unless started by torchrun with several processes
         if self.dist and not self.dist.is_main:
             self.report = lambda record: None  # rank 0 alone reports and writes
@@ -126,8 +125,6 @@ class Engine:
         self.net = self.model  # what the loop calls; DistributedDataParallel around it in a DDP run
         if self.dist:
             from torch.nn.parallel import DistributedDataParallel
-
-            from tuitrain import distributed
 
             distributed.init(self.dist, self.device)
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -202,8 +199,6 @@ class Engine:
             status = "done"
         extra = {}
         if self.dist:
-            from tuitrain import distributed
-
             extra = {"world_size": self.dist.world, "ranks_in_sync": distributed.ranks_in_sync(self.model)}
             distributed.close()
         self._event("end", status=status, best_val_acc=self.best_val_acc, epochs_done=self.epoch, **extra)
@@ -217,8 +212,6 @@ class Engine:
         self.data_gen.set_state(self.epoch_gen_state)
         order = torch.randperm(n, generator=self.data_gen)
         if self.dist:
-            from tuitrain import distributed
-
             order = distributed.shard(order, self.dist)
         batches = self.data.train_batches(order, self.batch, cfg.batch_size)
         self.model.train()
@@ -314,8 +307,6 @@ class Engine:
                               _total_norm(self._grads()).to(self.device)])
         count = self._acc_count
         if self.dist:
-            from tuitrain import distributed
-
             window = distributed.all_sum(window)
             window[3] /= self.dist.world
             count *= self.dist.world
@@ -394,8 +385,6 @@ class Engine:
 
     def _poll_commands_distributed(self) -> None:
         """Rank 0's commands reach every rank at the same step: at logging steps, and while paused."""
-        from tuitrain import distributed
-
         if self.step % self.config.log_every and not self.paused:
             return
         while True:
@@ -464,7 +453,8 @@ class Engine:
             self._answer(cmd, "save", True, path=str(path))
 
     def _command_load(self, cmd: Load) -> None:
-        path = cmd.path or self.newest_checkpoint()
+        found = list_checkpoints(self.config.run_dir)
+        path = cmd.path or (found[0] if found else "")
         if not path:
             self._answer(cmd, "load", False, reason="no checkpoint in this run yet")
             return
@@ -539,10 +529,6 @@ class Engine:
         else:
             self._event("save", ok=True, path=str(path), auto=True)
 
-    def newest_checkpoint(self) -> str:
-        """The run's most recently written checkpoint, or empty."""
-        found = sorted(self.checkpoint_dir.glob("*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
-        return str(found[0]) if found else ""
 
 
 def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:

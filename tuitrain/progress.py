@@ -79,3 +79,14 @@ class Progress:
             self._bar_shown = False
         self.stream.write(text + "\n")
         self.stream.flush()
+
+
+def final_line(result, run_dir: str) -> str:
+    """The one summary line a run ends with (headless and dashboard alike)."""
+    if result is None:  # the session itself crashed; its traceback went to stderr
+        return f"tuitrain: run failed (run dir {run_dir})"
+    if result.status == "failed":
+        return f"tuitrain: run failed: {result.message} (run dir {run_dir})"
+    best = "n/a" if result.best_val_acc is None else f"{result.best_val_acc:.4f}"
+    return (f"tuitrain: {result.status} after {result.epochs_done} epochs ({result.step} steps); "
+            f"best val_acc {best}; run dir {run_dir}")

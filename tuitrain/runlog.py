@@ -72,6 +72,13 @@ class RunLog:
             self.sinks.clear()
 
 
+def list_checkpoints(run_dir: str | Path) -> list[str]:
+    """``RUN_DIR/checkpoints/*.pt``, newest first."""
+    folder = Path(run_dir) / CHECKPOINTS
+    found = sorted(folder.glob("*.pt"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
+    return [str(p) for p in found]
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write JSON through a temp file and os.replace, so a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

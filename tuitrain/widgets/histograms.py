@@ -8,7 +8,6 @@ from textual.reactive import reactive
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
-
 REDRAW_EVERY_S = 2.0
 """Histograms change slowly (one record every --hist-every steps): drawn at most this often."""
 
