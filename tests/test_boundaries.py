@@ -28,3 +28,10 @@ def test_widgets_never_import_torch():
     widgets = sorted(p.stem for p in (ROOT / "tuitrain" / "widgets").glob("*.py") if p.stem != "__init__")
     for name in widgets:
         assert "torch" not in _imports(f"tuitrain.widgets.{name}"), name
+
+
+@pytest.mark.parametrize("module", ["tuitrain.app", "tuitrain.backends", "tuitrain.compare", "tuitrain.control",
+                                    "tuitrain.cli"])
+def test_ui_and_watch_modules_never_import_torch(module):
+    """The dashboard and `watch` start without torch (the live backend imports it only to train)."""
+    assert "torch" not in _imports(module)
