@@ -27,12 +27,10 @@ class Progress:
         if kind == "step":
             self._step(record)
         elif kind == "epoch":
-            self._line(
-                f"epoch {record['epoch']}: train_loss {record['train_loss']:.4f} train_acc {record['train_acc']:.4f} "
-                f"val_loss {record['val_loss']:.4f} val_acc {record['val_acc']:.4f}"
-                + (" (best)" if record.get("best") else "")
-                + f" [{record['train_seconds']:.1f}s]"
-            )
+            values = " ".join(f"{k} {v:.4f}" for k, v in record.items()
+                              if (k.startswith(("train_", "val_")) and k != "train_seconds" and isinstance(v, float)))
+            self._line(f"epoch {record['epoch']}: {values}" + (" (best)" if record.get("best") else "")
+                       + f" [{record['train_seconds']:.1f}s]")
         elif kind == "event":
             self._event(record)
 
@@ -63,7 +61,8 @@ class Progress:
         self._last = now
         step, total = record["step"], max(self.total, 1)
         rate = record.get("samples_per_s", 0.0)
-        text = f"epoch {record['epoch']} step {step}/{total} loss {record['loss']:.4f} acc {record['acc']:.3f} {rate:,.0f} samples/s"
+        acc = f" acc {record['acc']:.3f}" if "acc" in record else ""
+        text = f"epoch {record['epoch']} step {step}/{total} loss {record['loss']:.4f}{acc} {rate:,.0f} samples/s"
         if self.tty:
             width = 24
             done = int(width * step / total)

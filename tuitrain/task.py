@@ -230,5 +230,6 @@ def _is_raw(outputs: Any) -> bool:
 
 def _describe(value: Any) -> str:
     if isinstance(value, torch.Tensor):
-        return f"{tuple(value.shape)} {str(value.dtype).replace('torch.', '')}"
+        shape = ", ".join(["N", *map(str, value.shape[1:])]) if value.dim() else ""
+        return f"of shape ({shape}{',' if value.dim() == 1 else ''}) {str(value.dtype).replace('torch.', '')}"
     return type(value).__name__

@@ -1,7 +1,7 @@
 """TensorBoard event files under RUN_DIR/tensorboard, written from the same records as metrics.jsonl.
 
 Scalars: train/loss, train/acc, train/grad_norm, lr (per step record); epoch/train_loss,
-epoch/train_acc, val/loss, val/acc (per epoch). Histograms: weights/NAME and grads/NAME from the
+epoch/train_acc, val/loss, val/acc and val/<metric> for each user metric (per epoch). Histograms: weights/NAME and grads/NAME from the
 engine's histogram records (the same bins the dashboard draws). tensorboard is a dependency.
 """
 
@@ -32,9 +32,10 @@ class TensorBoardSink:
             w.add_scalar("lr", record["lr"], step)
         elif kind == "epoch":
             step = record["step"]
-            for tag, key in (("epoch/train_loss", "train_loss"), ("epoch/train_acc", "train_acc"),
-                             ("val/loss", "val_loss"), ("val/acc", "val_acc")):
-                w.add_scalar(tag, record[key], step)
+            for key, value in record.items():  # train_loss, train_acc, val_loss, val_acc, val_<metric>
+                if key.startswith(("train_", "val_")) and key != "train_seconds" and isinstance(value, (int, float)):
+                    split, _, name = key.partition("_")
+                    w.add_scalar(f"epoch/{key}" if split == "train" else f"val/{name}", value, step)
         elif kind == "hist":
             for layer in record["layers"]:
                 for prefix, key in (("weights", "w"), ("grads", "g")):
