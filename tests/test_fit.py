@@ -294,3 +294,17 @@ def test_model_file_factory_arguments_and_sibling_import(tmp_path):
     assert net.out.out_features == 7 and net.body[1].out_features == 5
     made = build_model(f"{tmp_path / 'net.py'}:make", (1, 28, 28), 10, {"hidden": 4})
     assert made[1].out_features == 4
+
+
+def test_regression_example_writes_predictions(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "regression.py"
+    spec = importlib.util.spec_from_file_location("regression_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(epochs=4, headless=True, run_dir=str(tmp_path / "run"), out=str(tmp_path / "p.csv"))
+    assert result.status == "done" and result.monitor == "val_loss" and result.history[-1]["val_loss"] < 1.0
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert lines[0] == "prediction,target" and len(lines) == 501

@@ -86,6 +86,9 @@ def final_line(result, run_dir: str) -> str:
         return f"tuitrain: run failed (run dir {run_dir})"
     if result.status == "failed":
         return f"tuitrain: run failed: {result.message} (run dir {run_dir})"
-    best = "n/a" if result.best_val_acc is None else f"{result.best_val_acc:.4f}"
+    monitor = getattr(result, "monitor", "") or "val_acc"
+    value = getattr(result, "best", None) if monitor != "val_acc" else result.best_val_acc
+    best = "n/a" if value is None else f"{value:.4f}"
+    at = f" (epoch {result.best_epoch})" if getattr(result, "best_epoch", 0) and value is not None else ""
     return (f"tuitrain: {result.status} after {result.epochs_done} epochs ({result.step} steps); "
-            f"best val_acc {best}; run dir {run_dir}")
+            f"best {monitor} {best}{at}; run dir {run_dir}")
