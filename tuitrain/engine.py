@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from tuitrain import checkpoints, data, distributed, models, records
+from tuitrain import checkpoints, data, distributed, evaluation, models, records
 from tuitrain.commands import Command, Load, Pause, Resume, Save, SetDevice, SetLR, Stop
 from tuitrain.config import TrainConfig, check_lr
 from tuitrain.errors import CheckpointError, UsageError
@@ -33,10 +33,8 @@ from tuitrain.task import Task, batch_size_of, forward, monitor_mode, primary
 from tuitrain.window import MetricWindow
 
 Report = Callable[[dict], None]
-HIST_BINS = 32
 PAUSE_POLL_S = 0.5
 LOG_MAX_INTERVAL_S = 1.0
-GALLERY_SIZE = 16
 PRECISIONS = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
@@ -416,70 +414,14 @@ class Engine:
                         patience=cfg.early_stopping)
             self.stop_reason = "early_stop"
 
-    @torch.inference_mode()
     def evaluate(self) -> tuple[dict[str, float], list[list[int]] | None, list[tuple[int, int, int, float]]]:
-        """Validation over the whole split: ({val_loss, val_acc, val_<metric>}, confusion, wrong samples).
-
-        Everything accumulates on the device; one transfer at the end (acceptable at an epoch end).
-        """
-        task = self.task
+        """Validation over the whole split: ({val_loss, val_acc, val_<metric>}, confusion, wrong samples)."""
         self.model.eval()
-        n_classes = 0
-        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        count = 0
-        sums = {name: torch.zeros((), device=self.device, dtype=torch.float64)
-                for name, fn in task.metrics.items() if not hasattr(fn, "update")}
-        stateful = {name: fn.to(self.device) for name, fn in task.metrics.items() if hasattr(fn, "update")}
-        for metric in stateful.values():
-            metric.reset()
-        confusion = torch.zeros(0, device=self.device, dtype=torch.long)
-        confidence, predicted = [], []
-        for batch in self.data.val_batches(self.config.val_batch_size or self.config.batch_size):
-            inputs, targets = task.split(batch)
-            with self._autocast():
-                outputs = forward(self.model, inputs)
-                loss = task.loss(outputs, targets)
-            n = batch_size_of(targets)
-            count += n
-            loss_sum += loss.detach().double() * n
-            out = primary(outputs).float() if task.classification or task.metrics else None
-            for name in sums:
-                sums[name] += torch.as_tensor(task.metrics[name](out, targets), device=self.device).double() * n
-            for metric in stateful.values():
-                metric.update(out, targets)
-            if task.classification:
-                n_classes = out.shape[1]
-                if not len(confusion):
-                    confusion = torch.zeros(n_classes * n_classes, device=self.device, dtype=torch.long)
-                conf, pred = out.softmax(dim=1).max(dim=1)
-                confusion += torch.bincount(targets * n_classes + pred, minlength=n_classes * n_classes)
-                confidence.append(torch.where(pred != targets, conf, -1.0))
-                predicted.append(pred * n_classes + targets)
-        self.model.train()
-        parts = [loss_sum] + list(sums.values()) + [m.compute().double().reshape(()) for m in stateful.values()]
-        top = torch.zeros(0, device=self.device, dtype=torch.float64)
-        if task.classification and confidence:
-            conf_all = torch.cat(confidence)
-            values, index = conf_all.topk(min(GALLERY_SIZE, len(conf_all)))
-            top = torch.cat([values.double(), index.double(), torch.cat(predicted)[index].double()])
-        flat = torch.cat([torch.stack(parts).to(torch.float64), confusion.double(), top]).tolist()
-        count = max(count, 1)
-        val = {"val_loss": flat[0] / count}
-        for i, name in enumerate(sums, start=1):
-            val[f"val_{name}"] = flat[i] / count
-        for i, name in enumerate(stateful, start=1 + len(sums)):
-            val[f"val_{name}"] = flat[i]
-        rest = flat[1 + len(task.metrics):]
-        if not task.classification:
-            return val, None, []
-        k = n_classes * n_classes
-        matrix = [[int(c) for c in rest[r * n_classes : (r + 1) * n_classes]] for r in range(n_classes)]
-        val["val_acc"] = sum(matrix[i][i] for i in range(n_classes)) / count
-        m = (len(rest) - k) // 3
-        values, index, code = rest[k : k + m], rest[k + m : k + 2 * m], rest[k + 2 * m :]
-        wrong = [(int(i), int(c) % n_classes, int(c) // n_classes, v) for v, i, c in zip(values, index, code, strict=True)
-                 if v >= 0]
-        return val, matrix, wrong
+        try:
+            return evaluation.evaluate(self.model, self.data, self.task, self.device, self._autocast,
+                                       self.config.val_batch_size or self.config.batch_size)
+        finally:
+            self.model.train()
 
     # ----------------------------------------------------------------- records
     @property
@@ -507,28 +449,11 @@ class Engine:
         self.window.reset()
 
     def _report_histograms(self) -> None:
-        """Per-parameter weight and gradient histograms, computed on the device, one transfer."""
-        names, parts = [], []
-        for name, param in self.model.named_parameters():
-            for kind, tensor in (("w", param.detach()), ("g", param.grad)):
-                if tensor is None or not tensor.numel():
-                    continue
-                flat = tensor.detach().float().flatten()
-                lo, hi = flat.min(), flat.max()
-                counts = _histc(flat, lo, hi)
-                stats = torch.stack([lo, hi, flat.norm(), flat.sum(), flat.square().sum()])
-                parts.append(torch.cat([stats, counts]))
-                names.append((name, kind))
-        if not parts:
-            return
-        values = torch.stack(parts).tolist()  # one sync per histogram interval
-        layers: dict[str, dict] = {}
-        for (name, kind), row in zip(names, values, strict=True):
-            entry = layers.setdefault(name, {"name": name, "w": None, "g": None})
-            entry[kind] = {"lo": row[0], "hi": row[1], "norm": row[2], "sum": row[3], "sumsq": row[4],
-                           "counts": [int(c) for c in row[5:]]}
-        self.report({"type": "hist", "step": self.state.step, "epoch": self.state.epoch + 1, "time": time.time(),
-                     "layers": list(layers.values())})
+        """Per-parameter weight and gradient histograms (one transfer; see evaluation.histograms)."""
+        layers = evaluation.histograms(self.model)
+        if layers:
+            self.report({"type": "hist", "step": self.state.step, "epoch": self.state.epoch + 1, "time": time.time(),
+                         "layers": layers})
 
     def _report_samples(self, wrong: list[tuple[int, int, int, float]]) -> None:
         """The most confidently wrong validation images of the epoch (image data only)."""
@@ -745,10 +670,3 @@ class Engine:
             self._event("save", ok=False, reason=f"saving {name} failed: {exc}", auto=True)
         else:
             self._event("save", ok=True, path=str(path), auto=True)
-
-
-def _histc(flat: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-    """HIST_BINS counts between lo and hi without a host sync (histc wants Python bounds)."""
-    span = (hi - lo).clamp_min(1e-12)
-    idx = ((flat - lo) / span * HIST_BINS).long().clamp_(0, HIST_BINS - 1)
-    return torch.bincount(idx, minlength=HIST_BINS).float()

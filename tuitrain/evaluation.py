@@ -1,0 +1,112 @@
+"""Validation and histograms: computed on the device, read back in one transfer each.
+
+Used by the engine at epoch ends and histogram intervals; returns plain Python values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from tuitrain.task import Task, batch_size_of, forward, primary
+
+HIST_BINS = 32
+GALLERY_SIZE = 16
+"""Misclassified validation samples kept per epoch, most confidently wrong first."""
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, data: Any, task: Task, device: torch.device, autocast: Callable,
+             batch_size: int) -> tuple[dict[str, float], list[list[int]] | None, list[tuple[int, int, int, float]]]:
+    """Validation over the whole split: ({val_loss, val_acc, val_<metric>}, confusion, wrong samples).
+
+    Everything accumulates on the device; one transfer at the end (acceptable at an epoch end).
+    """
+    n_classes = 0
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    count = 0
+    sums = {name: torch.zeros((), device=device, dtype=torch.float64)
+            for name, fn in task.metrics.items() if not hasattr(fn, "update")}
+    stateful = {name: fn.to(device) for name, fn in task.metrics.items() if hasattr(fn, "update")}
+    for metric in stateful.values():
+        metric.reset()
+    confusion = torch.zeros(0, device=device, dtype=torch.long)
+    confidence, predicted = [], []
+    for batch in data.val_batches(batch_size):
+        inputs, targets = task.split(batch)
+        with autocast():
+            outputs = forward(model, inputs)
+            loss = task.loss(outputs, targets)
+        n = batch_size_of(targets)
+        count += n
+        loss_sum += loss.detach().double() * n
+        out = primary(outputs).float() if task.classification or task.metrics else None
+        for name in sums:
+            sums[name] += torch.as_tensor(task.metrics[name](out, targets), device=device).double() * n
+        for metric in stateful.values():
+            metric.update(out, targets)
+        if task.classification:
+            n_classes = out.shape[1]
+            if not len(confusion):
+                confusion = torch.zeros(n_classes * n_classes, device=device, dtype=torch.long)
+            conf, pred = out.softmax(dim=1).max(dim=1)
+            confusion += torch.bincount(targets * n_classes + pred, minlength=n_classes * n_classes)
+            confidence.append(torch.where(pred != targets, conf, -1.0))
+            predicted.append(pred * n_classes + targets)
+    parts = [loss_sum] + list(sums.values()) + [m.compute().double().reshape(()) for m in stateful.values()]
+    top = torch.zeros(0, device=device, dtype=torch.float64)
+    if task.classification and confidence:
+        conf_all = torch.cat(confidence)
+        values, index = conf_all.topk(min(GALLERY_SIZE, len(conf_all)))
+        top = torch.cat([values.double(), index.double(), torch.cat(predicted)[index].double()])
+    flat = torch.cat([torch.stack(parts).to(torch.float64), confusion.double(), top]).tolist()
+    count = max(count, 1)
+    val = {"val_loss": flat[0] / count}
+    for i, name in enumerate(sums, start=1):
+        val[f"val_{name}"] = flat[i] / count
+    for i, name in enumerate(stateful, start=1 + len(sums)):
+        val[f"val_{name}"] = flat[i]
+    rest = flat[1 + len(task.metrics):]
+    if not task.classification:
+        return val, None, []
+    k = n_classes * n_classes
+    matrix = [[int(c) for c in rest[r * n_classes : (r + 1) * n_classes]] for r in range(n_classes)]
+    val["val_acc"] = sum(matrix[i][i] for i in range(n_classes)) / count
+    m = (len(rest) - k) // 3
+    values, index, code = rest[k : k + m], rest[k + m : k + 2 * m], rest[k + 2 * m :]
+    wrong = [(int(i), int(c) % n_classes, int(c) // n_classes, v) for v, i, c in zip(values, index, code, strict=True)
+             if v >= 0]
+    return val, matrix, wrong
+
+
+def histograms(model: torch.nn.Module) -> list[dict]:
+    """Per-parameter weight and gradient histograms, computed on the device, one transfer."""
+    names, parts = [], []
+    for name, param in model.named_parameters():
+        for kind, tensor in (("w", param.detach()), ("g", param.grad)):
+            if tensor is None or not tensor.numel():
+                continue
+            flat = tensor.detach().float().flatten()
+            lo, hi = flat.min(), flat.max()
+            counts = _histc(flat, lo, hi)
+            stats = torch.stack([lo, hi, flat.norm(), flat.sum(), flat.square().sum()])
+            parts.append(torch.cat([stats, counts]))
+            names.append((name, kind))
+    if not parts:
+        return []
+    values = torch.stack(parts).tolist()  # one sync per histogram interval
+    layers: dict[str, dict] = {}
+    for (name, kind), row in zip(names, values, strict=True):
+        entry = layers.setdefault(name, {"name": name, "w": None, "g": None})
+        entry[kind] = {"lo": row[0], "hi": row[1], "norm": row[2], "sum": row[3], "sumsq": row[4],
+                       "counts": [int(c) for c in row[5:]]}
+    return list(layers.values())
+
+
+def _histc(flat: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """HIST_BINS counts between lo and hi without a host sync (histc wants Python bounds)."""
+    span = (hi - lo).clamp_min(1e-12)
+    idx = ((flat - lo) / span * HIST_BINS).long().clamp_(0, HIST_BINS - 1)
+    return torch.bincount(idx, minlength=HIST_BINS).float()
