@@ -131,8 +131,8 @@ class Engine:
             self.net = DistributedDataParallel(self.model, device_ids=ids)
 
     def _resume(self, path: str) -> None:
-        ckpt = checkpoints.load_checkpoint(path)
-        checkpoints.check_state_dict(path, self.model, ckpt["model"])
+        ckpt = checkpoints.load_checkpoint(path, max_bytes=checkpoints.size_bound(self.model))
+        checkpoints.check_payload(path, ckpt, self.model, self.optimizer)
         epoch, batch = int(ckpt["epoch"]), int(ckpt.get("batch", 0))
         if epoch >= self.config.epochs and batch == 0:
             raise UsageError(f"checkpoint {path} has already trained {epoch} epochs; pass --epochs above {epoch}")
@@ -459,8 +459,8 @@ class Engine:
             self._answer(cmd, "load", False, reason="no checkpoint in this run yet")
             return
         try:
-            ckpt = checkpoints.load_checkpoint(path, map_location=self.device)
-            checkpoints.check_state_dict(path, self.model, ckpt["model"])
+            ckpt = checkpoints.load_checkpoint(path, map_location=self.device, max_bytes=checkpoints.size_bound(self.model))
+            checkpoints.check_payload(path, ckpt, self.model, self.optimizer)
             # Load the optimizer into a copy first: a mismatch must leave the live one untouched.
             trial = make_optimizer(self.config.optimizer, self.model.parameters(), self.lr)
             trial.load_state_dict(ckpt["optimizer"])
