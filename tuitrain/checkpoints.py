@@ -358,7 +358,7 @@ def cleanup_temp(folder: str | Path) -> list[Path]:
 def rng_state() -> dict:
     """Every random state the run draws from, as tensors (weights_only loads them)."""
     version, internal, gauss = random.getstate()
-    state = {
+    state: dict[str, object] = {
         "torch": torch.get_rng_state(),
         "python_version": torch.tensor(version),
         "python_state": torch.tensor(internal, dtype=torch.int64),
@@ -401,11 +401,14 @@ def _hash_on_disk(path: Path, sidecar: Path) -> list[str]:
     hashes = _read_hashes(sidecar)
     if len(hashes) == 1 or not path.is_file():
         return hashes[:1] if path.is_file() else []
+    digest = hashlib.sha256()
     try:
         with open(path, "rb") as fh:
-            actual = hashlib.file_digest(fh, "sha256").hexdigest()
+            while block := fh.read(1 << 20):
+                digest.update(block)
     except OSError:
         return []
+    actual = digest.hexdigest()
     # Without a sidecar the file was never checked by hash; its CRC-32s still are at every load.
     return [actual] if actual in hashes or not hashes else []
 
