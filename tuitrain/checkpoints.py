@@ -5,18 +5,27 @@ that epoch, 0 at an epoch end), ``step``, ``config``, ``best_val_acc`` and ``rng
 state as tensors), so that plain ``torch.load(path, weights_only=True)`` reads it.
 
 Beside each ``X.pt`` lies ``X.pt.sha256``, the hashes its bytes may have. A save writes the sidecar
-listing the old and the new hash, then replaces the file, then writes the sidecar with the new hash
-alone; a kill at any moment leaves a file whose hash the sidecar lists, and a flipped byte matches
-nothing.
+listing the hash of the file on disk and the new hash, then replaces the file, then writes the
+sidecar with the new hash alone; a kill or a failed write at any moment leaves a file whose hash the
+sidecar lists, and a flipped byte matches nothing.
+
+A load reads nothing it has not bounded: the file's size and the sizes its zip archive declares for
+its records are checked against ``max_bytes`` (from the model: :func:`size_bound`) before the bytes
+are read; then the SHA-256 (when the sidecar is there) and every record's CRC-32 (always: torch
+writes them and never checks them) are verified before ``torch.load`` sees a byte. What it returns
+is checked by :func:`check_payload` before anything is applied.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import pickle
 import random
+import stat
+import zipfile
 from pathlib import Path
 
 import torch
@@ -25,6 +34,12 @@ from tuitrain.errors import CheckpointError
 
 REQUIRED_KEYS = ("model", "optimizer", "epoch", "step", "config")
 TMP_SUFFIX = ".tmp"
+DEFAULT_MAX_BYTES = 4 << 30
+"""What a load reads when the caller knows no model to size it by (the engine passes size_bound)."""
+BOUND_SLACK_BYTES = 64 << 20
+"""Room above 4x the model for what else a checkpoint holds: config, rng, pickle, small states."""
+MAX_COUNTER = 1 << 62
+"""Epoch, batch and step above this are not counters but garbage (and overflow int64 tensors)."""
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> str:
@@ -36,26 +51,37 @@ def save_checkpoint(path: str | Path, payload: dict) -> str:
     data = buf.getvalue()
     digest = hashlib.sha256(data).hexdigest()
     sidecar = _sidecar(path)
-    old = _read_hashes(sidecar)[:1]
+    old = _hash_on_disk(path, sidecar)
     _write_atomic(sidecar, "\n".join([digest, *old]) + "\n")
-    _write_atomic(path, data)
+    try:
+        _write_atomic(path, data)
+    except BaseException:
+        _restore_sidecar(path, sidecar, old)
+        raise
     _write_atomic(sidecar, digest + "\n")
     return digest
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint safely; CheckpointError (one line, naming the file) on any problem."""
+def size_bound(model: torch.nn.Module) -> int:
+    """The most bytes a checkpoint of ``model`` may hold: 4x its parameters and buffers (weights,
+    Adam's two moments and AMSGrad's maximum) plus BOUND_SLACK_BYTES."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return 4 * sum(t.numel() * t.element_size() for t in tensors) + BOUND_SLACK_BYTES
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    max_bytes: int = DEFAULT_MAX_BYTES) -> dict:
+    """Read a checkpoint safely; CheckpointError (one line, naming the file) on any problem.
+
+    Nothing above ``max_bytes`` is read: the file's size and the record sizes its zip directory
+    declares are checked first, so a sparse or deflate-bomb file costs no memory.
+    """
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} is not a file")
-    data = path.read_bytes()
-    if not data:
-        raise CheckpointError(f"checkpoint {path} is empty")
+    data = _read_bounded(path, max_bytes)
     hashes = _read_hashes(_sidecar(path))
     if hashes and hashlib.sha256(data).hexdigest() not in hashes:
         raise CheckpointError(f"checkpoint {path} is corrupted (its sha256 does not match {path.name}.sha256)")
+    _check_archive(path, data, max_bytes)
     try:
         # weights_only=True always: a file from elsewhere must never run code when read.
         ckpt = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
@@ -78,17 +104,65 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
+def _read_bounded(path: Path, max_bytes: int) -> bytes:
+    """The file's bytes, once its size is known to be within ``max_bytes`` (a FIFO or a device
+    is refused before any read: it could block or never end)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise CheckpointError(f"checkpoint {path} cannot be read ({exc})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise CheckpointError(f"checkpoint {path} is not a file")
+    if info.st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty")
+    if info.st_size > max_bytes:
+        raise CheckpointError(f"checkpoint {path} is refused: {_mib(info.st_size)} is more than a checkpoint of "
+                              f"this model can hold ({_mib(max_bytes)})")
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({exc.strerror or exc})") from None
+
+
+def _check_archive(path: Path, data: bytes, max_bytes: int) -> None:
+    """torch's zip archive: what it is when it is not one; the record sizes its directory declares
+    against ``max_bytes`` (torch allocates what they say); every record's CRC-32."""
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        if data[:1] == b"\x80":
+            raise CheckpointError(f"checkpoint {path} is a raw pickle file (pickle.dump, or torch.save's legacy "
+                                  f"format), not torch's zip format; load it and torch.save it again")
+        raise CheckpointError(f"checkpoint {path} is truncated or not a PyTorch file (no zip archive directory)")
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+            if declared > max_bytes:
+                raise CheckpointError(f"checkpoint {path} is refused: its records unpack to {_mib(declared)}, more than "
+                                      f"a checkpoint of this model can hold ({_mib(max_bytes)})")
+            bad = archive.testzip()  # reads every record in 1 MiB pieces, checking its CRC-32
+    except CheckpointError:
+        raise
+    except Exception as exc:  # any parse failure of foreign bytes: BadZipFile, zlib.error, EOFError...
+        raise CheckpointError(f"checkpoint {path} is truncated or not a PyTorch file ({_one_line(exc)})") from None
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path} is corrupted (the CRC-32 of its record {bad[:80]!r} does not match)")
+
+
 def check_state_dict(path: str | Path, model: torch.nn.Module, state: dict) -> None:
-    """Raise CheckpointError naming the keys/shapes when ``state`` does not fit ``model`` exactly.
+    """Raise CheckpointError naming the keys/shapes/dtypes when ``state`` does not fit ``model`` exactly.
 
     Checked before anything is loaded, so a mismatched file never changes the live model.
     """
     own = model.state_dict()
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
         raise CheckpointError(f"checkpoint {path}: 'model' is not a state_dict of tensors")
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k} {list(state[k].shape)} vs {list(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
+    dtypes = [f"{k} {state[k].dtype} vs {v.dtype}" for k, v in own.items() if k in state and state[k].dtype != v.dtype]
     problems = []
     if missing:
         problems.append("missing " + ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else ""))
@@ -96,8 +170,178 @@ def check_state_dict(path: str | Path, model: torch.nn.Module, state: dict) -> N
         problems.append("unexpected " + ", ".join(unexpected[:6]) + (" ..." if len(unexpected) > 6 else ""))
     if shapes:
         problems.append("shape " + ", ".join(shapes[:4]) + (" ..." if len(shapes) > 4 else ""))
+    if dtypes:
+        problems.append("dtype " + ", ".join(dtypes[:4]) + (" ..." if len(dtypes) > 4 else ""))
     if problems:
         raise CheckpointError(f"checkpoint {path} does not fit this model: {'; '.join(problems)}")
+    for key, tensor in state.items():
+        _check_tensor(path, f"model {key}", tensor)
+
+
+def check_payload(path: str | Path, ckpt: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Everything a restore will use, checked before any of it is applied; CheckpointError (one line).
+
+    Counters, config, best value and random states by type and range; the model's state by keys,
+    shapes and dtypes; the optimizer's by structure and, for every state tensor, shape and dtype
+    against its parameter. A wrong-shaped moment would otherwise make the fused optimizer read past
+    the tensor (a segfault), and a wrong type would end a live run at its next step.
+    """
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
+        raise CheckpointError(f"checkpoint {path} is not a tuitrain checkpoint (it needs {', '.join(REQUIRED_KEYS)})")
+    for key in ("epoch", "step", "batch"):
+        value = ckpt.get(key, 0)  # batch: absent in checkpoints older than mid-epoch resume
+        if type(value) is not int or not 0 <= value < MAX_COUNTER:
+            raise CheckpointError(f"checkpoint {path}: '{key}' must be a whole number >= 0, not {_show(value)}")
+    if not isinstance(ckpt["config"], dict):
+        raise CheckpointError(f"checkpoint {path}: 'config' must be a dict, not {_show(ckpt['config'])}")
+    for key in ("best_val_acc", "best"):
+        value = ckpt.get(key)
+        if value is not None and (type(value) not in (int, float) or not math.isfinite(value)):
+            raise CheckpointError(f"checkpoint {path}: '{key}' must be a finite number or None, not {_show(value)}")
+    _check_rng(path, ckpt.get("rng"))
+    check_state_dict(path, model, ckpt["model"])
+    _check_optimizer(path, ckpt["optimizer"], optimizer)
+
+
+# Optimizer state entries shaped like their parameter, and those that are one number.
+PARAM_SHAPED = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer", "square_avg", "grad_avg",
+                "sum", "acc_delta", "exp_inf", "ax", "prev")
+SCALARS = ("step", "eta", "mu")
+_REQUIRED_STATE = {torch.optim.Adam: ("step", "exp_avg", "exp_avg_sq"),
+                   torch.optim.AdamW: ("step", "exp_avg", "exp_avg_sq")}
+
+
+def _check_optimizer(path: str | Path, saved, optimizer: torch.optim.Optimizer) -> None:
+    where = f"checkpoint {path}: optimizer state"
+    if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict) or not isinstance(saved.get("param_groups"), list):
+        raise CheckpointError(f"{where} is not an optimizer state_dict (state and param_groups)")
+    groups, live_groups = saved["param_groups"], optimizer.param_groups
+    if len(groups) != len(live_groups):
+        raise CheckpointError(f"{where} has {len(groups)} parameter groups, the optimizer {len(live_groups)}")
+    params: dict[int, tuple[torch.Tensor, dict]] = {}
+    for i, (group, live) in enumerate(zip(groups, live_groups, strict=True)):
+        ids = group.get("params") if isinstance(group, dict) else None
+        if not isinstance(ids, list) or not all(type(p) is int for p in ids):
+            raise CheckpointError(f"{where}: parameter group {i} has no list of parameter ids")
+        if len(ids) != len(live["params"]):
+            raise CheckpointError(f"{where}: parameter group {i} has {len(ids)} parameters, the model {len(live['params'])}")
+        for key, value in group.items():
+            if key != "params" and key in live and not _same_kind(value, live[key]):
+                raise CheckpointError(f"{where}: group {i} '{key}' is {_show(value)}, expected like {_show(live[key])}")
+        for pid, param in zip(ids, live["params"], strict=True):
+            if pid in params:
+                raise CheckpointError(f"{where}: parameter id {pid} appears twice")
+            params[pid] = (param, group)
+    required = next((keys for cls, keys in _REQUIRED_STATE.items() if isinstance(optimizer, cls)), ())
+    for pid, entry in saved["state"].items():
+        if pid not in params:
+            raise CheckpointError(f"{where} names parameter {_show(pid)}, which no group holds")
+        if not isinstance(entry, dict):
+            raise CheckpointError(f"{where} of parameter {pid} is {_show(entry)}, not a dict")
+        param, group = params[pid]
+        needed = [*required, *(["max_exp_avg_sq"] if required and group.get("amsgrad") else [])]
+        absent = [k for k in needed if k not in entry]
+        if entry and absent:
+            raise CheckpointError(f"{where} of parameter {pid} lacks {', '.join(absent)}")
+        for key, value in entry.items():
+            _check_state_value(f"{where} of parameter {pid} {key!r}", key, value, param)
+
+
+def _check_state_value(where: str, key, value, param: torch.Tensor) -> None:
+    if key in SCALARS:
+        if isinstance(value, torch.Tensor):
+            _check_tensor(where, "", value)
+            ok = (value.dim() == 0 and value.dtype not in (torch.bool, torch.complex64, torch.complex128)
+                  and bool(value.isfinite() & (value >= 0)))
+        else:
+            ok = type(value) in (int, float) and math.isfinite(value) and value >= 0
+        if not ok:
+            raise CheckpointError(f"{where} must be one finite number >= 0, not {_show(value)}")
+    elif key in PARAM_SHAPED:
+        if value is None and key == "momentum_buffer":  # SGD before its first step with momentum
+            return
+        if not isinstance(value, torch.Tensor) or value.shape != param.shape or value.dtype != param.dtype:
+            raise CheckpointError(f"{where} is {_show(value)}, not like its parameter "
+                                  f"({param.dtype} {list(param.shape)})")
+        _check_tensor(where, "", value)
+    elif isinstance(value, torch.Tensor):
+        _check_tensor(where, "", value)
+
+
+def _check_rng(path: str | Path, rng) -> None:
+    """The random states set_rng_state and the data generator will be given, tried on throwaway
+    generators (torch's and Python's own checks, without touching the global states)."""
+    if rng is None:
+        return
+    if not isinstance(rng, dict):
+        raise CheckpointError(f"checkpoint {path}: 'rng' must be a dict of tensors, not {_show(rng)}")
+    try:
+        for key in ("torch", "data"):
+            if key in rng:
+                _check_tensor(path, f"rng {key}", rng[key])
+                torch.Generator().set_state(rng[key])
+        if "torch" in rng:
+            version, internal, gauss = rng["python_version"], rng["python_state"], rng["python_gauss"]
+            if not all(isinstance(t, torch.Tensor) for t in (version, internal, gauss)):
+                raise TypeError("python states are not tensors")
+            if version.numel() != 1 or internal.dtype != torch.int64 or internal.dim() != 1 or gauss.numel() > 1:
+                raise ValueError("python states have the wrong shape or dtype")
+            gauss_value = gauss.tolist()
+            random.Random().setstate((int(version), tuple(internal.tolist()), gauss_value[0] if gauss_value else None))
+        cuda = rng.get("cuda", [])
+        if not isinstance(cuda, (list, tuple)) or not all(isinstance(t, torch.Tensor) and t.dtype == torch.uint8
+                                                          and t.dim() == 1 for t in cuda):
+            raise TypeError("cuda states are not byte tensors")
+        if cuda and torch.cuda.is_available():  # set_rng_state restores them only where CUDA is
+            size = torch.cuda.get_rng_state().numel()
+            if any(t.numel() != size for t in cuda):
+                raise ValueError(f"cuda states are not {size} bytes each")
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, OverflowError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint {path}: 'rng' is not a set of random states ({_one_line(exc)})") from None
+
+
+def _check_tensor(path: str | Path, what: str, tensor) -> None:
+    """A plain dense tensor holding data (a meta tensor has none; a sparse one fits no parameter)."""
+    name = f"checkpoint {path}: {what}" if what else str(path)
+    if not isinstance(tensor, torch.Tensor):
+        raise CheckpointError(f"{name} is {_show(tensor)}, not a tensor")
+    if tensor.is_meta or tensor.layout != torch.strided or tensor.is_quantized:
+        raise CheckpointError(f"{name} holds no plain data ({tensor.device.type} {tensor.layout})")
+
+
+def _same_kind(value, live) -> bool:
+    """Whether a saved hyperparameter can stand where the optimizer has ``live``: numbers for
+    numbers (finite), flags for flags, pairs for pairs."""
+    if isinstance(live, bool) or live is None:
+        return type(value) is bool or value is None
+    if isinstance(live, (int, float)):
+        return type(value) in (int, float) and math.isfinite(value)
+    if isinstance(live, torch.Tensor):
+        return (isinstance(value, torch.Tensor) and value.shape == live.shape and not value.is_meta
+                and bool(value.isfinite().all())) or _same_kind(value, 0.0)
+    if isinstance(live, (tuple, list)):
+        return (isinstance(value, (tuple, list)) and len(value) == len(live)
+                and all(_same_kind(v, w) for v, w in zip(value, live, strict=True)))
+    return type(value) is type(live)
+
+
+def _show(value) -> str:
+    """A value as a short phrase for an error line."""
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {list(value.shape)} on {value.device.type}"
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:160] if text else type(exc).__name__
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):,.1f} MiB"
 
 
 def cleanup_temp(folder: str | Path) -> list[Path]:
@@ -114,7 +358,7 @@ def cleanup_temp(folder: str | Path) -> list[Path]:
 def rng_state() -> dict:
     """Every random state the run draws from, as tensors (weights_only loads them)."""
     version, internal, gauss = random.getstate()
-    state = {
+    state: dict[str, object] = {
         "torch": torch.get_rng_state(),
         "python_version": torch.tensor(version),
         "python_state": torch.tensor(internal, dtype=torch.int64),
@@ -144,6 +388,41 @@ def _read_hashes(sidecar: Path) -> list[str]:
         return [line.strip() for line in sidecar.read_text().splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError):
         return []
+
+
+def _hash_on_disk(path: Path, sidecar: Path) -> list[str]:
+    """The hash of the file now at ``path``, as the sidecar must keep listing it during a save.
+
+    A one-line sidecar is only ever written once its file is in place, so its line is trusted (no
+    read). Any other sidecar (a save failed or was killed, or none exists) is settled by hashing the
+    file: trusting its first line would keep the hash of a file never written, and after a second
+    failed save the good file on disk would match nothing.
+    """
+    hashes = _read_hashes(sidecar)
+    if len(hashes) == 1 or not path.is_file():
+        return hashes[:1] if path.is_file() else []
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+    except OSError:
+        return []
+    actual = digest.hexdigest()
+    # Without a sidecar the file was never checked by hash; its CRC-32s still are at every load.
+    return [actual] if actual in hashes or not hashes else []
+
+
+def _restore_sidecar(path: Path, sidecar: Path, old: list[str]) -> None:
+    """After a failed save, list only the file on disk again (best effort: if this write fails too,
+    the next save settles the sidecar by hashing the file)."""
+    try:
+        if old:
+            _write_atomic(sidecar, "\n".join(old) + "\n")
+        elif not path.exists():
+            sidecar.unlink(missing_ok=True)
+    except OSError:
+        pass  # the disk is still full; _hash_on_disk reads the file at the next save instead
 
 
 def _write_atomic(path: Path, data: bytes | str) -> None:
@@ -212,10 +491,13 @@ def restore(ckpt: dict, path: str | Path, engine, resume: bool) -> None:
     if not resume:
         return
     st = engine.state
-    if engine.scheduler is not None and isinstance(ckpt.get("scheduler"), dict):
-        engine.scheduler.load_state_dict(ckpt["scheduler"])
-    if engine.scaler is not None and isinstance(ckpt.get("scaler"), dict):
-        engine.scaler.load_state_dict(ckpt["scaler"])
+    for name in ("scheduler", "scaler"):
+        target = getattr(engine, name)
+        if target is not None and isinstance(ckpt.get(name), dict):
+            try:
+                target.load_state_dict(ckpt[name])
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise CheckpointError(f"checkpoint {path}: {name} state does not fit ({exc})") from None
     st.epoch, st.batch, st.step = int(ckpt["epoch"]), int(ckpt.get("batch", 0)), int(ckpt["step"])
     st.best_val_acc = ckpt.get("best_val_acc")
     saved_monitor = ckpt.get("monitor", "val_acc")

@@ -1,24 +1,41 @@
 """The control channel of a live run: a Unix socket only its owner can use.
 
 The socket lives in the run directory (``control.sock``), or, when that path is too long for a
-Unix socket, in a private folder (``/tmp/tuitrain-UID``, mode 0700); status.json names it. The
-socket is created under umask 077 (mode 0600), and every connection's peer uid is checked
-(SO_PEERCRED) against ours. A channel whose process died is detected by its pid and refused
-connections, never trusted. One JSON line in (``{"cmd": "lr", "arg": "0.01"}``), one JSON line
-out (``{"ok": true, ...}`` or ``{"ok": false, "reason": ...}``). No torch, no textual.
+Unix socket, in a private folder (``/tmp/tuitrain-UID``, mode 0700, checked with O_NOFOLLOW before
+anything is put there: a symlink, a file or a folder of another user is refused). The socket is
+created under umask 077 (mode 0600). Both ends check the other's uid (SO_PEERCRED): the server
+refuses other users' connections, and ``ctl``/``watch`` refuse a server that is not theirs. A
+channel whose process died is detected by its pid and refused connections, never trusted.
+
+The wire: one JSON line in, one JSON line out, at most MAX_MESSAGE_BYTES each way::
+
+    {"cmd": "lr", "arg": "0.01", "run": "DEV:INODE"}   ->   {"ok": true, ...}
+                                                           {"ok": false, "reason": ...}
+
+``cmd`` is one of COMMANDS; ``arg`` a string or null; ``run`` the identity (device and inode) of
+the run directory the sender was given, so a copied run (``cp -r``) or a status.json naming
+another run's socket never reaches that other run. Every field is checked (types, lengths, no
+control characters, save names without folders, load paths absolute: ``ctl`` resolves them in
+its caller's folder) and a bad message is answered with the reason and never reaches the engine.
+No torch, no textual.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import socket
+import stat
 import struct
 import tempfile
 import threading
+import time
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from tuitrain.commands import Load, Pause, Resume, Save, SetDevice, SetLR, Stop
 from tuitrain.config import check_device_name, parse_lr
@@ -28,42 +45,114 @@ from tuitrain.runlog import STATUS, read_json
 SOCKET_NAME = "control.sock"
 MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux, 104 on macOS
 ANSWER_TIMEOUT_S = 60.0
+READ_TIMEOUT_S = 10.0
+"""A connection that sends no complete command in this time is answered and closed."""
+MAX_MESSAGE_BYTES = 16384
+MAX_ARG_CHARS = {"save": 255, "load": 4096, "lr": 64, "device": 32}
 COMMANDS = ("pause", "resume", "save", "load", "lr", "device", "stop")
+FIELDS = ("cmd", "arg", "run")
+LIVE_STATES = ("running", "paused", "starting")
 
 
 class ChannelError(UsageError):
     """The run is not alive, or the channel cannot be used (exit 2)."""
 
 
-def socket_path(run_dir: str | Path) -> Path:
-    """Where a run's socket goes: in the run dir when the path fits, else in a private folder."""
+def private_folder(create: bool = True) -> Path:
+    """``/tmp/tuitrain-UID``, checked to be a real folder of ours that nobody else can enter.
+
+    Opened with O_NOFOLLOW|O_DIRECTORY and checked on the open descriptor, so a symlink another user
+    planted (to a folder of theirs, or of ours) is refused, never followed. /tmp's sticky bit keeps
+    others from replacing the folder afterwards.
+    """
+    folder = Path(tempfile.gettempdir()) / f"tuitrain-{os.getuid()}"
+    if create:
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise ChannelError(f"cannot create the private socket folder {folder} ({exc.strerror})") from None
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return folder  # not created (a client asking): no socket can be in it either
+    except OSError:
+        raise ChannelError(f"{folder} is {_what_is(folder)}, not a private folder of this user; refusing to "
+                           f"use it for a control socket (remove it)") from None
+    try:
+        info = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if info.st_uid != os.getuid():
+        raise ChannelError(f"{folder} belongs to uid {info.st_uid}, not to this user; refusing to use it for a "
+                           f"control socket (remove it)")
+    if info.st_mode & 0o077:
+        raise ChannelError(f"{folder} can be entered by other users (mode {stat.S_IMODE(info.st_mode):o}); refusing "
+                           f"to use it for a control socket (chmod 700 it)")
+    return folder
+
+
+def socket_path(run_dir: str | Path, create: bool = True) -> Path:
+    """Where a run's socket goes: in the run dir when the path fits, else in the private folder."""
     run_dir = Path(run_dir).resolve()
     inside = run_dir / SOCKET_NAME
     if len(str(inside)) <= MAX_SOCKET_PATH:
         return inside
-    private = Path(tempfile.gettempdir()) / f"tuitrain-{os.getuid()}"
-    private.mkdir(mode=0o700, exist_ok=True)
-    if private.stat().st_uid != os.getuid() or private.stat().st_mode & 0o077:
-        raise ChannelError(f"{private} is not a private folder of this user; refusing to put a socket there")
-    return private / (hashlib.sha256(str(run_dir).encode()).hexdigest()[:20] + ".sock")
+    return private_folder(create) / (hashlib.sha256(str(run_dir).encode()).hexdigest()[:20] + ".sock")
 
 
-def build_command(name: str, arg: str | None, cmd_id: int):
-    """A command from its ctl name and argument; UsageError when either is bad."""
-    if name not in COMMANDS:
-        raise UsageError(f"unknown command {name!r} (one of {', '.join(COMMANDS)})")
+def run_identity(run_dir: str | Path) -> str:
+    """The run directory's device and inode: a copy has others, a moved or symlinked one the same."""
+    try:
+        info = os.stat(run_dir)
+    except (OSError, ValueError) as exc:
+        raise ChannelError(f"run {run_dir} cannot be read ({exc})") from None
+    return f"{info.st_dev}:{info.st_ino}"
+
+
+def save_name_problem(name: str) -> str:
+    """Why ``name`` cannot be a checkpoint file name in the run's checkpoints folder ("" if it can)."""
+    if not name.endswith(".pt") or name == ".pt":
+        return "a checkpoint name must end in .pt"
+    if "/" in name or "\\" in name or (os.altsep and os.altsep in name):
+        return "a checkpoint name must not contain a folder"
+    if name.startswith("."):
+        return "a checkpoint name must not start with a dot"
+    if len(name.encode("utf-8", "surrogatepass")) > 255:
+        return "a checkpoint name must be at most 255 bytes"
+    return ""
+
+
+def build_command(name: object, arg: object, cmd_id: int, wire: bool = False):
+    """A command from its ctl name and argument; UsageError (one line) when either is bad.
+
+    ``wire``: the argument came over the socket, so a load path must already be absolute (the
+    sender resolved it in its own folder; the run's folder means nothing to it).
+    """
+    if not isinstance(name, str) or name not in COMMANDS:
+        raise UsageError(f"unknown command {_short(name)} (one of {', '.join(COMMANDS)})")
+    if arg is not None and not isinstance(arg, str):
+        raise UsageError(f"the argument of {name} must be a string or absent, not {type(arg).__name__}")
+    arg = arg or ""
     if name in ("lr", "device") and not arg:
         raise UsageError(f"{name} needs a value, e.g. 'lr 0.01' or 'device cpu'")
     if name in ("pause", "resume", "stop") and arg:
         raise UsageError(f"{name} takes no argument")
+    if arg:
+        _check_text(name, arg)
     if name == "pause":
         return Pause(id=cmd_id)
     if name == "resume":
         return Resume(id=cmd_id)
     if name == "save":
-        return Save(arg or "", id=cmd_id)
+        if arg and (problem := save_name_problem(arg)):
+            raise UsageError(f"bad checkpoint name {arg!r}: {problem}")
+        return Save(arg, id=cmd_id)
     if name == "load":
-        return Load(str(Path(arg).resolve()) if arg else "", id=cmd_id)
+        if arg and wire and not os.path.isabs(arg):
+            raise UsageError(f"load needs an absolute path over the channel, not {arg!r} (ctl resolves it)")
+        return Load(arg if wire or not arg else os.path.abspath(arg), id=cmd_id)
     if name == "lr":
         return SetLR(parse_lr(arg), id=cmd_id)
     if name == "device":
@@ -71,29 +160,60 @@ def build_command(name: str, arg: str | None, cmd_id: int):
     return Stop("ctl", id=cmd_id)
 
 
+def parse_request(line: bytes) -> tuple[object, object, str]:
+    """(cmd, arg, run) of one wire message; UsageError saying what is wrong with it."""
+    if len(line) > MAX_MESSAGE_BYTES:
+        raise UsageError(f"message longer than {MAX_MESSAGE_BYTES} bytes")
+    try:
+        request = json.loads(line.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise UsageError("not one JSON object on one line of UTF-8") from None
+    if not isinstance(request, dict):
+        raise UsageError(f"a message is a JSON object, not {type(request).__name__}")
+    unknown = [k for k in request if k not in FIELDS]
+    if unknown:
+        raise UsageError(f"unknown field {_short(unknown[0])} (fields: {', '.join(FIELDS)})")
+    run = request.get("run")
+    if not isinstance(run, str):
+        raise UsageError("the message lacks the run directory's identity ('run')")
+    return request.get("cmd"), request.get("arg"), run
+
+
 class ControlServer:
     """Accepts commands on the socket, queues them, answers with the engine's event."""
 
     def __init__(self, run_dir: str | Path, send: Callable[[object], None]):
-        self.path = socket_path(run_dir)
+        self.run_dir = Path(run_dir)
+        self.path = socket_path(run_dir)  # checks the private folder before the caller creates anything
         self._send = send
         self._waiters: dict[int, tuple[threading.Event, list]] = {}
         self._lock = threading.Lock()
         self._next_id = 1_000_000  # far from the dashboard's own ids
         self._sock: socket.socket | None = None
+        self._identity = ""
 
     def start(self) -> None:
         """Bind (replacing a stale socket) and serve in a daemon thread."""
-        if self.path.exists():
-            self.path.unlink()  # the caller checked the run is not alive elsewhere
+        self._identity = run_identity(self.run_dir)
+        try:
+            info = os.lstat(self.path)
+        except FileNotFoundError:
+            pass
+        else:
+            if stat.S_ISDIR(info.st_mode):
+                raise ChannelError(f"{self.path} is a folder; the run's control socket goes there (remove it)")
+            os.unlink(self.path)  # a stale socket or leftover: the caller checked the run is not alive elsewhere
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o077)  # the socket is born 0600: no window where others could connect
         try:
             sock.bind(str(self.path))
+            os.chmod(self.path, 0o600)
+            sock.listen(64)
+        except OSError as exc:
+            sock.close()
+            raise ChannelError(f"cannot create the control socket {self.path} ({exc.strerror or exc})") from None
         finally:
             os.umask(old_umask)
-        os.chmod(self.path, 0o600)
-        sock.listen(8)
         self._sock = sock
         threading.Thread(target=self._serve, name="tuitrain-control", daemon=True).start()
 
@@ -123,34 +243,54 @@ class ControlServer:
         while self._sock is not None:
             try:
                 conn, _ = self._sock.accept()
-            except OSError:
-                return
+            except OSError as exc:
+                if self._sock is not None and exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    time.sleep(0.1)  # out of descriptors: idle connections time out and free some
+                    continue
+                return  # closed
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _handle(self, conn: socket.socket) -> None:
         with conn:
-            if not _same_user(conn):
-                _reply(conn, {"ok": False, "reason": "permission denied: not the run's owner"})
-                return
+            conn.settimeout(READ_TIMEOUT_S)
             try:
-                request = json.loads(_read_line(conn))
-                with self._lock:
-                    self._next_id += 1
-                    cmd_id = self._next_id
-                command = build_command(str(request.get("cmd", "")), request.get("arg"), cmd_id)
-            except (ValueError, UsageError, AttributeError) as exc:
-                _reply(conn, {"ok": False, "bad_input": True, "reason": str(exc)})
-                return
-            event, slot = threading.Event(), []
+                self._answer(conn)
+            except Exception as exc:  # never a traceback on the run's terminal for what a client sent
+                _reply(conn, {"ok": False, "reason": f"internal error: {type(exc).__name__}: {exc}"})
+
+    def _answer(self, conn: socket.socket) -> None:
+        if not _same_user(conn):
+            _reply(conn, {"ok": False, "reason": "permission denied: not the run's owner"})
+            return
+        try:
+            line = _read_line(conn)
+        except TimeoutError:
+            _reply(conn, {"ok": False, "bad_input": True, "reason": f"no command within {READ_TIMEOUT_S:.0f} s"})
+            return
+        except OSError:
+            return  # the sender left
+        with self._lock:
+            self._next_id += 1
+            cmd_id = self._next_id
+        try:
+            name, arg, run = parse_request(line)
+            if run != self._identity:
+                raise UsageError(f"this control channel belongs to another run directory than the one given "
+                                 f"(a copy of a live run, or a status.json naming another run's socket)")
+            command = build_command(name, arg, cmd_id, wire=True)
+        except UsageError as exc:
+            _reply(conn, {"ok": False, "bad_input": True, "reason": str(exc)})
+            return
+        event, slot = threading.Event(), cast(list[dict], [])
+        with self._lock:
+            self._waiters[cmd_id] = (event, slot)
+        self._send(command)
+        if not event.wait(ANSWER_TIMEOUT_S):
             with self._lock:
-                self._waiters[cmd_id] = (event, slot)
-            self._send(command)
-            if not event.wait(ANSWER_TIMEOUT_S):
-                with self._lock:
-                    self._waiters.pop(cmd_id, None)
-                _reply(conn, {"ok": False, "reason": "no answer from the run (busy or stuck)"})
-                return
-            _reply(conn, {"ok": True, **slot[0]} if slot[0].get("ok", True) else slot[0])
+                self._waiters.pop(cmd_id, None)
+            _reply(conn, {"ok": False, "reason": "no answer from the run (busy or stuck)"})
+            return
+        _reply(conn, {"ok": True, **slot[0]} if slot[0].get("ok", True) else slot[0])
 
 
 def send_command(run_dir: str | Path, name: str, arg: str | None = None, timeout: float = ANSWER_TIMEOUT_S + 5) -> dict:
@@ -158,47 +298,84 @@ def send_command(run_dir: str | Path, name: str, arg: str | None = None, timeout
     from tuitrain.runs import run_state
 
     build_command(name, arg, 0)  # bad input is refused here, before touching the run
+    if name == "load" and arg:
+        arg = os.path.abspath(arg)  # the caller's folder, never the training process's (no I/O: a loop cannot raise)
     state = run_state(run_dir)
-    if state not in ("running", "paused", "starting"):
+    if state not in LIVE_STATES:
         raise ChannelError(f"run {run_dir} is not alive ({state})")
-    status = read_json(Path(run_dir) / STATUS) or {}
-    path = status.get("control") or str(socket_path(run_dir))
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(path)
-    except (FileNotFoundError, ConnectionRefusedError) as exc:
-        raise ChannelError(f"run {run_dir} is not alive (its control channel refused: {exc.strerror})") from None
-    except PermissionError:
-        raise ChannelError(f"run {run_dir} belongs to another user") from None
+    message = json.dumps({"cmd": name, "arg": arg, "run": run_identity(run_dir)}) + "\n"
+    sock, path = _connect(run_dir, timeout)
     with sock:
-        sock.sendall((json.dumps({"cmd": name, "arg": arg}) + "\n").encode())
+        uid = _peer_uid(sock)
+        if uid is not None and uid != os.getuid():
+            raise ChannelError(f"the control socket {path} is held by uid {uid}, not by this user; refusing to send")
         try:
+            sock.sendall(message.encode())
             line = _read_line(sock)
-        except (TimeoutError, OSError) as exc:
+        except OSError as exc:  # TimeoutError included
             raise ChannelError(f"run {run_dir} did not answer ({exc})") from None
     if not line:
         raise ChannelError(f"run {run_dir} closed the channel without answering")
-    return json.loads(line)
+    try:
+        answer = json.loads(line.decode("utf-8"))
+    except (ValueError, RecursionError):
+        answer = None
+    if not isinstance(answer, dict):
+        raise ChannelError(f"run {run_dir} answered something that is not a JSON object")
+    return answer
+
+
+def _connect(run_dir: str | Path, timeout: float) -> tuple[socket.socket, Path]:
+    """A connection to the run's socket: the path derived from the run dir given, then the one
+    status.json names if it lies in our private folder (a run whose folder was moved). Whichever
+    answers, the server checks the run dir's identity, so a wrong socket never runs a command."""
+    derived = socket_path(run_dir, create=False)
+    candidates = [derived]
+    named = (read_json(Path(run_dir) / STATUS) or {}).get("control")
+    if isinstance(named, str) and "\0" not in named and named != str(derived):
+        if Path(named).parent == private_folder(create=False):
+            candidates.append(Path(named))
+    problem = ""
+    for path in candidates:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(path))
+        except PermissionError:
+            sock.close()
+            raise ChannelError(f"run {run_dir} belongs to another user") from None
+        except OSError as exc:
+            sock.close()
+            problem = problem or (exc.strerror or str(exc))
+            continue
+        return sock, path
+    raise ChannelError(f"run {run_dir} is not alive (its control channel refused: {problem})")
 
 
 def _same_user(conn: socket.socket) -> bool:
     """SO_PEERCRED where the platform has it; elsewhere the 0600 socket file is the guarantee."""
+    uid = _peer_uid(conn)
+    return uid is None or uid == os.getuid()
+
+
+def _peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end (for a client: the server's, as it was at listen)."""
     if not hasattr(socket, "SO_PEERCRED"):
-        return True
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid == os.getuid()
+    return uid
 
 
-def _read_line(sock: socket.socket, limit: int = 65536) -> str:
+def _read_line(sock: socket.socket, limit: int = MAX_MESSAGE_BYTES) -> bytes:
+    """Bytes up to the first newline (without it), or up to ``limit`` + 1 bytes (then too long)."""
     data = b""
-    while not data.endswith(b"\n") and len(data) < limit:
+    while b"\n" not in data and len(data) <= limit:
         chunk = sock.recv(4096)
         if not chunk:
             break
         data += chunk
-    return data.decode(errors="replace").strip()
+    return data.split(b"\n", 1)[0].strip() if b"\n" in data else data.strip()
 
 
 def _reply(conn: socket.socket, answer: dict) -> None:
@@ -206,3 +383,30 @@ def _reply(conn: socket.socket, answer: dict) -> None:
         conn.sendall((json.dumps(answer, default=str) + "\n").encode())
     except OSError:
         pass  # the sender left; the event is in metrics.jsonl anyway
+
+
+def _check_text(name: str, arg: str) -> None:
+    """Bounded length, encodable, no NUL or other control characters (a NUL in a file name raised
+    ValueError deep in the engine and ended the run)."""
+    if len(arg) > MAX_ARG_CHARS.get(name, 0):
+        raise UsageError(f"the argument of {name} is longer than {MAX_ARG_CHARS.get(name, 0)} characters")
+    bad = next((c for c in arg if unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp")), None)
+    if bad is not None:
+        raise UsageError(f"the argument of {name} holds a control character ({bad!r})")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _what_is(path: Path) -> str:
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as exc:
+        return f"unusable ({exc.strerror})"
+    if stat.S_ISLNK(mode):
+        return "a symlink"
+    if stat.S_ISREG(mode):
+        return "a file"
+    return "not a folder"

@@ -190,7 +190,9 @@ class Engine:
         self.data_gen.manual_seed(cfg.seed)
         self.state.data_order = self.data_gen.get_state()
         if cfg.resume:
-            self._restore(checkpoints.load_checkpoint(cfg.resume, map_location=self.device), cfg.resume, resume=True)
+            ckpt = checkpoints.load_checkpoint(cfg.resume, map_location=self.device,
+                                               max_bytes=checkpoints.size_bound(self.model))
+            self._restore(ckpt, cfg.resume, resume=True)
         self._arm_guard()
         self.window = MetricWindow(self.device)
         self.net = self.model
@@ -220,7 +222,7 @@ class Engine:
 
     def _restore(self, ckpt: dict, path: str, resume: bool) -> None:
         """Apply a checkpoint; everything is checked before the live model changes."""
-        checkpoints.check_state_dict(path, self.model, ckpt["model"])
+        checkpoints.check_payload(path, ckpt, self.model, self.optimizer)
         if resume:
             epoch, batch = int(ckpt["epoch"]), int(ckpt.get("batch", 0))
             if epoch >= self.config.epochs and batch == 0:
@@ -616,7 +618,8 @@ class Engine:
         backup = {"model": {k: v.clone() for k, v in self.model.state_dict().items()},
                   "optimizer": copy.deepcopy(self.optimizer.state_dict())}
         try:
-            ckpt = checkpoints.load_checkpoint(path, map_location=self.device)
+            ckpt = checkpoints.load_checkpoint(path, map_location=self.device,
+                                               max_bytes=checkpoints.size_bound(self.model))
             self._restore(ckpt, path, resume=False)
         except (CheckpointError, ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
             checkpoints.restore(backup, "(state before the load)", self, resume=False)  # untouched

@@ -1,9 +1,16 @@
-"""Finding runs and telling their state (running, paused, done, failed, stopped, dead). No torch."""
+"""Finding runs and telling their state (running, paused, done, failed, stopped, dead). No torch.
+
+Everything here reads files anyone could have edited (status.json, config.json): each field is
+checked for its type and range, and a folder that cannot be read is one row marked ``unreadable``,
+never an error for the whole listing.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 import socket
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,10 +18,17 @@ from pathlib import Path
 from tuitrain.errors import UsageError
 from tuitrain.runlog import CONFIG, STATUS, read_json
 
+STATES = ("starting", "running", "paused", "done", "failed", "stopped", "interrupted", "dead")
+LIVE_STATES = ("starting", "running", "paused")
+UNREADABLE = "unreadable"
+"""The state shown for a run whose status.json is not a JSON object with a known state, or whose
+folder cannot be read."""
+MAX_PID = 2**31 - 1  # pid_t is a 32-bit int; anything else in status.json is garbage
+
 
 @dataclass(frozen=True)
 class RunInfo:
-    """One row of ``tuitrain runs``."""
+    """One row of ``tuitrain runs``; every field of the type it says, whatever the files held."""
 
     path: Path
     status: str
@@ -23,20 +37,30 @@ class RunInfo:
     best_val_acc: float | None
     updated: float
     device: str
+    name: str = ""
+    """The run as listed: its folder name, ``SWEEP/RUN`` for a run inside a sweep folder; printable
+    characters only (a folder name may hold terminal escapes)."""
 
 
 def is_run_dir(path: str | Path) -> bool:
     """A run directory has a config.json written by tuitrain."""
-    return (Path(path) / CONFIG).is_file()
+    try:
+        return stat.S_ISREG(os.stat(Path(path) / CONFIG).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 def require_run_dir(path: str | Path) -> Path:
     """The path, or UsageError when it is not a run directory."""
     path = Path(path)
-    if not path.is_dir():
-        raise UsageError(f"{path} does not exist or is not a folder")
+    try:
+        is_dir = stat.S_ISDIR(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        is_dir = False
+    if not is_dir:
+        raise UsageError(f"{_printable(str(path))} does not exist or is not a folder")
     if not is_run_dir(path):
-        raise UsageError(f"{path} is not a tuitrain run directory (no {CONFIG})")
+        raise UsageError(f"{_printable(str(path))} is not a tuitrain run directory (no {CONFIG})")
     return path
 
 
@@ -52,31 +76,113 @@ def pid_alive(pid: int) -> bool:
 
 
 def run_state(path: str | Path) -> str:
-    """running/paused when its process lives; done/failed/stopped as it ended; dead when it died."""
-    status = read_json(Path(path) / STATUS) or {}
-    state = status.get("state", "dead")
-    if state in ("running", "paused", "starting"):
-        same_host = status.get("host") == socket.gethostname()
-        if same_host and not pid_alive(int(status.get("pid", -1))):
+    """running/paused when its process lives; done/failed/stopped as it ended; dead when it died
+    (or status.json names no usable pid); ``unreadable`` when status.json is garbage."""
+    file = Path(path) / STATUS
+    status = read_json(file)
+    if status is None:
+        return UNREADABLE if _exists(file) else "dead"
+    state = status.get("state")
+    if not isinstance(state, str) or state not in STATES:
+        return UNREADABLE
+    if state in LIVE_STATES:
+        pid = status.get("pid")
+        # 0 and -1 would ask os.kill about a whole process group, "alive" forever.
+        if type(pid) is not int or not 0 < pid <= MAX_PID:
+            return "dead"
+        if status.get("host") == socket.gethostname() and not pid_alive(pid):
             return "dead"
     return state
 
 
 def list_runs(root: str | Path) -> list[RunInfo]:
-    """Every run directory directly under ``root`` (or ``root`` itself), newest first."""
+    """Every run directory under ``root`` (or ``root`` itself), newest first: its runs, and the runs
+    inside its sweep folders (one level down, listed as ``SWEEP/RUN``)."""
     root = Path(root)
-    if not root.is_dir():
-        raise UsageError(f"{root} does not exist or is not a folder")
-    candidates = [root] if is_run_dir(root) else sorted(p for p in root.iterdir() if is_run_dir(p))
-    runs = []
-    for path in candidates:
-        status = read_json(path / STATUS) or {}
-        config = read_json(path / CONFIG) or {}
-        updated = max((f.stat().st_mtime for f in path.iterdir() if f.is_file()), default=0.0)
-        runs.append(RunInfo(path, run_state(path), int(status.get("epoch", 0)),
-                            int(status.get("epochs", config.get("epochs", 0))), status.get("best_val_acc"),
-                            updated, status.get("device", config.get("device_resolved", ""))))
+    if not _is_dir(root):
+        raise UsageError(f"{_printable(str(root))} does not exist or is not a folder")
+    if is_run_dir(root):
+        found = [(root, root.name)]
+    else:
+        found = []
+        for child in _children(root):
+            if is_run_dir(child) or _unenterable(child):
+                found.append((child, child.name))
+            elif _is_dir(child):
+                found += [(run, f"{child.name}/{run.name}") for run in _children(child) if is_run_dir(run)]
+    runs = [_read_run(path, name) for path, name in found]
     return sorted(runs, key=lambda r: r.updated, reverse=True)
+
+
+def _read_run(path: Path, name: str) -> RunInfo:
+    """One row; a field of the wrong type or range is shown as absent, a folder that cannot be
+    read as ``unreadable``."""
+    if _unenterable(path):
+        return RunInfo(path, UNREADABLE, 0, 0, None, 0.0, "", _printable(name))
+    status = read_json(path / STATUS) or {}
+    config = read_json(path / CONFIG) or {}
+    epochs = _count(status.get("epochs")) or _count(config.get("epochs"))
+    device = _printable(status.get("device"), 24) or _printable(config.get("device_resolved"), 24)
+    return RunInfo(path, run_state(path), _count(status.get("epoch")), epochs, _number(status.get("best_val_acc")),
+                   _updated(path), device, _printable(name))
+
+
+def _children(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except (OSError, ValueError):
+        return []
+
+
+def _updated(path: Path) -> float:
+    """The newest modification time of the run's files (0 when none can be read)."""
+    newest = 0.0
+    for child in _children(path):
+        try:
+            info = os.stat(child)
+        except OSError:
+            continue
+        if stat.S_ISREG(info.st_mode):
+            newest = max(newest, info.st_mtime)
+    return newest
+
+
+def _exists(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        return True
+    return True
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def _unenterable(path: Path) -> bool:
+    """A folder we may not look into (it might be a run; we cannot tell)."""
+    return _is_dir(path) and not os.access(path, os.R_OK | os.X_OK)
+
+
+def _count(value) -> int:
+    return value if type(value) is int and 0 <= value < 10**9 else 0
+
+
+def _number(value) -> float | None:
+    return float(value) if type(value) in (int, float) and math.isfinite(value) else None
+
+
+def _printable(text, limit: int = 200) -> str:
+    """Text safe to print on a terminal: other types become "", control characters "?"."""
+    if not isinstance(text, str):
+        return ""
+    shown = "".join(c if c.isprintable() else "?" for c in text[:limit])
+    return shown + ("..." if len(text) > limit else "")
 
 
 def format_runs(runs: list[RunInfo]) -> str:

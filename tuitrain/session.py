@@ -54,12 +54,12 @@ class Session:
         from tuitrain.engine import available_devices
 
         self._refuse_if_in_use()
+        self.control = ControlServer(self.config.run_dir, self.send)  # refuses a bad socket folder before anything is written
         self.log = RunLog(self.config.run_dir)
         from tuitrain.tboard import TensorBoardSink
 
         self.log.sinks.append(TensorBoardSink(self.config.run_dir))
         checkpoints.cleanup_temp(self.engine.checkpoint_dir)
-        self.control = ControlServer(self.config.run_dir, self.send)
         self.control.start()
         eng = self.engine
         self.log.write_config({
