@@ -16,12 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import EngineRun
 from tuitrain import checkpoints
 from tuitrain.commands import Load, Stop
 from tuitrain.errors import CheckpointError
 from tuitrain.models import build_model
-
-from tests.conftest import EngineRun
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -338,7 +337,7 @@ def _same(a, b) -> bool:
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
-        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     return a == b or (a != a and b != b)
 
 

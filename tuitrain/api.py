@@ -14,7 +14,6 @@ Everything the CLI gives applies: the live dashboard on a terminal (headless oth
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 

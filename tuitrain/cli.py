@@ -9,11 +9,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
+from collections.abc import Callable
 
 from tuitrain import __version__
-from tuitrain.config import (DATASETS, MODELS, OPTIMIZERS, PRECISIONS, SCHEDULERS, TrainConfig, default_data_dir,
-                             validate)
+from tuitrain.config import (
+    DATASETS,
+    MODELS,
+    OPTIMIZERS,
+    PRECISIONS,
+    SCHEDULERS,
+    TrainConfig,
+    default_data_dir,
+    validate,
+)
 from tuitrain.errors import UsageError
 from tuitrain.records import EXIT_FAILED, EXIT_OK, EXIT_SIGNALS, EXIT_USAGE
 
@@ -195,7 +203,7 @@ def train_headless(cfg: TrainConfig):
     return result.exit_code, result
 
 
-SWEEPABLE = {"lr": _lr, "batch_size": _positive_int, "epochs": _positive_int, "optimizer": str, "model": str,
+SWEEPABLE: dict[str, Callable[[str], object]] = {"lr": _lr, "batch_size": _positive_int, "epochs": _positive_int, "optimizer": str, "model": str,
              "seed": int, "weight_decay": _non_negative_float, "scheduler": str, "grad_clip": _non_negative_float,
              "accumulate": _positive_int, "precision": str, "early_stopping": _non_negative_int}
 

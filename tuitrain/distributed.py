@@ -54,7 +54,7 @@ def broadcast_commands(commands: list, ctx: DistContext) -> list:
     """Rank 0's pending commands, on every rank."""
     box = [commands if ctx.is_main else None]
     dist.broadcast_object_list(box, src=0)
-    return box[0]
+    return box[0] or []
 
 
 def all_sum(values: torch.Tensor) -> torch.Tensor:

@@ -303,7 +303,8 @@ class Engine:
         cfg, st = self.config, self.state
         # Each epoch's data order comes from its own generator state, saved in checkpoints, so a
         # mid-epoch resume replays the same order.
-        self.data_gen.set_state(st.data_order)
+        if st.data_order is not None:
+            self.data_gen.set_state(st.data_order)
         order = torch.randperm(self.data.n_train, generator=self.data_gen)
         if self.dist:
             order = distributed.shard(order, self.dist)
@@ -399,7 +400,7 @@ class Engine:
                                       train_seconds=round(train_seconds, 3),
                                       paused_seconds=round(self._paused_seconds, 3), best=improved,
                                       monitor=self.monitor)
-        self.history.append(record)
+        self.history.append(dict(record))
         self.report(dict(record))
         if confusion is not None:
             self.report({"type": "confusion", "epoch": st.epoch, "step": st.step, "time": time.time(),

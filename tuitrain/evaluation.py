@@ -47,7 +47,7 @@ def evaluate(model: torch.nn.Module, data: Any, task: Task, device: torch.device
             sums[name] += torch.as_tensor(task.metrics[name](out, targets), device=device).double() * n
         for metric in stateful.values():
             metric.update(out, targets)
-        if task.classification:
+        if task.classification and out is not None:
             n_classes = out.shape[1]
             if not len(confusion):
                 confusion = torch.zeros(n_classes * n_classes, device=device, dtype=torch.long)
@@ -75,9 +75,9 @@ def evaluate(model: torch.nn.Module, data: Any, task: Task, device: torch.device
     matrix = [[int(c) for c in rest[r * n_classes : (r + 1) * n_classes]] for r in range(n_classes)]
     val["val_acc"] = sum(matrix[i][i] for i in range(n_classes)) / count
     m = (len(rest) - k) // 3
-    values, index, code = rest[k : k + m], rest[k + m : k + 2 * m], rest[k + 2 * m :]
-    wrong = [(int(i), int(c) % n_classes, int(c) // n_classes, v) for v, i, c in zip(values, index, code, strict=True)
-             if v >= 0]
+    confidences, indices, codes = rest[k : k + m], rest[k + m : k + 2 * m], rest[k + 2 * m :]
+    wrong = [(int(i), int(c) % n_classes, int(c) // n_classes, v)
+             for v, i, c in zip(confidences, indices, codes, strict=True) if v >= 0]
     return val, matrix, wrong
 
 

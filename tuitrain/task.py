@@ -196,7 +196,8 @@ class Task:
             lrs = [g["lr"] for g in optimizer.param_groups]
             return sched.OneCycleLR(optimizer, max_lr=lrs, total_steps=max(1, total_steps)), "step"
         if name == "plateau":
-            return sched.ReduceLROnPlateau(optimizer, mode=mode, factor=0.1, patience=2), "epoch"
+            return sched.ReduceLROnPlateau(optimizer, mode="min" if mode == "min" else "max", factor=0.1,
+                                           patience=2), "epoch"
         raise UsageError(f"unknown scheduler {name!r} (step, cosine, onecycle, plateau, none)")
 
 
