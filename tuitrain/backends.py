@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from tuitrain.commands import to_wire
 from tuitrain.runlog import list_checkpoints
 
 Emit = Callable[[list[dict]], None]
@@ -79,18 +80,6 @@ class LiveBackend:
         self.session.send(Stop(reason))
 
 
-_CTL_NAMES = {"Pause": "pause", "Resume": "resume", "Save": "save", "Load": "load", "SetLR": "lr",
-              "SetDevice": "device", "Stop": "stop"}
-
-
-def command_to_ctl(command) -> tuple[str, str | None]:
-    """A command dataclass as the control channel's (name, argument)."""
-    name = _CTL_NAMES[type(command).__name__]
-    arg = {"save": getattr(command, "name", ""), "load": getattr(command, "path", ""),
-           "lr": repr(getattr(command, "lr", "")), "device": getattr(command, "device", "")}.get(name)
-    return name, (arg or None)
-
-
 class WatchBackend:
     """Follows a run directory: the history first, then new records as they are written.
 
@@ -145,7 +134,7 @@ class WatchBackend:
         from tuitrain.control import send_command
         from tuitrain.errors import UsageError
 
-        name, arg = command_to_ctl(command)
+        name, arg = to_wire(command)
         try:
             answer = send_command(self.run_dir, name, arg)
         except (UsageError, OSError, ValueError) as exc:

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
-from tuitrain.commands import Load, Pause, Resume, Save, SetDevice, SetLR, Stop
+from tuitrain.commands import WIRE_NAMES, Load, Pause, Resume, Save, SetDevice, SetLR, Stop
 from tuitrain.config import check_device_name, parse_lr
 from tuitrain.errors import UsageError
 from tuitrain.runlog import STATUS, read_json
@@ -49,7 +49,7 @@ READ_TIMEOUT_S = 10.0
 """A connection that sends no complete command in this time is answered and closed."""
 MAX_MESSAGE_BYTES = 16384
 MAX_ARG_CHARS = {"save": 255, "load": 4096, "lr": 64, "device": 32}
-COMMANDS = ("pause", "resume", "save", "load", "lr", "device", "stop")
+COMMANDS = WIRE_NAMES  # one name per command, defined with the commands
 FIELDS = ("cmd", "arg", "run")
 LIVE_STATES = ("running", "paused", "starting")
 

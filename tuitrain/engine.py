@@ -539,20 +539,20 @@ class Engine:
             case Pause():
                 ok = not self.paused
                 self.paused = True
-                self._answer(cmd, "pause", ok, reason="" if ok else "already paused")
+                self._answer(cmd, ok, reason="" if ok else "already paused")
             case Resume():
                 ok = self.paused
                 self.paused = False
                 self.window.started = time.monotonic()  # a pause must not count against samples/s
-                self._answer(cmd, "resume", ok, reason="" if ok else "not paused")
+                self._answer(cmd, ok, reason="" if ok else "not paused")
             case SetLR(lr=lr):
                 old = self.lr
                 try:
                     self.set_lr(check_lr(lr))
                 except UsageError as exc:
-                    self._answer(cmd, "lr", False, reason=str(exc), old=old)
+                    self._answer(cmd, False, reason=str(exc), old=old)
                 else:
-                    self._answer(cmd, "lr", True, old=old, new=self.lr)
+                    self._answer(cmd, True, old=old, new=self.lr)
             case Save():
                 self._command_save(cmd)
             case Load():
@@ -566,9 +566,10 @@ class Engine:
             case _:
                 self._event("error", ok=False, reason=f"unknown command {cmd!r}")
 
-    def _answer(self, cmd: Command, name: records.EventName, ok: bool, reason: str = "", **details: Any) -> None:
+    def _answer(self, cmd: Command, ok: bool, reason: str = "", **details: Any) -> None:
+        """The event answering ``cmd``: named as the command is on the wire (commands.WIRE_NAMES)."""
         extra = {"reason": reason} if reason else {}
-        self._event(name, ok=ok, cmd_id=cmd.id, **extra, **details)
+        self._event(cmd.wire, ok=ok, cmd_id=cmd.id, **extra, **details)
 
     def set_lr(self, lr: float) -> None:
         """Set the learning rate; a schedule goes on from the new value (every LR it would set is
@@ -599,20 +600,20 @@ class Engine:
     def _command_save(self, cmd: Save) -> None:
         name = cmd.name or f"step-{self.state.step}.pt"
         if not name.endswith(".pt") or "/" in name or name.startswith("."):
-            self._answer(cmd, "save", False, reason=f"bad checkpoint name {name!r}")
+            self._answer(cmd, False, reason=f"bad checkpoint name {name!r}")
             return
         try:
             path = self.save(name)
         except OSError as exc:
-            self._answer(cmd, "save", False, reason=f"saving failed: {exc}")
+            self._answer(cmd, False, reason=f"saving failed: {exc}")
         else:
-            self._answer(cmd, "save", True, path=str(path))
+            self._answer(cmd, True, path=str(path))
 
     def _command_load(self, cmd: Load) -> None:
         found = list_checkpoints(self.config.run_dir)
         path = cmd.path or (found[0] if found else "")
         if not path:
-            self._answer(cmd, "load", False, reason="no checkpoint in this run yet")
+            self._answer(cmd, False, reason="no checkpoint in this run yet")
             return
         lr = self.lr
         # Copies, not references: a load that fails half-way puts these back.
@@ -624,11 +625,11 @@ class Engine:
             self._restore(ckpt, path, resume=False)
         except (CheckpointError, ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
             checkpoints.restore(backup, "(state before the load)", self, resume=False)  # untouched
-            self._answer(cmd, "load", False, reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            self._answer(cmd, False, reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
                          path=str(path))
             return
         self.set_lr(lr)  # the LR a person set goes on; a load restores weights and moments
-        self._answer(cmd, "load", True, path=str(path), from_step=int(ckpt["step"]))
+        self._answer(cmd, True, path=str(path), from_step=int(ckpt["step"]))
 
     def _command_device(self, cmd: SetDevice) -> None:
         old = str(self.device)
@@ -641,7 +642,7 @@ class Engine:
             if device == self.device:
                 raise UsageError(f"already on {old}")
         except UsageError as exc:
-            self._answer(cmd, "device", False, reason=str(exc), old=old)
+            self._answer(cmd, False, reason=str(exc), old=old)
             return
         opt_state = self.optimizer.state_dict()
         self.model.to(device)
@@ -651,7 +652,7 @@ class Engine:
         self.device = device
         self.window.to(device)
         self._arm_guard()
-        self._answer(cmd, "device", True, old=old, new=str(device))
+        self._answer(cmd, True, old=old, new=str(device))
 
     # ----------------------------------------------------------------- checkpoints
     def save(self, name: str) -> Path:
