@@ -41,13 +41,6 @@ class SystemSample:
         """The run directory's ``system`` record."""
         return {"type": "system", **asdict(self)}
 
-    @classmethod
-    def from_record(cls, record: dict) -> SystemSample:
-        """Inverse of :meth:`to_record` (tolerates missing fields)."""
-        gpus = [GPUSample(**g) for g in record.get("gpus", [])]
-        return cls(record.get("time", 0.0), record.get("cpu_percent", []), record.get("rss_mb", 0.0),
-                   record.get("ram_used_mb", 0.0), record.get("ram_total_mb", 0.0), gpus, record.get("gpu_note", ""))
-
 
 class SystemSampler:
     """Samples on demand; keeps the NVML handle open between samples."""
