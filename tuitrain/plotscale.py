@@ -77,26 +77,28 @@ def log_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
     return positions, labels([10**p for p in positions])
 
 
-def robust_range(ys: list[float]) -> tuple[float, float, list[int]]:
-    """The y-range of ``ys`` without its upward spikes, and the indexes of those spikes.
+def spike_cut(ys: list[float]) -> float:
+    """The value above which points of ``ys`` are upward spikes (``inf`` when there is none).
 
-    Non-finite values count as spikes too. A spike is one of the few highest points (at most one in
-    ``MAX_SPIKE_SHARE``) that stands above the others by more than ``SPIKE_FACTOR`` times their span, so
-    one learning-rate mistake (a loss of 4e15) does not flatten the rest of the curve to a line.
+    A spike is one of the few highest points (at most one in ``MAX_SPIKE_SHARE``) that stands above
+    the others by more than ``SPIKE_FACTOR`` times their span, so one learning-rate mistake (a loss of
+    4e15) does not flatten the rest of the curve to a line. Non-finite values are left to the caller.
     """
     finite = sorted(y for y in ys if math.isfinite(y))
-    bad = [i for i, y in enumerate(ys) if not math.isfinite(y)]
-    if not finite:
-        return 0.0, 1.0, bad
-    lo, hi = finite[0], finite[-1]
     candidates = max(1, len(finite) // MAX_SPIKE_SHARE)
-    if len(finite) > candidates + 2:
-        body_top = finite[-candidates - 1]
-        cut = body_top + SPIKE_FACTOR * max(body_top - lo, abs(body_top) * 1e-6)
-        if hi > cut:
-            bad = sorted(bad + [i for i, y in enumerate(ys) if math.isfinite(y) and y > cut])
-            hi = max(y for y in finite if y <= cut)
-    return lo, hi, bad
+    if len(finite) <= candidates + 2:
+        return math.inf
+    lo, body_top = finite[0], finite[-candidates - 1]
+    cut = body_top + SPIKE_FACTOR * max(body_top - lo, abs(body_top) * 1e-6)
+    return cut if finite[-1] > cut else math.inf
+
+
+def robust_range(ys: list[float]) -> tuple[float, float, list[int]]:
+    """The y-range of ``ys`` without its spikes (see :func:`spike_cut`) and non-finite values, and their indexes."""
+    cut = spike_cut(ys)
+    bad = [i for i, y in enumerate(ys) if not math.isfinite(y) or y > cut]
+    kept = [y for i, y in enumerate(ys) if math.isfinite(y) and y <= cut]
+    return (min(kept), max(kept), bad) if kept else (0.0, 1.0, bad)
 
 
 def without(ys: list[float], drop: list[int]) -> list[float]:
