@@ -186,5 +186,9 @@ async def test_records_arriving_while_a_prompt_is_open():
                       "samples_per_s": 8000.0, "time": 1.0}, _event("pause", step=160))
         for _ in range(5):
             await pilot.pause(0.2)  # long enough for the status timer to fire behind the prompt
-        assert app.curves.train_loss.xs[-1] == 160 and app.status_line.state == "PAUSED"
+        assert isinstance(app.screen, LRPrompt)
+        # Queries on the dashboard screen itself reach its panels while the prompt is the active screen.
+        assert app.dashboard.query_one(Curves).train_loss.xs[-1] == 160
+        assert app.dashboard.query_one(StatusLine).state == "PAUSED"
+        assert "PAUSED" in str(app.dashboard.query_one(StatusLine).render())  # redrawn behind the prompt
         await pilot.press("escape")

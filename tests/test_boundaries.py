@@ -10,7 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADLESS = ["tuitrain.engine", "tuitrain.models", "tuitrain.data", "tuitrain.checkpoints", "tuitrain.config",
-            "tuitrain.runlog", "tuitrain.session", "tuitrain.progress", "tuitrain.runs", "tuitrain.system"]
+            "tuitrain.runlog", "tuitrain.session", "tuitrain.progress", "tuitrain.runs", "tuitrain.system",
+            "tuitrain.runstate"]
 
 
 def _imports(module: str) -> set[str]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from textual.reactive import reactive
 from textual.widgets import Static
 
+from tuitrain.runstate import RunState
 from tuitrain.widgets.system import bar
 
 STATE_STYLE = {"RUNNING": "green", "PAUSED": "yellow", "DONE": "cyan", "FAILED": "red", "STOPPING": "yellow",
@@ -24,61 +24,55 @@ def format_eta(seconds: float | None) -> str:
 
 
 class StatusLine(Static):
-    """Two lines of run status, redrawn from its reactive state."""
+    """Two lines of run status, drawn from the App's :class:`~tuitrain.runstate.RunState`."""
 
     DEFAULT_CSS = "StatusLine { height: 2; }"
 
-    state: reactive[str] = reactive("STARTING")
-    """RUNNING, PAUSED, DONE, FAILED, STOPPING, STOPPED, DEAD..."""
-    note: reactive[str] = reactive("")
-    """A short remark after the state (why it failed, the best result when done, read-only...)."""
-
-    def __init__(self, run_dir: str = "", **kwargs) -> None:
+    def __init__(self, run_dir: str = "", run: RunState | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.run_dir = run_dir
-        self.epoch = self.epochs = self.step = self.total = self.batch_size = 0
-        self.samples_per_s = 0.0
-        self.lr: float | None = None
-        self.device = ""
+        self.run = run or RunState()
+        """The state shown; applied to by the App, only read here."""
 
-    def update_record(self, record: dict) -> None:
-        """Take what the status shows from any record (call :meth:`refresh_text` after a batch)."""
-        kind = record.get("type")
-        if kind == "event" and record["event"] == "start":
-            self.epochs, self.total = record["epochs"], record["total_steps"]
-            self.batch_size, self.device = record.get("batch_size", 0), record["device"]
-            self.lr, self.epoch, self.step = record.get("lr"), record.get("start_epoch", 0), record["step"]
-        elif kind == "step":
-            self.step, self.epoch = record["step"], record["epoch"]
-            self.samples_per_s, self.lr = record.get("samples_per_s", 0.0), record.get("lr", self.lr)
-        elif kind == "epoch":
-            self.step, self.lr = record["step"], record.get("lr", self.lr)
-        elif kind == "event" and record.get("ok", True):
-            self.step = record.get("step", self.step)
-            if record["event"] == "lr":
-                self.lr = record["new"]
-            elif record["event"] == "device":
-                self.device = record["new"]
+    # What the line shows, read from the run state (one place holds lr, device, state...).
+    @property
+    def state(self) -> str:
+        """RUNNING, PAUSED, DONE, FAILED, STOPPING..."""
+        return self.run.state
 
-    def watch_state(self) -> None:
-        self.refresh_text()
+    @property
+    def note(self) -> str:
+        """The remark after the state."""
+        return self.run.note
 
-    def watch_note(self) -> None:
-        self.refresh_text()
+    @property
+    def lr(self) -> float | None:
+        """The learning rate shown."""
+        return self.run.lr
 
-    def eta_seconds(self) -> float | None:
-        """Seconds left at the current throughput."""
-        if not self.samples_per_s or not self.total:
-            return None
-        return (self.total - self.step) * max(self.batch_size, 1) / self.samples_per_s
+    @property
+    def device(self) -> str:
+        """The device shown."""
+        return self.run.device
+
+    @property
+    def step(self) -> int:
+        """The step shown."""
+        return self.run.step
+
+    @property
+    def total(self) -> int:
+        """The run's total steps."""
+        return self.run.total
 
     def refresh_text(self) -> None:
         """Rebuild both lines."""
-        color = STATE_STYLE.get(self.state, "white")
-        frac = self.step / self.total if self.total else 0.0
-        lr = "-" if self.lr is None else f"{self.lr:.3g}"
-        first = (f"[b {color}]{self.state}[/]  epoch {self.epoch}/{self.epochs}  step {self.step}/{self.total} "
-                 f"{bar(frac, 20)} {100 * frac:5.1f}%  ETA {format_eta(self.eta_seconds())}")
-        second = (f"{self.samples_per_s:,.0f} samples/s  lr {lr}  device {self.device or '-'}  "
-                  f"run {self.run_dir}" + (f"  [b]{self.note}[/b]" if self.note else ""))
+        run = self.run
+        color = STATE_STYLE.get(run.state, "white")
+        frac = run.step / run.total if run.total else 0.0
+        lr = "-" if run.lr is None else f"{run.lr:.3g}"
+        first = (f"[b {color}]{run.state}[/]  epoch {run.epoch}/{run.epochs}  step {run.step}/{run.total} "
+                 f"{bar(frac, 20)} {100 * frac:5.1f}%  ETA {format_eta(run.eta_seconds())}")
+        second = (f"{run.samples_per_s:,.0f} samples/s  lr {lr}  device {run.device or '-'}  "
+                  f"run {self.run_dir}" + (f"  [b]{run.note}[/b]" if run.note else ""))
         self.update(f"{first}\n{second}", layout=False)  # fixed height: no relayout

@@ -1,0 +1,101 @@
+"""The dashboard screen: lays out the panels, hands each record to the panels that show it, and
+switches views on narrow terminals. Holds no run state of its own (that is the App's RunState)."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from tuitrain.runstate import RunState
+from tuitrain.widgets.curves import Curves
+from tuitrain.widgets.histograms import Histograms
+from tuitrain.widgets.status import StatusLine
+from tuitrain.widgets.summary import SummaryPanel
+from tuitrain.widgets.system import SystemPanel
+
+NARROW_BELOW = 120
+"""Terminals narrower than this get the stacked layout: curves on top, one lower panel at a time."""
+STATUS_EVERY_S = 0.5
+"""The status line is redrawn at most this often from metrics (state changes are drawn at once)."""
+VIEWS = ("view-hist", "view-system", "view-summary")
+"""The lower panel shown on a narrow terminal, cycled with v (a class on the screen; see app.tcss)."""
+TITLES = {"curves": "loss / accuracy", "histograms": "weights / gradients", "system": "system", "summary": "model"}
+
+
+class DashboardScreen(Screen[None]):
+    """The panels of one run. The App applies records to the RunState, then calls :meth:`show`."""
+
+    # Textual sets the class from the width on every resize: "narrow" below NARROW_BELOW columns.
+    HORIZONTAL_BREAKPOINTS = [(0, "narrow"), (NARROW_BELOW, "wide")]
+
+    def __init__(self, run_dir: str, run: RunState) -> None:
+        super().__init__(classes=VIEWS[0])
+        self.run_dir = run_dir
+        self.run = run
+        self.view = 0
+        """Index in VIEWS of the lower panel shown on a narrow terminal."""
+        self._status_dirty = False
+
+    def compose(self) -> ComposeResult:
+        yield StatusLine(self.run_dir, self.run, id="status")
+        with Horizontal(id="main"):
+            with Vertical(id="left"):
+                yield Curves(id="curves")
+                yield Histograms(id="histograms")
+            with Vertical(id="right"):
+                yield SystemPanel("waiting for the first sample...", id="system")
+                yield SummaryPanel(id="summary")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        for widget_id, title in TITLES.items():
+            self.query_one(f"#{widget_id}").border_title = title
+        self.set_interval(STATUS_EVERY_S, self._refresh_status_if_dirty)
+
+    def show(self, record: dict) -> None:
+        """Hand one record to the panels that show it (call :meth:`status_changed` after a batch)."""
+        kind = record.get("type")
+        if kind == "step":
+            self.query_one(Curves).add_step(record)
+        elif kind == "epoch":
+            self.query_one(Curves).add_epoch(record)
+        elif kind == "hist":
+            self.query_one(Histograms).update_record(record)
+        elif kind == "system":
+            self.query_one(SystemPanel).update_record(record)
+        elif kind == "event":
+            self._show_event(record)
+        elif kind == "replay" and not record["begin"]:
+            self.query_one(Curves).redraw()  # the whole history is in: draw it once now
+
+    def _show_event(self, record: dict) -> None:
+        self.query_one(Curves).add_event(record)
+        event, ok = record["event"], record.get("ok", True)
+        if event == "start":
+            self.query_one(SummaryPanel).update_summary(record["summary"], record["device"])
+        elif event == "device" and ok:
+            self.query_one(SummaryPanel).set_device(record["new"])
+
+    def status_changed(self, at_once: bool = False) -> None:
+        """The run state changed: redraw the status line now, or with the next timer tick."""
+        if at_once:
+            self._status_dirty = False
+            self.query_one(StatusLine).refresh_text()
+        else:
+            self._status_dirty = True  # metrics arrive many times a second; drawn a few times a second
+
+    def _refresh_status_if_dirty(self) -> None:
+        if self._status_dirty:
+            self.status_changed(at_once=True)
+
+    def cycle_view(self) -> None:
+        """Show the next lower panel (on a narrow terminal; a wide one shows them all)."""
+        self.remove_class(VIEWS[self.view])
+        self.view = (self.view + 1) % len(VIEWS)
+        self.add_class(VIEWS[self.view])
+
+    def move_layer(self, delta: int) -> None:
+        """The previous (-1) or next (+1) layer in the histograms."""
+        self.query_one(Histograms).move(delta)
