@@ -115,20 +115,22 @@ class Curves(Vertical):
         spikes = [(x, y) for s in (train, val) for x, y in zip(s.xs, s.ys, strict=True) if not keep(y)]
         shown: list[float] = []
         if train.xs:
-            raw = [to_y(y) for y in without(train.ys, [i for i, y in enumerate(train.ys) if not keep(y)])]
-            # Lighter smoothing while there are few points, so the smoothed curve does not lag far behind.
-            smoothed = smooth(raw, 0.9 if len(raw) > 200 else 0.6)
+            raw = without(train.ys, [i for i, y in enumerate(train.ys) if not keep(y)])
+            # Smoothed in the axis' own scale (a log axis: in log space, so one spike does not dominate),
+            # lighter while there are few points, so the smoothed curve does not lag far behind.
+            smoothed = smooth([to_y(y) for y in raw], 0.9 if len(raw) > 200 else 0.6)
             # A braille plot shows 2 points a column: plotting more only costs time (and plotext is
             # pure Python, sharing the GIL with training).
             width = max(plot.size.width * 2, 20)
-            xs, raw, smoothed = fit_width(train.xs, width), fit_width(raw, width), fit_width(smoothed, width)
+            xs, smoothed = fit_width(train.xs, width), fit_width(smoothed, width)
+            raw = [to_y(y) for y in fit_width(raw, width)]
             plt.plot(xs, raw, color="gray", marker="dot")
-            plt.plot(xs, smoothed, color="blue", marker="braille", label="train")
+            plt.plot(xs, smoothed, color="blue", marker="braille")  # no plotext legend: it covers the curve
             shown += raw
         points = [(x, to_y(y)) for x, y in zip(val.xs, val.ys, strict=True) if keep(y)]
         if points:
             vx, vy = [p[0] for p in points], [p[1] for p in points]
-            plt.plot(vx, vy, color="red", marker="hd", label="val")
+            plt.plot(vx, vy, color="red", marker="hd")
             plt.scatter(vx, vy, color="red", marker="o")
             shown += vy
         for step, kind, _label in self.markers.items:
@@ -166,10 +168,10 @@ class Curves(Vertical):
             return f"{value:.4f}" if abs(value) < 1000 else compact(value)  # never 4078280249534579.0000
 
         lines = [
-            "[b]train[/b]",
+            "[b ansi_blue]train[/]",  # the numbers' headings are the plots' legend, in the curves' colours
             f" loss {fmt(self.train_loss.last)}",
             f" acc  {fmt(self.train_acc.last, True)}",
-            f"[b]val[/b] (epoch {self._epoch})",
+            f"[b ansi_red]val[/] (epoch {self._epoch})",
             f" loss {fmt(self.val_loss.last)}",
             f" acc  {fmt(self.val_acc.last, True)}",
         ]
