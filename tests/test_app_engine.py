@@ -27,12 +27,12 @@ async def test_real_engine_keys(small_config):
     app = TuiTrainApp(LiveBackend(session))
     async with app.run_test(size=(120, 40)) as pilot:
         status = app.query_one(StatusLine)
-        await _until(pilot, lambda: engine.step >= 20, "training to start")
+        await _until(pilot, lambda: engine.state.step >= 20, "training to start")
         await pilot.press("p")
         await _until(pilot, lambda: status.state == "PAUSED", "pause")
-        frozen = engine.step
+        frozen = engine.state.step
         await pilot.pause(0.5)
-        assert engine.step == frozen
+        assert engine.state.step == frozen
         await pilot.press("r")
         assert isinstance(app.screen, LRPrompt)
         app.screen.query_one("Input").value = "0.005"
@@ -42,7 +42,7 @@ async def test_real_engine_keys(small_config):
         saved = engine.checkpoint_dir / f"step-{frozen}.pt"
         await _until(pilot, saved.exists, "the saved checkpoint")
         await pilot.press("p")
-        await _until(pilot, lambda: engine.step > frozen + 5, "training to resume")
+        await _until(pilot, lambda: engine.state.step > frozen + 5, "training to resume")
         assert status.state == "RUNNING"
         await pilot.press("q")
         await _until(pilot, lambda: not app.is_running, "the app to exit")

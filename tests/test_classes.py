@@ -11,7 +11,8 @@ from tests.fakes import FakeBackend, scripted_run
 from tests.test_watch import _record_run, _until
 from tuitrain.app import TuiTrainApp
 from tuitrain.backends import WatchBackend
-from tuitrain.confusion import MAX_SAMPLES, SAMPLES, confused_pairs, per_class, read_confusion, read_samples
+from tuitrain.confusion import MAX_SAMPLES, confused_pairs, per_class, read_confusion, read_samples
+from tuitrain.runlog import SAMPLES
 from tuitrain.widgets.classes import ClassesPanel, heatmap
 from tuitrain.widgets.gallery import Gallery, SampleCard, to_image
 

@@ -28,15 +28,15 @@ def test_pause_blocks_steps_and_resume_restarts(small_config):
     run.start()
     run.wait_event("pause", 1)
     time.sleep(0.5)
-    assert run.engine.step == 0
+    assert run.engine.state.step == 0
     run.send(Resume(id=2))
     run.wait_event("resume", 2)
     run.wait_for(lambda r: r["type"] == "step" and r["step"] >= 10)
     run.send(Pause(id=3))
     run.wait_event("pause", 3)
-    frozen = run.engine.step
+    frozen = run.engine.state.step
     time.sleep(0.5)
-    assert run.engine.step == frozen
+    assert run.engine.state.step == frozen
     run.send(Stop(id=4))
     assert run.join().status == "stopped"
 
@@ -66,7 +66,7 @@ def test_save_and_load_round_trip(small_config):
     run.wait_event("pause", 1)
     run.send(Save(id=2))
     saved = run.wait_event("save", 2)
-    assert saved["ok"] and saved["path"].endswith(f"step-{run.engine.step}.pt")
+    assert saved["ok"] and saved["path"].endswith(f"step-{run.engine.state.step}.pt")
     weights = {k: v.clone() for k, v in run.engine.model.state_dict().items()}
     run.send(Resume(id=3))
     run.wait_for(lambda r: r["type"] == "step" and r["step"] >= saved["step"] + 10)

@@ -52,7 +52,7 @@ def test_user_model(tmp_path):
                     "    def forward(self, x):\n        return self.fc(x.flatten(1))\n")
     model = models.build_model(f"{path}:Tiny", (1, 28, 28))
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
-    with pytest.raises(ModelError, match="no nn.Module subclass named Nope"):
+    with pytest.raises(ModelError, match="no nn.Module subclass or function named Nope"):
         models.build_model(f"{path}:Nope", (1, 28, 28))
     with pytest.raises(ModelError, match="does not exist"):
         models.build_model(f"{tmp_path / 'missing.py'}:Tiny", (1, 28, 28))

@@ -19,15 +19,15 @@ def test_record_schema(small_config):
     assert config["lr"] == 0.001 and config["versions"]["torch"] and config["data"]["mean"]
     records = read_records(run / "metrics.jsonl")
     kinds = {r["type"] for r in records}
-    assert kinds == {"step", "epoch", "event"}
+    assert kinds == {"step", "epoch", "event", "confusion"}
     for r in records:
         if r["type"] == "step":
             assert {"step", "epoch", "loss", "lr", "time", "acc", "samples_per_s"} <= r.keys()
         elif r["type"] == "epoch":
             assert {"epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "train_seconds",
                     "time"} <= r.keys()
-        else:
-            assert {"event", "step", "time"} <= r.keys()
+        elif r["type"] == "event":
+            assert {"event", "step", "epoch", "time"} <= r.keys()
     events = [r["event"] for r in records if r["type"] == "event"]
     assert events[0] == "start" and events[-1] == "end"
     steps = [r["step"] for r in records if r["type"] == "step"]
@@ -37,6 +37,30 @@ def test_record_schema(small_config):
     assert sum(hist[0]["layers"][0]["w"]["counts"]) == 150
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "done" and status["epoch"] == 2
+
+
+def test_confusion_samples_and_histograms_at_step_one_and_epoch_ends(small_config):
+    session = Session(small_config(hist_every=1000))  # 20 steps an epoch: only step 1 and epoch ends
+    session.prepare()
+    session.open_run_dir()
+    assert session.run().status == "done"
+    run = session.log.run_dir
+    records = read_records(run / "metrics.jsonl")
+    epochs = [r for r in records if r["type"] == "epoch"]
+    confusion = [r for r in records if r["type"] == "confusion"]
+    assert [c["epoch"] for c in confusion] == [e["epoch"] for e in epochs] == [1, 2]
+    for c, e in zip(confusion, epochs, strict=True):
+        total = sum(map(sum, c["matrix"]))
+        assert total == 200  # the whole validation split (limit 1000 -> 200)
+        assert sum(c["matrix"][i][i] for i in range(10)) / total == e["val_acc"]
+        assert c["classes"][0] == "class 0" and len(c["matrix"]) == 10
+    samples = read_records(run / "samples.jsonl")
+    assert [s["epoch"] for s in samples] == [1, 2]
+    for item in samples[-1]["items"]:
+        assert item["true"] != item["pred"] and 0 < item["confidence"] <= 1 and item["shape"] == [1, 28, 28]
+    confidences = [i["confidence"] for i in samples[-1]["items"]]
+    assert confidences == sorted(confidences, reverse=True)
+    assert [h["step"] for h in read_records(run / "histograms.jsonl")] == [1, 20, 40]
 
 
 def test_reader_tolerates_partial_last_line(tmp_path):

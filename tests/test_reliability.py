@@ -79,7 +79,7 @@ def test_dashboard_mode_pauses_on_divergence(small_config, nan_model):
     event = run.wait_event("nonfinite")
     assert event["action"] == "paused"
     time.sleep(0.3)
-    assert run.engine.paused and run.engine.step == event["step"]
+    assert run.engine.paused and run.engine.state.step == event["step"]
     assert all(torch.isfinite(p).all() for p in run.engine.model.parameters())
     run.send(Stop())
     assert run.join().status == "stopped"

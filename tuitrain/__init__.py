@@ -17,3 +17,10 @@ def fit(*args, **kwargs):
     from tuitrain.api import fit as _fit
 
     return _fit(*args, **kwargs)
+
+
+def predict(*args, **kwargs):
+    """The model's outputs over some data, in data order (see :func:`tuitrain.api.predict`)."""
+    from tuitrain.api import predict as _predict
+
+    return _predict(*args, **kwargs)

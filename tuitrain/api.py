@@ -1,62 +1,214 @@
-"""``tuitrain.fit``: your own model and data, with the dashboard, the run directory and the controls.
+"""``tuitrain.fit`` and ``tuitrain.predict``: your own model, data and training, with the dashboard,
+the run directory and the controls.
 
-    import tuitrain
-    result = tuitrain.fit(model, train_dataset, val_dataset, epochs=5, lr=1e-3)
+    import torch, tuitrain
+    torch.manual_seed(0)                     # fit does not re-initialise your model: seed first
+    model = torch.nn.Linear(8, 1)
+    result = tuitrain.fit(model, (x, y), loss_fn=torch.nn.MSELoss(), epochs=20, early_stopping=3)
+    preds = tuitrain.predict(model, x_test)
 
 Everything the CLI gives applies: the live dashboard on a terminal (headless otherwise, or with
 ``headless=True``), RUN_DIR with metrics.jsonl, checkpoints and TensorBoard files, the keys and
-``tuitrain ctl``/``watch``, exact resume. The loss is cross-entropy over class indices.
+``tuitrain ctl``/``watch``, exact resume.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 
 from tuitrain.config import TrainConfig, validate
-from tuitrain.data import UserData
+from tuitrain.data import TensorData, UserData
 from tuitrain.errors import UsageError
+from tuitrain.task import Task, default_batch_fn, forward, metric_names_clash, primary, to_device
 
 
-def _as_dataset(data, what: str) -> torch.utils.data.Dataset:
-    if isinstance(data, torch.utils.data.Dataset):
-        return data
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
-        return torch.utils.data.TensorDataset(*data)
-    raise UsageError(f"{what} must be a torch Dataset of (input, class index) or a tuple (inputs, labels)")
+def fit(model: torch.nn.Module, train_data: Any, val_data: Any = None, *, loss_fn: Callable | None = None,
+        metrics: Mapping[str, Any] | None = None, batch_fn: Callable | None = None, optimizer: Any = "adam",
+        weight_decay: float = 0.0, scheduler: Any = "none", monitor: str = "", mode: str = "",
+        early_stopping: int = 0, restore_best: bool = True, grad_clip: float = 0.0, accumulate: int = 1,
+        precision: str = "32", val_batch_size: int = 0, collate_fn: Callable | None = None, drop_last: bool = False,
+        num_workers: int = 0, epochs: int = 10, batch_size: int = 100, lr: float = 0.001, device: str = "auto",
+        seed: int = 0, run_dir: str = "", resume: str = "", headless: bool | None = None, name: str = "custom",
+        classes: list[str] | None = None, hist_every: int = 200, log_every: int = 20):
+    """Train ``model`` on ``train_data``, validating on ``val_data`` after each epoch; return a Result.
 
+    Data: a torch Dataset, a DataLoader (its dataset, batch size, collate_fn and drop_last are
+    used; the order is tuitrain's, seeded, so resume is exact), a tuple of tensors or numpy arrays
+    ``(x, y[, ...])`` (kept in memory and batched by index: the fast path), or a TensorDataset.
+    Without ``val_data``, 10% of ``train_data`` is held out (seeded).
 
-def fit(model: torch.nn.Module, train_data, val_data=None, *, epochs: int = 10, batch_size: int = 100,
-        lr: float = 0.001, optimizer: str = "adam", device: str = "auto", seed: int = 0, run_dir: str = "",
-        resume: str = "", headless: bool | None = None, num_workers: int = 0, name: str = "custom",
-        classes: list[str] | None = None, hist_every: int = 200):
-    """Train ``model`` on ``train_data``, validating on ``val_data`` after each epoch.
+    loss_fn: ``(outputs, targets) -> scalar``. Default: cross-entropy over integer class-index
+        targets of shape (N,); any other target is refused before the first step (ValueError).
+        Accuracy is reported only for class-index targets.
+    metrics: ``{"name": fn}`` with ``fn(outputs, targets) -> tensor`` (averaged over validation
+        batches, weighted by size) or a ``torchmetrics.Metric``; reported as ``val_<name>``.
+    batch_fn: ``batch -> (inputs, targets)``. Default: ``(x, y)``, ``(x, y, *extra)``, or a dict
+        with input (input, x, pixel_values, input_ids...) and target (label, labels, y, target)
+        keys. Inputs that are a tuple or dict are passed as ``*args``/``**kwargs``. Outputs that
+        are a tuple use element 0, a dict its ``logits``, for the default loss, accuracy, metrics
+        and predictions; ``loss_fn`` gets them as they are.
+    optimizer: a name (adam, adamw, sgd, rmsprop, adadelta, adagrad, nadam, radam, adamax), an
+        Optimizer over ``model``'s parameters, or ``params -> Optimizer``. weight_decay: for names.
+    scheduler: none, step, cosine, onecycle, plateau, or ``optimizer -> scheduler`` (any torch LR
+        scheduler; OneCycleLR/CyclicLR step per optimizer step, others per epoch, ReduceLROnPlateau
+        with the monitored value). Its state is in checkpoints. A manual LR change (``r``,
+        ``tuitrain ctl lr``) rescales the schedule from the new value.
+    monitor / mode: val_loss, val_acc or val_<metric> (default val_acc for the default loss, else
+        val_loss); mode min/max inferred. Picks best.pt, drives early stopping and plateau.
+    early_stopping: stop after N epochs without improvement (an ``early_stop`` event; status done).
+    restore_best: the model ends with best.pt's weights, in eval mode.
+    grad_clip, accumulate (batches per optimizer step), precision (32, bf16-mixed, 16-mixed on
+    CUDA), val_batch_size (default: batch_size), collate_fn, drop_last, num_workers.
+    seed: seeds the data order and the random numbers used while training; the model is yours and
+        built before this call, so seed before building it for a repeatable run.
 
-    ``train_data``/``val_data``: torch Datasets yielding (input, class index), or (inputs, labels)
-    tensor tuples. Without ``val_data``, 10% of ``train_data`` is held out (seeded). Returns the
-    engine's Result (status, epochs_done, step, best_val_acc). Raises UsageError on bad input.
+    An exception in your code (model, loss, metric, dataset) is written with its traceback to the
+    run's ``error`` event, then re-raised here (same type, same traceback).
     """
-
-    train = _as_dataset(train_data, "train_data")
+    if not isinstance(model, torch.nn.Module):
+        raise UsageError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    metrics = dict(metrics or {})
+    metric_names_clash(metrics)
+    train, loader_opts = _as_data(train_data, "train_data")
+    batch_size = loader_opts.get("batch_size", batch_size)
+    collate_fn = collate_fn or loader_opts.get("collate_fn")
+    drop_last = drop_last or loader_opts.get("drop_last", False)
     if val_data is None:
-        n_val = max(1, len(train) // 10)
-        split = torch.utils.data.random_split(train, [len(train) - n_val, n_val],
-                                              generator=torch.Generator().manual_seed(seed))
-        train, val = split[0], split[1]
+        train, val = _hold_out(train, seed)
     else:
-        val = _as_dataset(val_data, "val_data")
-    cfg = validate(TrainConfig(dataset=name, model=f"custom:{type(model).__name__}", epochs=epochs,
-                               batch_size=batch_size, lr=lr, optimizer=optimizer, device=device, seed=seed,
-                               run_dir=run_dir, resume=resume, headless=bool(headless), hist_every=hist_every),
-                   custom=True)
-    dataset = UserData(name, train, val, classes or [], num_workers=num_workers)
-    headless = (not sys.stdout.isatty()) if headless is None else headless
-    if headless:
-        from tuitrain.cli import train_headless
+        val, _ = _as_data(val_data, "val_data")
+    if isinstance(train, tuple) != isinstance(val, tuple):
+        train, val = [_as_dataset(d) for d in (train, val)]
+    if isinstance(train, tuple):
+        dataset: Any = TensorData(name, train, val, list(classes or []))
+    else:
+        dataset = UserData(name, train, val, list(classes or []), num_workers=num_workers, collate_fn=collate_fn)
+    task = Task(loss_fn=loss_fn, metrics=metrics, batch_fn=batch_fn,
+                optimizer=None if isinstance(optimizer, str) else optimizer,
+                scheduler=None if isinstance(scheduler, str) or scheduler is None else scheduler,
+                classes=list(classes or []))
+    if isinstance(optimizer, torch.optim.Optimizer):
+        _check_optimizer_params(optimizer, model)
+    cfg = validate(TrainConfig(
+        dataset=name, model=f"custom:{type(model).__name__}", epochs=epochs, batch_size=batch_size, lr=lr,
+        optimizer=_label(optimizer), weight_decay=weight_decay, scheduler=_label(scheduler or "none"),
+        monitor=monitor, mode=mode, early_stopping=early_stopping, grad_clip=grad_clip, accumulate=accumulate,
+        precision=str(precision), val_batch_size=val_batch_size, drop_last=drop_last, device=device, seed=seed,
+        run_dir=run_dir, resume=resume, headless=bool(headless), hist_every=hist_every, log_every=log_every,
+        loss=_label(loss_fn) if loss_fn is not None else "cross_entropy", metrics=tuple(metrics)), custom=True)
+    from tuitrain.launch import run
 
-        return train_headless(cfg, model=model, dataset=dataset)[1]
-    from tuitrain.app import run_dashboard
+    ui = "auto" if headless is None else ("headless" if headless else "dashboard")
+    result = run(cfg, ui=ui, model=model, dataset=dataset, task=task)  # type: ignore[arg-type]
+    if restore_best and result.best_checkpoint and result.status != "failed":
+        from tuitrain.checkpoints import load_checkpoint
 
-    session = run_dashboard(cfg, model=model, dataset=dataset, return_session=True)
-    return session.result
+        state = load_checkpoint(result.best_checkpoint, map_location=next(model.parameters()).device)
+        model.load_state_dict(state["model"])
+        model.eval()
+    if result.error is not None:
+        raise result.error  # the user's exception, its traceback intact (also in metrics.jsonl)
+    return result
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, data: Any, *, batch_size: int = 256, batch_fn: Callable | None = None,
+            device: str | None = None, collate_fn: Callable | None = None) -> torch.Tensor:
+    """The model's outputs over ``data``, concatenated in data order, on the CPU.
+
+    ``data``: a tensor of inputs, a tuple of tensors/arrays (the first is the input), a Dataset or
+    a DataLoader (used as given). Samples may be inputs alone or ``(x, y)``/dicts, as in ``fit``
+    (``batch_fn`` to say otherwise). The model is put in eval mode; outputs that are a tuple use
+    element 0, a dict its ``logits``.
+    """
+    from tuitrain.engine import resolve_device
+
+    target = resolve_device(device) if device else next(model.parameters(), torch.empty(0)).device
+    model.eval().to(target)
+    if isinstance(data, torch.utils.data.DataLoader):
+        loader = data
+    else:
+        if isinstance(data, torch.Tensor) or _is_array(data):
+            data = (data,)
+        if isinstance(data, (tuple, list)) and data and all(isinstance(t, torch.Tensor) or _is_array(t) for t in data):
+            data = torch.utils.data.TensorDataset(*[torch.as_tensor(t) for t in data])
+        loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate_fn)
+    outputs = []
+    for batch in loader:
+        batch = to_device(batch, target)
+        if batch_fn is not None:
+            inputs = batch_fn(batch)[0]
+        elif isinstance(batch, (list, tuple)) and len(batch) == 1:
+            inputs = batch[0]
+        elif isinstance(batch, (list, tuple, Mapping)):
+            inputs = default_batch_fn(batch)[0]
+        else:
+            inputs = batch
+        outputs.append(primary(forward(model, inputs)).float().cpu())
+    return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+def _is_array(value: Any) -> bool:
+    return type(value).__module__ == "numpy" and hasattr(value, "shape")
+
+
+def _as_data(data: Any, what: str) -> tuple[Any, dict]:
+    """(tensors tuple or Dataset, options taken from a DataLoader)."""
+    opts: dict = {}
+    if isinstance(data, torch.utils.data.DataLoader):
+        if isinstance(data.dataset, torch.utils.data.IterableDataset):
+            raise UsageError(f"{what}: a DataLoader over an IterableDataset cannot be resumed exactly; "
+                             f"pass an indexable Dataset")
+        if data.batch_size is not None:
+            opts["batch_size"] = data.batch_size
+        opts["drop_last"] = data.drop_last
+        if data.collate_fn is not torch.utils.data.default_collate:
+            opts["collate_fn"] = data.collate_fn
+        data = data.dataset
+    if isinstance(data, torch.utils.data.TensorDataset):
+        return tuple(data.tensors), opts
+    if isinstance(data, (tuple, list)) and len(data) >= 2 and all(
+            isinstance(t, torch.Tensor) or _is_array(t) for t in data):
+        tensors = tuple(torch.as_tensor(t) for t in data)
+        if len({len(t) for t in tensors}) != 1:
+            raise UsageError(f"{what}: the arrays differ in length ({', '.join(str(len(t)) for t in tensors)})")
+        return tensors, opts
+    if isinstance(data, torch.utils.data.Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+        if len(data) == 0:
+            raise UsageError(f"{what} is empty")
+        return data, opts
+    raise UsageError(f"{what} must be a Dataset, a DataLoader, or a tuple (inputs, targets) of tensors or arrays; "
+                     f"got {type(data).__name__}")
+
+
+def _as_dataset(data: Any) -> Any:
+    return torch.utils.data.TensorDataset(*data) if isinstance(data, tuple) else data
+
+
+def _hold_out(train: Any, seed: int) -> tuple[Any, Any]:
+    """10% of the training data for validation, chosen by ``seed``."""
+    n = len(train[0]) if isinstance(train, tuple) else len(train)
+    if n < 2:
+        raise UsageError("train_data needs at least 2 samples to hold out a validation split; pass val_data")
+    n_val = max(1, n // 10)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    if isinstance(train, tuple):
+        return tuple(t[perm[n_val:]] for t in train), tuple(t[perm[:n_val]] for t in train)
+    return (torch.utils.data.Subset(train, perm[n_val:].tolist()), torch.utils.data.Subset(train, perm[:n_val].tolist()))
+
+
+def _check_optimizer_params(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> None:
+    ids = {id(p) for p in model.parameters()}
+    if not any(id(p) in ids for group in optimizer.param_groups for p in group["params"]):
+        raise UsageError("the optimizer given does not hold this model's parameters")
+
+
+def _label(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    name = getattr(value, "__name__", None) or type(value).__name__
+    return f"custom:{name}"

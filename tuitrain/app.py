@@ -216,25 +216,3 @@ class TuiTrainApp(App[int]):
     def on_unmount(self) -> None:
         if not self.run_state.finished:
             self.backend.quit("quit")  # never leave an engine running behind a closed dashboard
-
-
-def run_dashboard(cfg, model=None, dataset=None, return_session: bool = False):
-    """Train ``cfg`` under the dashboard; return the exit code (SPEC), or the Session for fit()."""
-    from tuitrain.backends import LiveBackend
-    from tuitrain.session import Session
-
-    print(f"tuitrain: loading {cfg.dataset} and building {cfg.model}...", file=sys.stderr)
-    # A person is there to lower the LR and go on, so divergence pauses rather than stops.
-    session = Session(cfg.replace(on_nonfinite="pause"), model=model, dataset=dataset)
-    session.prepare()
-    session.open_run_dir()
-    app = TuiTrainApp(LiveBackend(session))
-    code = app.run()
-    from tuitrain.progress import final_line
-
-    print(final_line(session.result, cfg.run_dir), file=sys.stderr)
-    if return_session:
-        return session
-    if isinstance(code, int):
-        return code
-    return app.return_code or 0  # Textual sets 1 when the app itself crashed

@@ -112,8 +112,7 @@ class WatchBackend:
 
     def run(self, emit: Emit) -> None:
         """Emit the history (replayed), then follow until the run ends or the viewer leaves."""
-        from tuitrain.confusion import SAMPLES
-        from tuitrain.runlog import HISTOGRAMS, METRICS, SYSTEM, read_history, read_last
+        from tuitrain.runlog import HISTOGRAMS, METRICS, SAMPLES, SYSTEM, read_history, read_last
         from tuitrain.runs import run_state
 
         self._emit = emit

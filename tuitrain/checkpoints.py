@@ -167,3 +167,65 @@ def _write_atomic(path: Path, data: bytes | str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+# --------------------------------------------------------------------------- capture / restore
+# The one pair that turns a run's state into a checkpoint dict and back, used by --resume, the
+# `load` command, and the rollback of a load that failed half-way.
+
+def capture(engine) -> dict:
+    """The checkpoint dict (plain values and tensors only) of an engine at a step boundary."""
+    st = engine.state
+    rng = rng_state()
+    rng["data"] = st.data_order
+    payload = {
+        "model": engine.model.state_dict(),
+        "optimizer": engine.optimizer.state_dict(),
+        "epoch": st.epoch,
+        "batch": st.batch,
+        "step": st.step,
+        "config": engine.config.to_dict(),
+        "best_val_acc": st.best_val_acc,
+        "best": st.best,
+        "best_epoch": st.best_epoch,
+        "stale_epochs": st.stale_epochs,
+        "monitor": engine.monitor,
+        "rng": rng,
+    }
+    if engine.scheduler is not None:
+        payload["scheduler"] = engine.scheduler.state_dict()
+    if engine.scaler is not None:
+        payload["scaler"] = engine.scaler.state_dict()
+    return payload
+
+
+def restore(ckpt: dict, path: str | Path, engine, resume: bool) -> None:
+    """Apply a checkpoint to an engine. ``resume``: also the position, best values and random
+    states (a `load` command restores weights and optimizer moments only and keeps going)."""
+    engine.model.load_state_dict(ckpt["model"])
+    try:
+        engine.optimizer.load_state_dict(ckpt["optimizer"])
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise CheckpointError(f"checkpoint {path}: optimizer state does not fit ({exc})") from None
+    if engine.fused:
+        engine.optimizer.found_inf = engine.found_inf  # the guard's flag survives a state reload
+    if not resume:
+        return
+    st = engine.state
+    if engine.scheduler is not None and isinstance(ckpt.get("scheduler"), dict):
+        engine.scheduler.load_state_dict(ckpt["scheduler"])
+    if engine.scaler is not None and isinstance(ckpt.get("scaler"), dict):
+        engine.scaler.load_state_dict(ckpt["scaler"])
+    st.epoch, st.batch, st.step = int(ckpt["epoch"]), int(ckpt.get("batch", 0)), int(ckpt["step"])
+    st.best_val_acc = ckpt.get("best_val_acc")
+    saved_monitor = ckpt.get("monitor", "val_acc")
+    st.best = ckpt.get("best", st.best_val_acc if saved_monitor == engine.monitor else None)
+    if saved_monitor != engine.monitor:
+        st.best = None  # another quantity is watched now: its best starts afresh
+    st.best_epoch = int(ckpt.get("best_epoch", 0) or 0)
+    st.stale_epochs = int(ckpt.get("stale_epochs", 0) or 0)
+    rng = ckpt.get("rng") or {}
+    if "data" in rng:
+        st.data_order = rng["data"]
+    if "torch" in rng:
+        set_rng_state(rng)

@@ -12,10 +12,12 @@ import sys
 import threading
 
 from tuitrain import __version__
-from tuitrain.config import DATASETS, MODELS, OPTIMIZERS, TrainConfig, default_data_dir, validate
+from tuitrain.config import (DATASETS, MODELS, OPTIMIZERS, PRECISIONS, SCHEDULERS, TrainConfig, default_data_dir,
+                             validate)
 from tuitrain.errors import UsageError
+from tuitrain.records import EXIT_FAILED, EXIT_OK, EXIT_SIGNALS, EXIT_USAGE
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_INTERRUPTED = EXIT_SIGNALS["interrupt"]
 
 COMMANDS_HELP = """commands:
   tuitrain DATASET [options]           train; the live dashboard in a terminal, headless with
@@ -55,6 +57,41 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number, 0 or more, got {text!r}")
+    return value
+
+
+def _model_arg(text: str) -> tuple[str, object]:
+    """KEY=VALUE with VALUE a Python literal (plain text when it is not one)."""
+    import ast
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"must be KEY=VALUE with KEY a Python name, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return key, value
+
+
 def _lr(text: str) -> float:
     from tuitrain.config import parse_lr
 
@@ -78,6 +115,18 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=100, help="samples per step [100]")
     p.add_argument("--lr", type=_lr, default=0.001, help="learning rate [0.001]")
     p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS, help="[adam]")
+    p.add_argument("--weight-decay", type=_non_negative_float, default=0.0, help="weight decay [0]")
+    p.add_argument("--scheduler", default="none", choices=SCHEDULERS, help="LR schedule [none]")
+    p.add_argument("--monitor", default="", help="val_loss or val_acc: picks best.pt, drives early stopping "
+                   "and plateau [val_acc]")
+    p.add_argument("--early-stopping", type=_non_negative_int, default=0, metavar="N",
+                   help="stop after N epochs without improvement of the monitor [off]")
+    p.add_argument("--grad-clip", type=_non_negative_float, default=0.0, metavar="X",
+                   help="clip the gradient norm to X [off]")
+    p.add_argument("--accumulate", type=_positive_int, default=1, metavar="N", help="batches per optimizer step [1]")
+    p.add_argument("--precision", default="32", choices=PRECISIONS, help="[32]")
+    p.add_argument("--model-arg", type=_model_arg, action="append", default=[], metavar="KEY=VALUE",
+                   help="keyword argument for a path.py:NAME model (repeatable; VALUE a Python literal)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps [auto]")
     p.add_argument("--seed", type=int, default=0, help="seed for init and data order [0]")
     p.add_argument("--data-dir", default=None, help=f"data folder, torchvision layout [{default_data_dir()}]")
@@ -98,6 +147,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         lr=args.lr, optimizer=args.optimizer, device=args.device, seed=args.seed,
         data_dir=args.data_dir or default_data_dir(), run_dir=args.run_dir, resume=args.resume,
         headless=args.headless, log_every=args.log_every, hist_every=args.hist_every, limit=args.limit,
+        weight_decay=args.weight_decay, scheduler=args.scheduler, monitor=args.monitor,
+        early_stopping=args.early_stopping, grad_clip=args.grad_clip, accumulate=args.accumulate,
+        precision=args.precision, model_args=dict(args.model_arg),
     )
     return validate(cfg)
 
@@ -121,76 +173,31 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_train(argv: list[str]) -> int:
-    """``tuitrain DATASET``: the dashboard on a terminal, else headless."""
+    """``tuitrain DATASET``: the dashboard on a terminal, else headless; the exit code of its end."""
+    from tuitrain.launch import run, user_traceback
+
     cfg = config_from_args(train_parser().parse_args(argv))
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # started by torchrun
-    headless = cfg.headless or not sys.stdout.isatty() or distributed
-    if not headless:
-        from tuitrain.app import run_dashboard
-
-        return run_dashboard(cfg)
-    return run_headless(cfg)
-
-
-def run_headless(cfg: TrainConfig) -> int:
-    """Train with progress on stderr; Ctrl-C stops at the next step and saves last.pt."""
-    return train_headless(cfg)[0]
-
-
-def train_headless(cfg: TrainConfig, model=None, dataset=None):
-    """Train headless; return (exit code, engine Result or None). Shared by train, sweep and fit."""
-    from tuitrain.commands import Stop
-    from tuitrain.progress import Progress
-    from tuitrain.session import Session
-
-    rank = int(os.environ.get("RANK", "0"))
-    if rank:  # a DDP worker: trains its shard; rank 0 writes the run dir, reports and takes commands
-        session = Session(cfg, model=model, dataset=dataset)
-        session.prepare()
-        result = session.run()
-        return (EXIT_FAILED if result.status == "failed" else EXIT_OK), result
-    print(f"tuitrain: loading {cfg.dataset} and building {cfg.model}...", file=sys.stderr)
-    session = Session(cfg, on_record=Progress(), model=model, dataset=dataset)
-    session.prepare()
-    session.open_run_dir()
-    finished = threading.Event()
-
-    def train() -> None:
-        try:
-            session.run()
-        finally:
-            finished.set()
-
-    worker = threading.Thread(target=train, name="tuitrain-engine")
-    worker.start()
-    interrupted = False
-    # Wait on an Event, not Thread.join: a Ctrl-C inside join() can leave is_alive() wrong (bpo-21822).
-    while not finished.is_set():
-        try:
-            finished.wait(0.2)
-        except KeyboardInterrupt:
-            if not interrupted:
-                print("\ntuitrain: stopping at the next step, saving last.pt (Ctrl-C again to abort)", file=sys.stderr)
-                session.send(Stop("interrupt"))
-                interrupted = True
-            else:
-                raise
-    worker.join()
-    return _finish(session, cfg), session.result
-
-
-def _finish(session, cfg: TrainConfig) -> int:
-    from tuitrain.progress import final_line
-
-    result = session.result
-    print(final_line(result, cfg.run_dir), file=sys.stderr)
-    if result is None or result.status == "failed":
+    try:
+        return run(cfg, show_traceback=True).exit_code
+    except (UsageError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # the user's model failed while being built or checked, before training
+        print(user_traceback(exc), file=sys.stderr)
+        print(f"tuitrain: run failed before training: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    return EXIT_INTERRUPTED if result.status == "interrupted" else EXIT_OK
+
+
+def train_headless(cfg: TrainConfig):
+    """One run of a sweep: headless; (exit code, Result)."""
+    from tuitrain.launch import run
+
+    result = run(cfg, ui="headless")
+    return result.exit_code, result
 
 
 SWEEPABLE = {"lr": _lr, "batch_size": _positive_int, "epochs": _positive_int, "optimizer": str, "model": str,
-             "seed": int}
+             "seed": int, "weight_decay": _non_negative_float, "scheduler": str, "grad_clip": _non_negative_float,
+             "accumulate": _positive_int, "precision": str, "early_stopping": _non_negative_int}
 
 
 def cmd_sweep(argv: list[str]) -> int:
@@ -242,7 +249,7 @@ def cmd_summary(argv: list[str]) -> int:
     from tuitrain import models
 
     shape = (3, 32, 32) if args.dataset == "cifar10" else (1, 28, 28)
-    model = models.build_model(args.model, shape)
+    model = models.build_model(args.model, shape, 10)
     print(models.format_summary(models.summarize(model, shape)))
     return EXIT_OK
 

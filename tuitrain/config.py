@@ -17,7 +17,10 @@ from tuitrain.errors import UsageError
 
 DATASETS = ("fashion-mnist", "mnist", "cifar10", "synthetic")
 MODELS = ("cnn", "lenet", "mlp", "cnn-bn")
-OPTIMIZERS = ("adam", "adamw", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adadelta", "adagrad", "nadam", "radam", "adamax")
+SCHEDULERS = ("none", "step", "cosine", "onecycle", "plateau")
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+MONITOR_RE = re.compile(r"^val_[A-Za-z_][A-Za-z0-9_]*$")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -41,7 +44,37 @@ class TrainConfig:
     lr: float = 0.001
     """Initial learning rate."""
     optimizer: str = "adam"
-    """adam, adamw or sgd."""
+    """adam, adamw, sgd (momentum 0.9), rmsprop, adadelta, adagrad, nadam, radam, adamax; ``custom:Name``
+    for an optimizer given to ``tuitrain.fit``."""
+    weight_decay: float = 0.0
+    """Weight decay of a built-in optimizer (decoupled for adamw)."""
+    scheduler: str = "none"
+    """LR schedule: none, step (x0.1 every third of the epochs), cosine (per step to 0), onecycle
+    (per step, peaking at --lr), plateau (x0.1 after 2 epochs without improvement of the monitor);
+    ``custom:Name`` for a factory given to ``tuitrain.fit``."""
+    monitor: str = ""
+    """What picks best.pt and drives early stopping and plateau: val_loss, val_acc or val_<metric>;
+    empty: val_acc for classifiers under the default loss, else val_loss."""
+    mode: str = ""
+    """min or max for the monitor; empty: inferred (min for losses and errors)."""
+    early_stopping: int = 0
+    """Stop after this many epochs without improvement of the monitor (0: never)."""
+    grad_clip: float = 0.0
+    """Clip the global gradient norm to this value (0: no clipping)."""
+    accumulate: int = 1
+    """Batches per optimizer step (gradient accumulation)."""
+    precision: str = "32"
+    """32, bf16-mixed (autocast to bfloat16) or 16-mixed (float16 with a GradScaler, CUDA only)."""
+    val_batch_size: int = 0
+    """Batch size for validation; 0: the training batch size."""
+    drop_last: bool = False
+    """Drop the last incomplete training batch of each epoch (BatchNorm cannot train on one sample)."""
+    model_args: dict = field(default_factory=dict)
+    """Keyword arguments for a ``path.py:NAME`` model (``--model-arg KEY=VALUE``)."""
+    loss: str = "cross_entropy"
+    """The loss, as a label: cross_entropy (the default) or ``custom:Name`` from ``tuitrain.fit``."""
+    metrics: tuple = ()
+    """Names of the user metrics (``tuitrain.fit``), reported as ``val_<name>``."""
     device: str = "auto"
     """auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."""
     seed: int = 0
@@ -84,20 +117,47 @@ def validate(cfg: TrainConfig, custom: bool = False) -> TrainConfig:
         raise UsageError(
             f"unknown model {cfg.model!r} (choose from {', '.join(MODELS)} or path/to/file.py:ClassName)"
         )
-    if cfg.optimizer not in OPTIMIZERS:
+    if cfg.optimizer not in OPTIMIZERS and not (custom and cfg.optimizer.startswith("custom:")):
         raise UsageError(f"unknown optimizer {cfg.optimizer!r} (choose from {', '.join(OPTIMIZERS)})")
+    if cfg.scheduler not in SCHEDULERS and not (custom and cfg.scheduler.startswith("custom:")):
+        raise UsageError(f"unknown scheduler {cfg.scheduler!r} (choose from {', '.join(SCHEDULERS)})")
+    if cfg.precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {cfg.precision!r} (choose from {', '.join(PRECISIONS)})")
+    if cfg.monitor and not MONITOR_RE.match(cfg.monitor):
+        raise UsageError(f"--monitor must be val_loss, val_acc or val_<metric>, got {cfg.monitor!r}")
+    if cfg.mode not in ("", "min", "max"):
+        raise UsageError(f"mode must be min or max, got {cfg.mode!r}")
     check_lr(cfg.lr)
-    for name in ("epochs", "batch_size", "log_every", "hist_every"):
-        if getattr(cfg, name) <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be a positive whole number, got {getattr(cfg, name)}")
+    for name in ("epochs", "batch_size", "log_every", "hist_every", "accumulate"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive whole number, got {value!r}")
+    for name in ("early_stopping", "val_batch_size"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be 0 or a positive whole number, got {value!r}")
+    for name in ("grad_clip", "weight_decay"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number, 0 or more, got {value!r}")
     if cfg.limit < 0:
         raise UsageError(f"--limit must be 0 or more, got {cfg.limit}")
     check_device_name(cfg.device)
     if not cfg.run_dir:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        model = cfg.model.split(":")[-1].lower() if ":" in cfg.model else cfg.model
-        cfg = cfg.replace(run_dir=str(Path("runs") / f"{cfg.dataset}-{model}-{stamp}"))
+        cfg = cfg.replace(run_dir=default_run_dir(cfg.dataset, cfg.model))
     return cfg
+
+
+def default_run_dir(dataset: str, model: str, root: str = "runs") -> str:
+    """runs/DATASET-MODEL-YYYYmmdd-HHMMSS, with -2, -3... when that folder exists (never collides)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    model = model.split(":")[-1].lower() if ":" in model else model
+    base = Path(root) / re.sub(r"[^A-Za-z0-9._-]", "_", f"{dataset}-{model}-{stamp}")
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return str(path)
 
 
 def check_lr(lr: float) -> float:

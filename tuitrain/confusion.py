@@ -10,8 +10,6 @@ import base64
 import binascii
 from dataclasses import dataclass
 
-SAMPLES = "samples.jsonl"
-"""The run-dir file of `samples` records (one line per epoch), beside metrics.jsonl."""
 MAX_SAMPLES = 16
 """The engine writes at most this many misclassified samples per epoch; readers keep no more."""
 

@@ -11,12 +11,14 @@ import gzip
 import json
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from tuitrain.errors import DataError
+from tuitrain.task import to_device
 
 # name -> (torchvision class name, folder under data_dir, classes)
 _IDX_SETS = {
@@ -47,6 +49,7 @@ class DataSet:
     mean: list[float]
     std: list[float]
     classes: list[str]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -74,10 +77,10 @@ class DataSet:
         self._train_f = normalize(self.train_x, self._mean, self._std) if small else None
         self.device = device
 
-    def train_batches(self, order: torch.Tensor, start: int, batch_size: int):
-        """(x, y) on the device for batches ``start``.. of the epoch's ``order``, by index."""
+    def train_batches(self, order: torch.Tensor, start: int, batch_size: int, steps: int):
+        """(x, y) on the device for batches ``start``..``steps`` of the epoch's ``order``, by index."""
         order = order.to(self.device)
-        for b in range(start, -(-len(order) // batch_size)):
+        for b in range(start, steps):
             idx = order[b * batch_size : (b + 1) * batch_size]
             if self._train_f is not None:
                 yield self._train_f[idx], self.train_y[idx]
@@ -90,6 +93,117 @@ class DataSet:
             x = normalize(self.val_x[start : start + batch_size], self._mean, self._std)
             yield x, self.val_y[start : start + batch_size]
 
+    def peek(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``n`` training samples as a batch (checks and the model summary)."""
+        return _peek_normalized(self, n)
+
+    def val_images(self, indices: list[int]) -> torch.Tensor:
+        """Validation images as stored (uint8), for the misclassified-samples gallery."""
+        return self.val_x[torch.tensor(indices, device=self.val_x.device)].cpu()
+
+    def describe(self) -> dict:
+        """What config.json records of the data."""
+        return {"mean": self.mean, "std": self.std, "shape": list(self.shape), "classes": self.classes,
+                "train_samples": self.n_train, "val_samples": self.n_val}
+
+
+def _peek_normalized(ds: DataSet, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return normalize(ds.train_x[:n].to(ds.device), ds._mean, ds._std), ds.train_y[:n].to(ds.device)
+
+
+def image_like(x: torch.Tensor) -> bool:
+    """Whether samples of this batch can be drawn as pictures: (N, C<=4, H, W) or (N, H, W)."""
+    return x.dim() == 4 and x.shape[1] in (1, 3, 4) and min(x.shape[2:]) >= 8 or x.dim() == 3 and min(x.shape[1:]) >= 8
+
+
+def to_display(images: torch.Tensor) -> torch.Tensor:
+    """Images (K, C, H, W) or (K, H, W) of any range as uint8 0..255, scaled per image."""
+    x = images.detach().float().cpu()
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    lo = x.amin(dim=(1, 2, 3), keepdim=True)
+    hi = x.amax(dim=(1, 2, 3), keepdim=True)
+    return ((x - lo) / (hi - lo).clamp_min(1e-12) * 255).round().to(torch.uint8)
+
+
+class TensorData:
+    """In-memory tensors (``tuitrain.fit`` with tensors, a TensorDataset or numpy arrays): batched
+    by index like the built-in data sets, on the training device when they fit there."""
+
+    def __init__(self, name: str, train: tuple[torch.Tensor, ...], val: tuple[torch.Tensor, ...],
+                 classes: list[str]):
+        self.name = name
+        self.train, self.val = train, val
+        self.classes = classes
+        self.device = torch.device("cpu")
+        self.mean: list[float] = []
+        self.std: list[float] = []
+
+    @property
+    def n_train(self) -> int:
+        """Training samples."""
+        return len(self.train[0])
+
+    @property
+    def n_val(self) -> int:
+        """Validation samples."""
+        return len(self.val[0])
+
+    def place(self, device: torch.device) -> None:
+        """Move the tensors to ``device`` whole when they take less than a GiB, else per batch."""
+        size = sum(t.numel() * t.element_size() for t in (*self.train, *self.val))
+        if size <= PRENORMALIZE_MAX_BYTES:
+            self.train = tuple(t.to(device) for t in self.train)
+            self.val = tuple(t.to(device) for t in self.val)
+        self.device = device
+
+    def _take(self, tensors: tuple[torch.Tensor, ...], idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        idx = idx.to(tensors[0].device)
+        return tuple(t[idx].to(self.device, non_blocking=True) for t in tensors)
+
+    def train_batches(self, order: torch.Tensor, start: int, batch_size: int, steps: int):
+        """Batches ``start``..``steps`` of the epoch's ``order``, as tuples of tensors."""
+        order = order.to(self.train[0].device)
+        for b in range(start, steps):
+            yield self._take(self.train, order[b * batch_size : (b + 1) * batch_size])
+
+    def val_batches(self, batch_size: int):
+        """The validation split in order."""
+        for begin in range(0, self.n_val, batch_size):
+            yield tuple(t[begin : begin + batch_size].to(self.device, non_blocking=True) for t in self.val)
+
+    def peek(self, n: int):
+        """The first ``n`` training samples as a batch (checks and the model summary)."""
+        return self._take(self.train, torch.arange(min(n, self.n_train)))
+
+    def val_images(self, indices: list[int]) -> torch.Tensor | None:
+        """Validation inputs as display images, or None when they are not pictures."""
+        x = self.val[0]
+        return to_display(x[torch.tensor(indices, device=x.device)]) if image_like(x[:1]) else None
+
+    def describe(self) -> dict:
+        """What config.json records of the data."""
+        return {"classes": self.classes, "train_samples": self.n_train, "val_samples": self.n_val,
+                "inputs": [list(t.shape[1:]) for t in self.train]}
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """A user's Dataset whose failures name the sample: ``while loading sample 17 of train_data``."""
+
+    def __init__(self, dataset, what: str):
+        self.dataset, self.what = dataset, what
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        try:
+            return self.dataset[index]
+        except Exception as exc:
+            if hasattr(exc, "add_note"):
+                exc.add_note(f"tuitrain: while loading sample {index} of {self.what}")
+            raise
+
 
 @dataclass
 class UserData:
@@ -101,8 +215,10 @@ class UserData:
     val: torch.utils.data.Dataset
     classes: list[str]
     num_workers: int = 0
+    collate_fn: Callable | None = None
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def n_train(self) -> int:
@@ -114,30 +230,46 @@ class UserData:
         """Validation samples."""
         return len(self.val)  # type: ignore[arg-type]
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """One sample's shape."""
-        return tuple(self.train[0][0].shape)
-
     def place(self, device: torch.device) -> None:
         """Batches go to ``device`` as they are loaded (pinned memory when it is a GPU)."""
         self.device = device
 
-    def _loader(self, **kwargs):
-        return torch.utils.data.DataLoader(num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
-                                           **kwargs)
+    def _loader(self, dataset, what: str, **kwargs):
+        return torch.utils.data.DataLoader(_Indexed(dataset, what), num_workers=self.num_workers,
+                                           pin_memory=self.device.type == "cuda", collate_fn=self.collate_fn,
+                                           persistent_workers=False, **kwargs)
 
-    def train_batches(self, order: torch.Tensor, start: int, batch_size: int):
-        """(x, y) on the device for batches ``start``.. of the epoch's ``order``."""
-        steps = -(-len(order) // batch_size)
+    def train_batches(self, order: torch.Tensor, start: int, batch_size: int, steps: int):
+        """Batches ``start``..``steps`` of the epoch's ``order``, on the device."""
         sampler = [order[b * batch_size : (b + 1) * batch_size].tolist() for b in range(start, steps)]
-        for x, y in self._loader(dataset=self.train, batch_sampler=sampler):
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        for batch in self._loader(self.train, "train_data", batch_sampler=sampler):
+            yield to_device(batch, self.device)
 
-    def val_batches(self, batch_size: int = 1000):
-        """(x, y) on the device over the validation set."""
-        for x, y in self._loader(dataset=self.val, batch_size=batch_size):
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+    def val_batches(self, batch_size: int):
+        """The validation set in order, on the device."""
+        for batch in self._loader(self.val, "val_data", batch_size=batch_size):
+            yield to_device(batch, self.device)
+
+    def peek(self, n: int):
+        """The first ``n`` training samples, collated (checks and the model summary)."""
+        collate = self.collate_fn or torch.utils.data.default_collate
+        data = _Indexed(self.train, "train_data")
+        return to_device(collate([data[i] for i in range(min(n, self.n_train))]), self.device)
+
+    def val_images(self, indices: list[int]) -> torch.Tensor | None:
+        """Validation inputs as display images, or None when they are not pictures."""
+        from tuitrain.task import default_batch_fn
+
+        collate = self.collate_fn or torch.utils.data.default_collate
+        try:
+            inputs, _ = default_batch_fn(collate([self.val[i] for i in indices]))
+        except Exception:  # a custom batch structure: no pictures, training is unaffected
+            return None
+        return to_display(inputs) if isinstance(inputs, torch.Tensor) and image_like(inputs[:1]) else None
+
+    def describe(self) -> dict:
+        """What config.json records of the data."""
+        return {"classes": self.classes, "train_samples": self.n_train, "val_samples": self.n_val}
 
 
 def load(name: str, data_dir: str, limit: int = 0) -> DataSet:

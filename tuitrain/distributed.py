@@ -64,6 +64,17 @@ def all_sum(values: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def window_sum(ctx: DistContext):
+    """A reducer for MetricWindow.read: sums, counts and flags over ranks, the gradient norm averaged."""
+
+    def reduce(window: torch.Tensor, count: int) -> tuple[torch.Tensor, int]:
+        out = all_sum(window)
+        out[3] /= ctx.world
+        return out, count * ctx.world
+
+    return reduce
+
+
 def ranks_in_sync(model: torch.nn.Module) -> bool:
     """Whether every rank holds bitwise the same weights (compared through per-tensor checksums)."""
     sums = torch.stack([p.detach().double().sum() for p in model.state_dict().values() if p.is_floating_point()])

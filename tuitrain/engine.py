@@ -1,47 +1,91 @@
 """The training engine: a synchronous class that callers run in a thread.
 
-A config goes in; records (plain dicts, the same as metrics.jsonl lines) come out through
-``report``; commands come in through a queue and are applied between steps. Nothing here knows
-about a UI. The hot loop keeps loss and accuracy on the device and reads them only at the logging
-interval (one host sync per record, not per step).
+A config (and, from ``tuitrain.fit``, the user's model, data and :class:`~tuitrain.task.Task`) goes
+in; records (records.py) come out through ``report``; commands come in through a queue and are
+applied between optimizer steps. Nothing here knows about a UI. It reads as Fabric's trainer does:
+``setup -> run -> train_epoch -> training_step / optimizer_step -> end_epoch -> evaluate``.
+Training metrics stay on the device and are read once per logging interval (window.py).
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import copy
 import math
 import queue
 import random
 import time
+import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from tuitrain import checkpoints, data, distributed, models
-from tuitrain.commands import Load, Pause, Resume, Save, SetDevice, SetLR, Stop
+from tuitrain import checkpoints, data, distributed, models, records
+from tuitrain.commands import Command, Load, Pause, Resume, Save, SetDevice, SetLR, Stop
 from tuitrain.config import TrainConfig, check_lr
 from tuitrain.errors import CheckpointError, UsageError
 from tuitrain.runlog import list_checkpoints
+from tuitrain.task import Task, batch_size_of, forward, monitor_mode, primary
+from tuitrain.window import MetricWindow
 
 Report = Callable[[dict], None]
 HIST_BINS = 32
-EVAL_BATCH = 1000
 PAUSE_POLL_S = 0.5
 LOG_MAX_INTERVAL_S = 1.0
+GALLERY_SIZE = 16
+PRECISIONS = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
 @dataclass(frozen=True)
 class Result:
-    """How a run ended: status is done, stopped, interrupted or failed."""
+    """How a run ended. ``status``: done, stopped, interrupted or failed (records.RunStatus)."""
 
     status: str
     epochs_done: int
     step: int
     best_val_acc: float | None
     message: str = ""
+    best: float | None = None
+    """The best value of the monitored quantity."""
+    monitor: str = ""
+    best_epoch: int = 0
+    run_dir: str = ""
+    best_checkpoint: str | None = None
+    last_checkpoint: str | None = None
+    history: list[dict] = field(default_factory=list)
+    """The epoch records, in order."""
+    stop_reason: str = ""
+    error: BaseException | None = field(default=None, repr=False, compare=False)
+    """The exception that failed the run (user code or torch); ``fit`` re-raises it."""
+
+    @property
+    def exit_code(self) -> int:
+        """The process exit code for this ending (SPEC)."""
+        return records.exit_code(self.status, self.stop_reason)
+
+
+@dataclass
+class TrainState:
+    """Where training is; everything here (and the model, optimizer, scheduler) is in a checkpoint."""
+
+    epoch: int = 0
+    """Completed epochs."""
+    batch: int = 0
+    """Next batch within the current epoch."""
+    step: int = 0
+    """Training batches done in all."""
+    best: float | None = None
+    """Best value of the monitored quantity."""
+    best_epoch: int = 0
+    best_val_acc: float | None = None
+    stale_epochs: int = 0
+    """Epochs since the monitored value last improved (early stopping)."""
+    data_order: torch.Tensor | None = None
+    """The data generator's state at the start of the current epoch: a mid-epoch resume replays it."""
 
 
 def available_devices() -> list[str]:
@@ -65,64 +109,93 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(wanted)
 
 
-def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
-    """adam, adamw or sgd (momentum 0.9), on the fused implementation (one kernel for all
-    parameters: on 2 CPU cores about 10% more samples/s than foreach for the notes' cnn)."""
-    params = list(params)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, fused=True)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, fused=True)
-    raise UsageError(f"unknown optimizer {name!r}")
-
-
 class Engine:
     """Trains one run. ``setup()`` loads everything (UsageError on bad input); ``run()`` trains."""
 
     def __init__(self, config: TrainConfig, report: Report | None = None, commands: queue.Queue | None = None,
-                 model: torch.nn.Module | None = None, dataset: data.UserData | None = None):
+                 model: torch.nn.Module | None = None, dataset: Any = None, task: Task | None = None):
         self.config = config
-        self._given_model, self._given_data = model, dataset  # tuitrain.fit: the user's own
         self.dist = distributed.from_env()  # None unless started by torchrun with several processes
-        if self.dist and not self.dist.is_main:
-            self.report = lambda record: None  # rank 0 alone reports and writes
-        self.report: Report = report or (lambda record: None)
+        noop: Report = lambda record: None  # noqa: E731
+        self.report: Report = (report or noop) if self._is_main else noop  # rank 0 alone reports and writes
         self.commands: queue.Queue = commands if commands is not None else queue.Queue()
         self.checkpoint_dir = Path(config.run_dir) / "checkpoints"
-        self.epoch = 0  # completed epochs
-        self.batch = 0  # next batch within the current epoch
-        self.step = 0
-        self.best_val_acc: float | None = None
+        self.task = task or Task()
+        self.model: torch.nn.Module = model  # type: ignore[assignment]  # built in setup() when None
+        self.data: Any = dataset
+        self.net: torch.nn.Module = model  # type: ignore[assignment]  # DDP wraps it in a distributed run
+        self.device = torch.device("cpu")
+        self.state = TrainState()
+        self.optimizer: torch.optim.Optimizer = None  # type: ignore[assignment]
+        self.scheduler: Any = None
+        self.scheduler_interval = "epoch"
+        self.scaler: torch.amp.GradScaler | None = None
+        self.fused = False
+        self.monitor = config.monitor
+        self.mode = config.mode
+        self.summary: dict | None = None
+        self.summary_error = ""
+        self.steps_per_epoch = 0
+        self.data_gen = torch.Generator()
+        self.window = MetricWindow(self.device)
+        self.found_inf = torch.zeros(())
+        self.history: list[dict] = []
         self.paused = False
-        self._stop_reason = ""
-        self._stop_id = 0
-        self._nonfinite_message = ""
-        self._epoch_loss_sum = self._epoch_correct = self._epoch_count = 0
-        self._epoch_seconds = 0.0
+        self.stop_reason = ""
+        self.stop_id = 0
+        self.error: BaseException | None = None
+        self.nonfinite_message = ""
+        self._hist_due = False
+        self._epoch_started = 0.0
+        self._paused_seconds = 0.0
+
+    @property
+    def _is_main(self) -> bool:
+        return self.dist is None or self.dist.is_main
 
     # ----------------------------------------------------------------- setup
     def setup(self) -> None:
-        """Resolve the device, load data, build the model and optimizer, apply --resume."""
+        """Resolve the device, load data, build and check the model on a real batch, build the
+        optimizer and schedule, apply --resume. UsageError (or TargetError) on bad input."""
         cfg = self.config
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         self.device = resolve_device(cfg.device)
         if self.dist and self.device.type == "cuda":
             self.device = torch.device(f"cuda:{self.dist.local_rank}")
-        self.data = self._given_data or data.load(cfg.dataset, cfg.data_dir, cfg.limit)
-        self.model = self._given_model or models.build_model(cfg.model, self.data.shape, len(self.data.classes))
-        self.summary = models.summarize(copy.deepcopy(self.model), self.data.shape)
-        self.optimizer = make_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr)
-        self.data_gen = torch.Generator().manual_seed(cfg.seed)
-        self.epoch_gen_state = self.data_gen.get_state()
-        if cfg.resume:
-            self._resume(cfg.resume)
-        self._place(self.device)
+        if cfg.precision == "16-mixed" and self.device.type != "cuda":
+            raise UsageError("precision 16-mixed needs a CUDA device (its GradScaler); use bf16-mixed on CPU")
+        if self.data is None:
+            self.data = data.load(cfg.dataset, cfg.data_dir, cfg.limit)
+        if not self.task.classes:
+            self.task.classes = list(getattr(self.data, "classes", []) or [])
+        if self.model is None:
+            self.model = models.build_model(cfg.model, self.data.shape, len(self.data.classes), cfg.model_args)
+        self.model.to(self.device)
+        self.data.place(self.device)
+        self._check_on_a_batch()
+        self.monitor = self.task.monitor_for(cfg.monitor)
+        self.mode = cfg.mode or monitor_mode(self.monitor)
         per_rank = self.data.n_train // self.dist.world if self.dist else self.data.n_train
-        self.steps_per_epoch = math.ceil(per_rank / cfg.batch_size)
-        self.net = self.model  # what the loop calls; DistributedDataParallel around it in a DDP run
+        bs = cfg.batch_size
+        self.steps_per_epoch = per_rank // bs if cfg.drop_last else -(-per_rank // bs)
+        if self.steps_per_epoch < 1:
+            raise UsageError(f"{per_rank} training samples make no full batch of {bs} (drop_last): "
+                             f"lower the batch size")
+        self.optimizer = self.task.build_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr, cfg.weight_decay)
+        self.fused = bool(self.optimizer.defaults.get("fused"))
+        total = -(-self.steps_per_epoch // cfg.accumulate) * cfg.epochs
+        self.scheduler, self.scheduler_interval = self.task.build_scheduler(
+            cfg.scheduler, self.optimizer, total, cfg.epochs, self.mode)
+        if cfg.precision == "16-mixed":
+            self.scaler = torch.amp.GradScaler(self.device.type)
+        self.data_gen.manual_seed(cfg.seed)
+        self.state.data_order = self.data_gen.get_state()
+        if cfg.resume:
+            self._restore(checkpoints.load_checkpoint(cfg.resume, map_location=self.device), cfg.resume, resume=True)
+        self._arm_guard()
+        self.window = MetricWindow(self.device)
+        self.net = self.model
         if self.dist:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -130,208 +203,315 @@ class Engine:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
 
-    def _resume(self, path: str) -> None:
-        ckpt = checkpoints.load_checkpoint(path)
-        checkpoints.check_state_dict(path, self.model, ckpt["model"])
-        epoch, batch = int(ckpt["epoch"]), int(ckpt.get("batch", 0))
-        if epoch >= self.config.epochs and batch == 0:
-            raise UsageError(f"checkpoint {path} has already trained {epoch} epochs; pass --epochs above {epoch}")
-        self.model.load_state_dict(ckpt["model"])
+    def _check_on_a_batch(self) -> None:
+        """Run the model on two real samples: refuse ill-posed targets, and take the summary there."""
+        batch = self.data.peek(2)
+        inputs, targets = self.task.split(batch)
+        was_training = self.model.training
+        self.model.eval()  # BatchNorm and dropout must not change state or draw random numbers here
         try:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"checkpoint {path}: optimizer state does not fit ({exc})") from None
-        if self.config.lr != ckpt["config"].get("lr", self.config.lr):
-            self._set_lr(self.config.lr)
-        self.epoch, self.batch, self.step = epoch, batch, int(ckpt["step"])
-        self.best_val_acc = ckpt.get("best_val_acc")
-        rng = ckpt.get("rng") or {}
-        if "data" in rng:
-            self.data_gen.set_state(rng["data"])
-            self.epoch_gen_state = rng["data"]
-        if "torch" in rng:
-            checkpoints.set_rng_state(rng)
+            with torch.no_grad(), self._autocast():
+                outputs = forward(self.model, inputs)
+            self.task.check(outputs, targets)
+            try:
+                self.summary = models.summarize(self.model, inputs).to_dict()
+            except Exception as exc:  # a summary is a nicety: say why there is none and train anyway
+                self.summary_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+        finally:
+            self.model.train(was_training)
 
-    def _place(self, device: torch.device) -> None:
-        """Put model, optimizer state, data and normalisation on ``device``."""
-        opt_state = self.optimizer.state_dict()
-        self.model.to(device)
-        # Round-tripping the state dict moves every optimizer tensor to its parameter's device
-        # (and keeps Adam's step counters where the optimizer wants them).
-        self.optimizer.load_state_dict(opt_state)
-        self.data.place(device)
-        self._found_inf = torch.zeros((), device=device)
-        self._one = torch.ones((), device=device)
-        self.optimizer.found_inf = self._found_inf  # read by the fused step: skip when set
-        self.device = device
+    def _restore(self, ckpt: dict, path: str, resume: bool) -> None:
+        """Apply a checkpoint; everything is checked before the live model changes."""
+        checkpoints.check_state_dict(path, self.model, ckpt["model"])
+        if resume:
+            epoch, batch = int(ckpt["epoch"]), int(ckpt.get("batch", 0))
+            if epoch >= self.config.epochs and batch == 0:
+                raise UsageError(f"checkpoint {path} has already trained {epoch} epochs; pass --epochs above {epoch}")
+            saved_bs = (ckpt.get("config") or {}).get("batch_size", self.config.batch_size)
+            if batch and saved_bs != self.config.batch_size:
+                raise UsageError(f"checkpoint {path} was saved mid-epoch with batch size {saved_bs}; resume with "
+                                 f"--batch-size {saved_bs}, or from an epoch-end checkpoint (last.pt, best.pt)")
+        checkpoints.restore(ckpt, path, self, resume=resume)
+        if resume and self.config.lr != (ckpt.get("config") or {}).get("lr", self.config.lr):
+            self.set_lr(self.config.lr)
+
+    def _arm_guard(self) -> None:
+        """Device tensors of the divergence guard (found_inf is read by the fused optimizer step)."""
+        self.found_inf = torch.zeros((), device=self.device)
+        self._one = torch.ones((), device=self.device)
+        if self.fused and self.scaler is None:
+            self.optimizer.found_inf = self.found_inf  # type: ignore[attr-defined]
+
+    def _autocast(self):
+        dtype = PRECISIONS.get(self.config.precision)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     # ----------------------------------------------------------------- loop
     def run(self) -> Result:
-        """Train to the configured number of epochs, or until stopped. Never raises for a stop."""
-        cfg = self.config
+        """Train to the configured number of epochs, or until stopped. Never raises: a crash in
+        user code or torch ends the run ``failed`` with its traceback in an ``error`` event."""
+        cfg, st = self.config, self.state
         self._event("start", epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch,
                     total_steps=self.steps_per_epoch * cfg.epochs, device=str(self.device),
-                    start_epoch=self.epoch, lr=self.lr, resumed_from=cfg.resume or None,
-                    summary=self.summary.to_dict(), dataset=cfg.dataset, model=cfg.model,
-                    samples=self.data.n_train, batch_size=cfg.batch_size)
-        self._reset_window()
+                    start_epoch=st.epoch, lr=self.lr, resumed_from=cfg.resume or None, summary=self.summary,
+                    summary_error=self.summary_error or None, dataset=cfg.dataset, model=cfg.model,
+                    samples=self.data.n_train, batch_size=cfg.batch_size, monitor=self.monitor, mode=self.mode,
+                    classification=self.task.classification, metrics=list(self.task.metrics),
+                    classes=self.task.classes)
         try:
-            while self.epoch < cfg.epochs and not self._stop_reason:
-                self._train_epoch()
-                if self._stop_reason:
+            while st.epoch < cfg.epochs and not self.stop_reason:
+                self.train_epoch()
+                if self.stop_reason:
                     break
-                self._end_epoch()
+                self.end_epoch()
         except KeyboardInterrupt:
-            self._stop_reason = "interrupt"
-        except Exception as exc:  # a crash in user code or torch: record it, keep what was saved
-            self._event("error", ok=False, reason=f"{type(exc).__name__}: {exc}")
-            self._event("end", status="failed", best_val_acc=self.best_val_acc)
-            return Result("failed", self.epoch, self.step, self.best_val_acc, f"{type(exc).__name__}: {exc}")
-        if self._stop_reason == "nonfinite":
+            self.stop_reason = "interrupt"
+        except Exception as exc:  # user code or torch: record where, keep what was saved
+            self.error = exc
+            self._event("error", ok=False, reason=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+            self._event("end", status="failed", best_val_acc=st.best_val_acc, epochs_done=st.epoch)
+            return self._result("failed", f"{type(exc).__name__}: {exc}")
+        if self.stop_reason == "nonfinite":
             self._save_quietly("last.pt")  # refused if the weights are not finite: the old file stays
-            self._event("end", status="failed", best_val_acc=self.best_val_acc, epochs_done=self.epoch)
-            return Result("failed", self.epoch, self.step, self.best_val_acc, self._nonfinite_message)
-        if self._stop_reason:
+            self._event("end", status="failed", best_val_acc=st.best_val_acc, epochs_done=st.epoch)
+            return self._result("failed", self.nonfinite_message)
+        status = "done"
+        if self.stop_reason and self.stop_reason != "early_stop":
             self._save_quietly("last.pt")
-            status = "interrupted" if self._stop_reason == "interrupt" else "stopped"
-            self._event("stop", ok=True, reason=self._stop_reason, cmd_id=self._stop_id)
-        else:
-            status = "done"
+            status = "interrupted" if self.stop_reason in records.EXIT_SIGNALS else "stopped"
+            self._event("stop", ok=True, reason=self.stop_reason, cmd_id=self.stop_id)
         extra = {}
         if self.dist:
             extra = {"world_size": self.dist.world, "ranks_in_sync": distributed.ranks_in_sync(self.model)}
             distributed.close()
-        self._event("end", status=status, best_val_acc=self.best_val_acc, epochs_done=self.epoch, **extra)
-        return Result(status, self.epoch, self.step, self.best_val_acc)
+        self._event("end", status=status, best_val_acc=st.best_val_acc, best=st.best, monitor=self.monitor,
+                    epochs_done=st.epoch, **extra)
+        return self._result(status)
 
-    def _train_epoch(self) -> None:
-        cfg = self.config
-        n = self.data.n_train
-        # The data order of each epoch comes from a generator of its own; its state at the epoch's
-        # start goes into checkpoints so a mid-epoch resume replays the same order.
-        self.data_gen.set_state(self.epoch_gen_state)
-        order = torch.randperm(n, generator=self.data_gen)
+    def _result(self, status: str, message: str = "") -> Result:
+        st = self.state
+        found = {Path(p).name: p for p in list_checkpoints(self.config.run_dir)}
+        return Result(status, st.epoch, st.step, st.best_val_acc, message, best=st.best, monitor=self.monitor,
+                      best_epoch=st.best_epoch, run_dir=self.config.run_dir, best_checkpoint=found.get("best.pt"),
+                      last_checkpoint=found.get("last.pt"), history=list(self.history),
+                      stop_reason=self.stop_reason, error=self.error)
+
+    def train_epoch(self) -> None:
+        """The batches of one epoch (from ``state.batch`` on, after a mid-epoch resume)."""
+        cfg, st = self.config, self.state
+        # Each epoch's data order comes from its own generator state, saved in checkpoints, so a
+        # mid-epoch resume replays the same order.
+        self.data_gen.set_state(st.data_order)
+        order = torch.randperm(self.data.n_train, generator=self.data_gen)
         if self.dist:
             order = distributed.shard(order, self.dist)
-        batches = self.data.train_batches(order, self.batch, cfg.batch_size)
+        batches = self.data.train_batches(order, st.batch, cfg.batch_size, self.steps_per_epoch)
         self.model.train()
-        epoch_started = time.monotonic()
-        while self.batch < self.steps_per_epoch:
-            self._poll_commands()
-            if self._stop_reason:
-                return
-            x, y = next(batches)
-            out = self.net(x)
-            loss = F.cross_entropy(out, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            # The divergence guard, without a host sync: one fused check of every gradient sets
-            # found_inf on the device, and the fused optimizer skips the update when it is set (the
-            # mechanism of AMP's GradScaler). Non-finite values never reach the weights; the flag is
-            # read with the next step record, where the run stops or pauses.
-            self._found_inf.zero_()
-            torch._amp_foreach_non_finite_check_and_unscale_(self._grads(), self._found_inf, self._one)
-            self.optimizer.step()
-            self._acc_bad.add_(self._found_inf)  # a non-finite loss shows in _acc_loss itself
-            self.batch += 1
-            self.step += 1
-            self._acc_loss.add_(loss.detach(), alpha=len(y))
-            self._acc_correct += (out.argmax(dim=1) == y).sum()
-            self._acc_count += len(y)
-            if self.step % cfg.hist_every == 0 and self._is_main:
-                self._report_histograms()
+        self._epoch_started, self._paused_seconds = time.monotonic(), 0.0
+        while st.batch < self.steps_per_epoch:
+            if st.batch % cfg.accumulate == 0:  # commands act between optimizer steps
+                self.poll_commands()
+                if self.stop_reason:
+                    return
+            self.training_step(next(batches))
+            st.batch += 1
+            st.step += 1
+            if st.step == 1 or st.step % cfg.hist_every == 0 or st.batch == self.steps_per_epoch:
+                self._hist_due = True  # drawn after the optimizer step, while gradients exist
+            if st.batch % cfg.accumulate == 0 or st.batch == self.steps_per_epoch:
+                self.optimizer_step()
             # A record at least once a second, except in DDP, where every rank must log at the same step.
-            late = not self.dist and time.monotonic() - self._window_start > LOG_MAX_INTERVAL_S
-            if self.step % cfg.log_every == 0 or late:
+            late = not self.dist and self.window.elapsed > LOG_MAX_INTERVAL_S
+            if st.step % cfg.log_every == 0 or late:
                 self._report_step()
-        self._epoch_seconds = time.monotonic() - epoch_started
 
-    def _end_epoch(self) -> None:
-        if self._acc_count:
+    def training_step(self, batch: Any) -> None:
+        """Forward, loss and backward of one batch; metrics added to the window on the device."""
+        inputs, targets = self.task.split(batch)
+        with self._autocast():
+            outputs = forward(self.net, inputs)
+            loss = self.task.loss(outputs, targets)
+        scaled = loss / self.config.accumulate if self.config.accumulate > 1 else loss
+        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+        correct = None
+        if self.task.classification:
+            correct = (primary(outputs).argmax(dim=1) == targets).sum()
+        self.window.add(loss, batch_size_of(targets), correct)
+
+    def optimizer_step(self) -> None:
+        """Guard, clip, step, schedule. No host sync: the guard's flag stays on the device."""
+        opt, cfg = self.optimizer, self.config
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if self.scaler is not None:
+            # Mixed fp16: the GradScaler owns overflow handling (inf gradients are expected there
+            # and skip the step); the guard watches the loss alone.
+            self.scaler.unscale_(opt)
+        elif grads:
+            # The divergence guard (AMP's mechanism): one fused check of every gradient sets found_inf
+            # on the device; the fused optimizer skips its update when it is set; others get zeroed
+            # gradients. Non-finite values never reach the weights; the flag is read with the next record.
+            self.found_inf.zero_()
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, self.found_inf, self._one)
+            if not self.fused:
+                keep = 1 - self.found_inf
+                for g in grads:
+                    g.nan_to_num_(0.0, 0.0, 0.0).mul_(keep)
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip, foreach=True)
+        if self.scaler is not None:
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            opt.step()
+        self.window.flag(self.found_inf)
+        if self._hist_due and self._is_main:
+            self._report_histograms()
+        self._hist_due = False
+        opt.zero_grad(set_to_none=True)
+        if self.scheduler is not None and self.scheduler_interval == "step":
+            self._step_scheduler()
+
+    def end_epoch(self) -> None:
+        """Validate, write the epoch's records, save last.pt (and best.pt), early-stop."""
+        st, cfg = self.state, self.config
+        train_seconds = time.monotonic() - self._epoch_started - self._paused_seconds
+        if self.window.count:
             self._report_step()
-        train_loss, train_acc = self._epoch_totals()
-        val_loss, val_acc = self.evaluate()
-        self.epoch += 1
-        self.batch = 0
-        self.epoch_gen_state = self.data_gen.get_state()
-        best = self.best_val_acc is None or val_acc > self.best_val_acc
-        if best:
-            self.best_val_acc = val_acc
-        self.report({"type": "epoch", "epoch": self.epoch, "step": self.step, "train_loss": train_loss,
-                     "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc, "lr": self.lr,
-                     "train_seconds": round(self._epoch_seconds, 3), "best": best, "time": time.time()})
-        self._epoch_loss_sum = self._epoch_correct = self._epoch_count = 0
+        train_loss, train_acc = self.window.epoch_means()
+        self.window.reset_epoch()
+        lr = self.lr
+        val, confusion, wrong = self.evaluate()
+        st.epoch += 1
+        st.batch = 0
+        st.data_order = self.data_gen.get_state()
+        value = val.get(self.monitor, math.nan)
+        improved = math.isfinite(value) and (st.best is None or (value < st.best if self.mode == "min" else value > st.best))
+        if improved:
+            st.best, st.best_epoch, st.stale_epochs = value, st.epoch, 0
+        else:
+            st.stale_epochs += 1
+        if "val_acc" in val and (st.best_val_acc is None or val["val_acc"] > st.best_val_acc):
+            st.best_val_acc = val["val_acc"]
+        record = records.epoch_record(epoch=st.epoch, step=st.step, train_loss=train_loss,
+                                      **({"train_acc": train_acc} if self.task.classification else {}), **val, lr=lr,
+                                      train_seconds=round(train_seconds, 3),
+                                      paused_seconds=round(self._paused_seconds, 3), best=improved,
+                                      monitor=self.monitor)
+        self.history.append(record)
+        self.report(dict(record))
+        if confusion is not None:
+            self.report({"type": "confusion", "epoch": st.epoch, "step": st.step, "time": time.time(),
+                         "classes": self._class_names(len(confusion)), "matrix": confusion})
+        if wrong:
+            self._report_samples(wrong)
+        if self.scheduler is not None and self.scheduler_interval == "epoch":
+            self._step_scheduler(value)
         self._save_quietly("last.pt")
-        if best:
+        if improved:
             self._save_quietly("best.pt")
+        if cfg.early_stopping and st.stale_epochs >= cfg.early_stopping and st.epoch < cfg.epochs:
+            self._event("early_stop", ok=True, monitor=self.monitor, best=st.best, best_epoch=st.best_epoch,
+                        patience=cfg.early_stopping)
+            self.stop_reason = "early_stop"
 
     @torch.inference_mode()
-    def evaluate(self) -> tuple[float, float]:
-        """Validation loss and accuracy over the whole validation split."""
+    def evaluate(self) -> tuple[dict[str, float], list[list[int]] | None, list[tuple[int, int, int, float]]]:
+        """Validation over the whole split: ({val_loss, val_acc, val_<metric>}, confusion, wrong samples).
+
+        Everything accumulates on the device; one transfer at the end (acceptable at an epoch end).
+        """
+        task = self.task
         self.model.eval()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for x, y in self.data.val_batches(EVAL_BATCH):
-            out = self.model(x)
-            loss_sum += F.cross_entropy(out, y, reduction="sum")
-            correct += (out.argmax(dim=1) == y).sum()
+        n_classes = 0
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        count = 0
+        sums = {name: torch.zeros((), device=self.device, dtype=torch.float64)
+                for name, fn in task.metrics.items() if not hasattr(fn, "update")}
+        stateful = {name: fn.to(self.device) for name, fn in task.metrics.items() if hasattr(fn, "update")}
+        for metric in stateful.values():
+            metric.reset()
+        confusion = torch.zeros(0, device=self.device, dtype=torch.long)
+        confidence, predicted = [], []
+        for batch in self.data.val_batches(self.config.val_batch_size or self.config.batch_size):
+            inputs, targets = task.split(batch)
+            with self._autocast():
+                outputs = forward(self.model, inputs)
+                loss = task.loss(outputs, targets)
+            n = batch_size_of(targets)
+            count += n
+            loss_sum += loss.detach().double() * n
+            out = primary(outputs).float() if task.classification or task.metrics else None
+            for name in sums:
+                sums[name] += torch.as_tensor(task.metrics[name](out, targets), device=self.device).double() * n
+            for metric in stateful.values():
+                metric.update(out, targets)
+            if task.classification:
+                n_classes = out.shape[1]
+                if not len(confusion):
+                    confusion = torch.zeros(n_classes * n_classes, device=self.device, dtype=torch.long)
+                conf, pred = out.softmax(dim=1).max(dim=1)
+                confusion += torch.bincount(targets * n_classes + pred, minlength=n_classes * n_classes)
+                confidence.append(torch.where(pred != targets, conf, -1.0))
+                predicted.append(pred * n_classes + targets)
         self.model.train()
-        n = self.data.n_val
-        # One sync per evaluation, acceptable at an epoch end.
-        loss_total, correct_total = torch.stack([loss_sum, correct.float()]).tolist()
-        return loss_total / n, correct_total / n
+        parts = [loss_sum] + list(sums.values()) + [m.compute().double().reshape(()) for m in stateful.values()]
+        top = torch.zeros(0, device=self.device, dtype=torch.float64)
+        if task.classification and confidence:
+            conf_all = torch.cat(confidence)
+            values, index = conf_all.topk(min(GALLERY_SIZE, len(conf_all)))
+            top = torch.cat([values.double(), index.double(), torch.cat(predicted)[index].double()])
+        flat = torch.cat([torch.stack(parts).to(torch.float64), confusion.double(), top]).tolist()
+        count = max(count, 1)
+        val = {"val_loss": flat[0] / count}
+        for i, name in enumerate(sums, start=1):
+            val[f"val_{name}"] = flat[i] / count
+        for i, name in enumerate(stateful, start=1 + len(sums)):
+            val[f"val_{name}"] = flat[i]
+        rest = flat[1 + len(task.metrics):]
+        if not task.classification:
+            return val, None, []
+        k = n_classes * n_classes
+        matrix = [[int(c) for c in rest[r * n_classes : (r + 1) * n_classes]] for r in range(n_classes)]
+        val["val_acc"] = sum(matrix[i][i] for i in range(n_classes)) / count
+        m = (len(rest) - k) // 3
+        values, index, code = rest[k : k + m], rest[k + m : k + 2 * m], rest[k + 2 * m :]
+        wrong = [(int(i), int(c) % n_classes, int(c) // n_classes, v) for v, i, c in zip(values, index, code, strict=True)
+                 if v >= 0]
+        return val, matrix, wrong
 
     # ----------------------------------------------------------------- records
-    @property
-    def _is_main(self) -> bool:
-        return self.dist is None or self.dist.is_main
-
     @property
     def lr(self) -> float:
         """The first parameter group's learning rate."""
         return float(self.optimizer.param_groups[0]["lr"])
 
-    def _reset_window(self) -> None:
-        self._acc_loss = torch.zeros((), device=self.device)
-        self._acc_correct = torch.zeros((), device=self.device, dtype=torch.long)
-        self._acc_count = 0
-        self._acc_bad = torch.zeros((), device=self.device)
-        self._window_start = time.monotonic()
-
-    def _grads(self) -> list[torch.Tensor]:
-        return [p.grad for p in self.model.parameters() if p.grad is not None]
+    def _epoch_now(self) -> int:
+        """The 1-based epoch records belong to (records.py): in progress, or just ended between epochs."""
+        st = self.state
+        return min(st.epoch + 1, self.config.epochs) if st.batch or st.epoch == 0 else max(st.epoch, 1)
 
     def _report_step(self) -> None:
-        # The one host sync of a logging interval: loss, correct count, guard flag and grad norm together.
-        window = torch.stack([self._acc_loss, self._acc_correct.float(), self._acc_bad.float(),
-                              _total_norm(self._grads()).to(self.device)])
-        count = self._acc_count
-        if self.dist:
-            window = distributed.all_sum(window)
-            window[3] /= self.dist.world
-            count *= self.dist.world
-        loss_sum, correct, bad, grad_norm = window.tolist()
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
+        all_sum = distributed.window_sum(self.dist) if self.dist else None
+        loss_sum, correct, bad, grad_norm, count = self.window.read(norm, all_sum)
+        count = max(count, 1)
         if bad or not math.isfinite(loss_sum):
-            self._nonfinite(loss_sum / max(count, 1), grad_norm)
-        elapsed = max(time.monotonic() - self._window_start, 1e-9)
-        self._epoch_loss_sum += loss_sum
-        self._epoch_correct += correct
-        self._epoch_count += count
-        self.report({"type": "step", "step": self.step, "epoch": self.epoch + 1, "batch": self.batch,
-                     "loss": loss_sum / count, "acc": correct / count, "lr": self.lr, "grad_norm": grad_norm,
-                     "samples_per_s": round(count / elapsed, 1), "time": time.time()})
-        self._reset_window()
-
-    def _epoch_totals(self) -> tuple[float, float]:
-        count = max(self._epoch_count, 1)
-        return self._epoch_loss_sum / count, self._epoch_correct / count
+            self._nonfinite(loss_sum / count, grad_norm)
+        extra = {"acc": correct / count} if self.task.classification else {}
+        self.report(dict(records.step_record(step=self.state.step, epoch=self.state.epoch + 1, batch=self.state.batch,
+                                             loss=loss_sum / count, **extra, lr=self.lr, grad_norm=grad_norm,
+                                             samples_per_s=round(count / self.window.elapsed, 1))))
+        self.window.reset()
 
     def _report_histograms(self) -> None:
         """Per-parameter weight and gradient histograms, computed on the device, one transfer."""
         names, parts = [], []
         for name, param in self.model.named_parameters():
             for kind, tensor in (("w", param.detach()), ("g", param.grad)):
-                if tensor is None:
+                if tensor is None or not tensor.numel():
                     continue
                 flat = tensor.detach().float().flatten()
                 lo, hi = flat.min(), flat.max()
@@ -339,53 +519,77 @@ class Engine:
                 stats = torch.stack([lo, hi, flat.norm(), flat.sum(), flat.square().sum()])
                 parts.append(torch.cat([stats, counts]))
                 names.append((name, kind))
+        if not parts:
+            return
         values = torch.stack(parts).tolist()  # one sync per histogram interval
         layers: dict[str, dict] = {}
         for (name, kind), row in zip(names, values, strict=True):
             entry = layers.setdefault(name, {"name": name, "w": None, "g": None})
             entry[kind] = {"lo": row[0], "hi": row[1], "norm": row[2], "sum": row[3], "sumsq": row[4],
                            "counts": [int(c) for c in row[5:]]}
-        self.report({"type": "hist", "step": self.step, "epoch": self.epoch + 1, "time": time.time(),
+        self.report({"type": "hist", "step": self.state.step, "epoch": self.state.epoch + 1, "time": time.time(),
                      "layers": list(layers.values())})
+
+    def _report_samples(self, wrong: list[tuple[int, int, int, float]]) -> None:
+        """The most confidently wrong validation images of the epoch (image data only)."""
+        images = self.data.val_images([i for i, *_ in wrong]) if hasattr(self.data, "val_images") else None
+        if images is None:
+            return
+        items = [{"index": i, "true": t, "pred": p, "confidence": round(c, 4), "shape": list(img.shape),
+                  "image": base64.b64encode(img.contiguous().numpy().tobytes()).decode()}
+                 for (i, t, p, c), img in zip(wrong, images, strict=True)]
+        self.report({"type": "samples", "epoch": self.state.epoch, "step": self.state.step, "time": time.time(),
+                     "classes": self._class_names(len(self.task.classes) or 0), "items": items})
+
+    def _class_names(self, n: int) -> list[str]:
+        names = list(self.task.classes)
+        width = max(n, len(names))
+        return [names[i] if i < len(names) else str(i) for i in range(width)]
 
     def _nonfinite(self, loss: float, grad_norm: float) -> None:
         """The divergence guard: stop (headless) or pause (dashboard), and say what to do."""
         stop = self.config.on_nonfinite == "stop"
-        self._nonfinite_message = (
-            f"loss or gradient became non-finite before step {self.step} (loss {loss}, grad norm {grad_norm}); "
+        self.nonfinite_message = (
+            f"loss or gradient became non-finite before step {self.state.step} (loss {loss}, grad norm {grad_norm}); "
             f"lower the learning rate or resume from checkpoints/last.pt")
-        self._event("nonfinite", ok=False, reason=self._nonfinite_message, loss=loss, grad_norm=grad_norm,
+        self._event("nonfinite", ok=False, reason=self.nonfinite_message, loss=loss, grad_norm=grad_norm,
                     action="stopped" if stop else "paused")
         if stop:
-            self._stop_reason = "nonfinite"
+            self.stop_reason = "nonfinite"
         else:
             self.paused = True
-        self._acc_bad.zero_()
 
-    def _event(self, name: str, **details) -> None:
-        self.report({"type": "event", "event": name, "step": self.step, "epoch": self.epoch,
-                     "time": time.time(), **details})
+    def _event(self, name: records.EventName, **details: Any) -> None:
+        self.report(dict(records.event_record(name, self.state.step, self._epoch_now(), **details)))
 
     # ----------------------------------------------------------------- commands
-    def _poll_commands(self) -> None:
+    def poll_commands(self) -> None:
         """Apply queued commands; while paused, block on the queue (never spin)."""
         if self.dist:
             self._poll_commands_distributed()
             return
         while True:
             try:
-                cmd = self.commands.get(timeout=PAUSE_POLL_S) if self.paused else self.commands.get_nowait()
+                if self.paused:
+                    started = time.monotonic()
+                    try:
+                        cmd = self.commands.get(timeout=PAUSE_POLL_S)
+                    finally:
+                        self._paused_seconds += time.monotonic() - started
+                else:
+                    cmd = self.commands.get_nowait()
             except queue.Empty:
                 if self.paused:
                     continue
                 return
-            self._apply(cmd)
-            if self._stop_reason:
+            self.apply(cmd)
+            if self.stop_reason:
                 return
 
     def _poll_commands_distributed(self) -> None:
         """Rank 0's commands reach every rank at the same step: at logging steps, and while paused."""
-        if self.step % self.config.log_every and not self.paused:
+        assert self.dist is not None
+        if self.state.step % self.config.log_every and not self.paused:
             return
         while True:
             pending = []
@@ -397,51 +601,75 @@ class Engine:
                 except queue.Empty:
                     pass
             for cmd in distributed.broadcast_commands(pending, self.dist):
-                self._apply(cmd)
-            if self._stop_reason or not self.paused:
+                self.apply(cmd)
+            if self.stop_reason or not self.paused:
                 return
 
-    def _apply(self, cmd) -> None:
-        if isinstance(cmd, Pause):
-            ok = not self.paused
-            self.paused = True
-            self._answer(cmd, "pause", ok, reason="" if ok else "already paused")
-        elif isinstance(cmd, Resume):
-            ok = self.paused
-            self.paused = False
-            self._window_start = time.monotonic()  # a pause must not count against samples/s
-            self._answer(cmd, "resume", ok, reason="" if ok else "not paused")
-        elif isinstance(cmd, SetLR):
-            old = self.lr
-            try:
-                self._set_lr(check_lr(cmd.lr))
-            except UsageError as exc:
-                self._answer(cmd, "lr", False, reason=str(exc), old=old)
-            else:
-                self._answer(cmd, "lr", True, old=old, new=self.lr)
-        elif isinstance(cmd, Save):
-            self._command_save(cmd)
-        elif isinstance(cmd, Load):
-            self._command_load(cmd)
-        elif isinstance(cmd, SetDevice):
-            self._command_device(cmd)
-        elif isinstance(cmd, Stop):
-            self._stop_reason = cmd.reason or "stop"
-            self._stop_id = cmd.id
-            self.paused = False
-        else:
-            self._event("error", ok=False, reason=f"unknown command {cmd!r}")
+    def apply(self, cmd: Command) -> None:
+        """One command, answered by an event (ok, or refused with the reason)."""
+        match cmd:
+            case Pause():
+                ok = not self.paused
+                self.paused = True
+                self._answer(cmd, "pause", ok, reason="" if ok else "already paused")
+            case Resume():
+                ok = self.paused
+                self.paused = False
+                self.window.started = time.monotonic()  # a pause must not count against samples/s
+                self._answer(cmd, "resume", ok, reason="" if ok else "not paused")
+            case SetLR(lr=lr):
+                old = self.lr
+                try:
+                    self.set_lr(check_lr(lr))
+                except UsageError as exc:
+                    self._answer(cmd, "lr", False, reason=str(exc), old=old)
+                else:
+                    self._answer(cmd, "lr", True, old=old, new=self.lr)
+            case Save():
+                self._command_save(cmd)
+            case Load():
+                self._command_load(cmd)
+            case SetDevice():
+                self._command_device(cmd)
+            case Stop(reason=reason):
+                self.stop_reason = reason or "stop"
+                self.stop_id = cmd.id
+                self.paused = False
+            case _:
+                self._event("error", ok=False, reason=f"unknown command {cmd!r}")
 
-    def _answer(self, cmd, name: str, ok: bool, reason: str = "", **details) -> None:
+    def _answer(self, cmd: Command, name: records.EventName, ok: bool, reason: str = "", **details: Any) -> None:
         extra = {"reason": reason} if reason else {}
         self._event(name, ok=ok, cmd_id=cmd.id, **extra, **details)
 
-    def _set_lr(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+    def set_lr(self, lr: float) -> None:
+        """Set the learning rate; a schedule goes on from the new value (every LR it would set is
+        scaled by new/old), so a person's change is not undone at the next scheduler step."""
+        old = self.lr
+        ratio = lr / old if old > 0 else 1.0
+        for i, group in enumerate(self.optimizer.param_groups):
+            group["lr"] = lr if i == 0 else group["lr"] * ratio
+            for key in ("initial_lr", "max_lr", "min_lr"):
+                if isinstance(group.get(key), float):
+                    group[key] *= ratio
+        sched = self.scheduler
+        if sched is not None and hasattr(sched, "base_lrs"):
+            sched.base_lrs = [b * ratio for b in sched.base_lrs]
+            sched._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+
+    def _step_scheduler(self, value: float | None = None) -> None:
+        sched = self.scheduler
+        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            if value is not None and math.isfinite(value):
+                sched.step(value)
+            return
+        total = getattr(sched, "total_steps", None)
+        if total is not None and sched.last_epoch + 1 >= total:
+            return  # OneCycleLR ends at its last step (a run resumed with more epochs stays there)
+        sched.step()
 
     def _command_save(self, cmd: Save) -> None:
-        name = cmd.name or f"step-{self.step}.pt"
+        name = cmd.name or f"step-{self.state.step}.pt"
         if not name.endswith(".pt") or "/" in name or name.startswith("."):
             self._answer(cmd, "save", False, reason=f"bad checkpoint name {name!r}")
             return
@@ -458,60 +686,49 @@ class Engine:
         if not path:
             self._answer(cmd, "load", False, reason="no checkpoint in this run yet")
             return
+        lr = self.lr
+        # Copies, not references: a load that fails half-way puts these back.
+        backup = {"model": {k: v.clone() for k, v in self.model.state_dict().items()},
+                  "optimizer": copy.deepcopy(self.optimizer.state_dict())}
         try:
             ckpt = checkpoints.load_checkpoint(path, map_location=self.device)
-            checkpoints.check_state_dict(path, self.model, ckpt["model"])
-            # Load the optimizer into a copy first: a mismatch must leave the live one untouched.
-            trial = make_optimizer(self.config.optimizer, self.model.parameters(), self.lr)
-            trial.load_state_dict(ckpt["optimizer"])
-        except (CheckpointError, ValueError, KeyError, TypeError) as exc:
-            self._answer(cmd, "load", False, reason=str(exc), path=str(path))
+            self._restore(ckpt, path, resume=False)
+        except (CheckpointError, ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
+            checkpoints.restore(backup, "(state before the load)", self, resume=False)  # untouched
+            self._answer(cmd, "load", False, reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                         path=str(path))
             return
-        lr = self.lr
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self._set_lr(lr)  # the LR a person set goes on; a load restores weights and moments
+        self.set_lr(lr)  # the LR a person set goes on; a load restores weights and moments
         self._answer(cmd, "load", True, path=str(path), from_step=int(ckpt["step"]))
 
     def _command_device(self, cmd: SetDevice) -> None:
         old = str(self.device)
-        if self.dist:
-            self._answer(cmd, "device", False, reason="a distributed run cannot switch device", old=old)
-            return
         try:
+            if self.dist:
+                raise UsageError("a distributed run cannot switch device")
+            if self.scaler is not None:
+                raise UsageError("a 16-mixed run stays on its GPU (its GradScaler is per device)")
             device = resolve_device(cmd.device)
+            if device == self.device:
+                raise UsageError(f"already on {old}")
         except UsageError as exc:
             self._answer(cmd, "device", False, reason=str(exc), old=old)
             return
-        if device == self.device:
-            self._answer(cmd, "device", False, reason=f"already on {old}", old=old)
-            return
-        self._place(device)
-        self._acc_loss = self._acc_loss.to(device)
-        self._acc_correct = self._acc_correct.to(device)
-        self._acc_bad = self._acc_bad.to(device)
+        opt_state = self.optimizer.state_dict()
+        self.model.to(device)
+        # Round-tripping the state dict moves every optimizer tensor to its parameter's device.
+        self.optimizer.load_state_dict(opt_state)
+        self.data.place(device)
+        self.device = device
+        self.window.to(device)
+        self._arm_guard()
         self._answer(cmd, "device", True, old=old, new=str(device))
 
     # ----------------------------------------------------------------- checkpoints
-    def checkpoint_payload(self) -> dict:
-        """The checkpoint dict (plain values and tensors only) for the current step boundary."""
-        rng = checkpoints.rng_state()
-        rng["data"] = self.epoch_gen_state
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "epoch": self.epoch,
-            "batch": self.batch,
-            "step": self.step,
-            "config": self.config.to_dict(),
-            "best_val_acc": self.best_val_acc,
-            "rng": rng,
-        }
-
     def save(self, name: str) -> Path:
         """Write checkpoints/NAME atomically; OSError when it cannot be written or the weights are
         not finite (a diverged model must never overwrite a good checkpoint)."""
-        payload = self.checkpoint_payload()
+        payload = checkpoints.capture(self)
         floats = [t for t in payload["model"].values() if t.is_floating_point()]
         if floats and not bool(torch.stack([torch.isfinite(t).all() for t in floats]).all()):
             raise OSError("the weights are not finite (diverged); the previous checkpoint is kept")
@@ -528,14 +745,6 @@ class Engine:
             self._event("save", ok=False, reason=f"saving {name} failed: {exc}", auto=True)
         else:
             self._event("save", ok=True, path=str(path), auto=True)
-
-
-
-def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
-    """The global L2 norm of the gradients, on the device (no host sync)."""
-    if not grads:
-        return torch.zeros(())
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
 def _histc(flat: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:

@@ -88,9 +88,9 @@ class MLP(nn.Module):
         return self.fc2(F.relu(self.fc1(t.flatten(start_dim=1))))
 
 
-def build_model(name: str, shape: tuple[int, int, int], num_classes: int = 10) -> nn.Module:
-    """Build a built-in model for images of ``shape`` (C, H, W), or a user's ``file.py:Class``."""
-    channels, height, _ = shape
+def build_model(name: str, shape: tuple[int, ...], num_classes: int = 10, model_args: dict | None = None) -> nn.Module:
+    """Build a built-in model for images of ``shape`` (C, H, W), or a user's ``file.py:NAME``."""
+    channels, height, width = (tuple(shape) + (1, 1, 1))[:3]
     if name == "cnn":
         return Network(channels, height, num_classes)
     if name == "cnn-bn":
@@ -98,36 +98,63 @@ def build_model(name: str, shape: tuple[int, int, int], num_classes: int = 10) -
     if name == "lenet":
         return LeNet(channels, height, num_classes)
     if name == "mlp":
-        return MLP(channels * height * shape[2], num_classes)
-    return load_user_model(name)
+        return MLP(channels * height * width, num_classes)
+    return load_user_model(name, {"num_classes": num_classes, "in_channels": channels, "image_size": height},
+                           model_args or {})
 
 
-def load_user_model(spec: str) -> nn.Module:
-    """Import ``path/to/file.py:ClassName`` and instantiate it with no arguments.
+def load_user_model(spec: str, offered: dict | None = None, model_args: dict | None = None) -> nn.Module:
+    """Import ``path/to/file.py:NAME`` and build it: NAME is an nn.Module class or a function
+    returning one. Of ``offered`` (num_classes, in_channels, image_size) those its signature
+    accepts are passed, then ``model_args`` (--model-arg). The file's folder is importable while
+    it loads, so ``from blocks import ConvBlock`` beside it works.
 
     This runs the user's own code, by design (the README says so).
     """
-    path_text, _, cls_name = spec.rpartition(":")
+    path_text, _, name = spec.rpartition(":")
     path = Path(path_text)
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist")
+    folder = str(path.resolve().parent)
     mod_name = f"tuitrain_user_{path.stem}"
     module_spec = importlib.util.spec_from_file_location(mod_name, path)
     if module_spec is None or module_spec.loader is None:
         raise ModelError(f"cannot import {path}")
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[mod_name] = module
+    sys.path.insert(0, folder)
     try:
-        module_spec.loader.exec_module(module)
-    except Exception as exc:
-        raise ModelError(f"importing {path} failed: {type(exc).__name__}: {exc}") from None
-    cls = getattr(module, cls_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise ModelError(f"{path} has no nn.Module subclass named {cls_name}")
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:
+            raise ModelError(f"importing {path} failed: {type(exc).__name__}: {exc}") from None
+        factory = getattr(module, name, None)
+        if not (isinstance(factory, type) and issubclass(factory, nn.Module)) and not (
+                callable(factory) and not isinstance(factory, type)):
+            raise ModelError(f"{path} has no nn.Module subclass or function named {name}")
+        kwargs = {k: v for k, v in (offered or {}).items() if _accepts(factory, k)}
+        kwargs.update(model_args or {})
+        try:
+            model = factory(**kwargs)
+        except Exception as exc:
+            raise ModelError(f"{name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: "
+                             f"{type(exc).__name__}: {exc}") from None
+    finally:
+        if folder in sys.path:
+            sys.path.remove(folder)
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"{name}() returned a {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def _accepts(fn, name: str) -> bool:
+    import inspect
+
     try:
-        return cls()
-    except Exception as exc:
-        raise ModelError(f"{spec}() failed: {type(exc).__name__}: {exc}") from None
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params
 
 
 @dataclass(frozen=True)
@@ -167,11 +194,17 @@ class ModelSummary:
         return cls(rows, data["total_params"], data["trainable_params"], data["size_mb"])
 
 
-def summarize(model: nn.Module, shape: tuple[int, int, int], device: str = "cpu") -> ModelSummary:
-    """Layers, output shapes, parameter counts and size, through torchinfo, on one sample."""
+def summarize(model: nn.Module, inputs) -> ModelSummary:
+    """Layers, output shapes, parameter counts and size, through torchinfo, on real inputs: a tensor
+    (or a tuple/dict of them, as the model takes them), or a shape (C, H, W) for one random sample."""
     import torchinfo
 
-    stats = torchinfo.summary(model, input_size=(1, *shape), verbose=0, depth=4, device=device)
+    if isinstance(inputs, tuple) and all(isinstance(d, int) for d in inputs):
+        stats = torchinfo.summary(model, input_size=(1, *inputs), verbose=0, depth=4, device="cpu")
+    else:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        stats = torchinfo.summary(model, input_data=[inputs] if isinstance(inputs, torch.Tensor) else inputs,
+                                  verbose=0, depth=4, device=device, mode="eval")
     rows = tuple(
         SummaryRow(
             name=layer.var_name or layer.class_name,

@@ -27,12 +27,10 @@ class Progress:
         if kind == "step":
             self._step(record)
         elif kind == "epoch":
-            self._line(
-                f"epoch {record['epoch']}: train_loss {record['train_loss']:.4f} train_acc {record['train_acc']:.4f} "
-                f"val_loss {record['val_loss']:.4f} val_acc {record['val_acc']:.4f}"
-                + (" (best)" if record.get("best") else "")
-                + f" [{record['train_seconds']:.1f}s]"
-            )
+            values = " ".join(f"{k} {v:.4f}" for k, v in record.items()
+                              if (k.startswith(("train_", "val_")) and k != "train_seconds" and isinstance(v, float)))
+            self._line(f"epoch {record['epoch']}: {values}" + (" (best)" if record.get("best") else "")
+                       + f" [{record['train_seconds']:.1f}s]")
         elif kind == "event":
             self._event(record)
 
@@ -63,7 +61,8 @@ class Progress:
         self._last = now
         step, total = record["step"], max(self.total, 1)
         rate = record.get("samples_per_s", 0.0)
-        text = f"epoch {record['epoch']} step {step}/{total} loss {record['loss']:.4f} acc {record['acc']:.3f} {rate:,.0f} samples/s"
+        acc = f" acc {record['acc']:.3f}" if "acc" in record else ""
+        text = f"epoch {record['epoch']} step {step}/{total} loss {record['loss']:.4f}{acc} {rate:,.0f} samples/s"
         if self.tty:
             width = 24
             done = int(width * step / total)
@@ -87,6 +86,9 @@ def final_line(result, run_dir: str) -> str:
         return f"tuitrain: run failed (run dir {run_dir})"
     if result.status == "failed":
         return f"tuitrain: run failed: {result.message} (run dir {run_dir})"
-    best = "n/a" if result.best_val_acc is None else f"{result.best_val_acc:.4f}"
+    monitor = getattr(result, "monitor", "") or "val_acc"
+    value = getattr(result, "best", None) if monitor != "val_acc" else result.best_val_acc
+    best = "n/a" if value is None else f"{value:.4f}"
+    at = f" (epoch {result.best_epoch})" if getattr(result, "best_epoch", 0) and value is not None else ""
     return (f"tuitrain: {result.status} after {result.epochs_done} epochs ({result.step} steps); "
-            f"best val_acc {best}; run dir {run_dir}")
+            f"best {monitor} {best}{at}; run dir {run_dir}")

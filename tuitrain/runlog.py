@@ -15,12 +15,13 @@ from pathlib import Path
 METRICS = "metrics.jsonl"
 HISTOGRAMS = "histograms.jsonl"
 SYSTEM = "system.jsonl"
+SAMPLES = "samples.jsonl"
 CONFIG = "config.json"
 STATUS = "status.json"
 CHECKPOINTS = "checkpoints"
 
 # Which file each record type goes to; anything else goes to metrics.jsonl.
-_FILES = {"hist": HISTOGRAMS, "system": SYSTEM}
+_FILES = {"hist": HISTOGRAMS, "system": SYSTEM, "samples": SAMPLES}
 
 
 class RunLog:

@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tuitrain import __version__
+from tuitrain import __version__, records
 from tuitrain.config import TrainConfig
 from tuitrain.control import ControlServer
 from tuitrain.errors import UsageError
+from tuitrain.records import RunStatus
 from tuitrain.runlog import STATUS, RunLog, read_json
 
 SYSTEM_EVERY_S = 2.0
@@ -28,17 +29,17 @@ class Session:
     """One run: ``prepare()`` (may raise UsageError, writes nothing), then ``run()``."""
 
     def __init__(self, config: TrainConfig, on_record: Callable[[dict], None] | None = None,
-                 model=None, dataset=None):
-        from tuitrain.engine import Engine  # torch loads here, not at import of the CLI
+                 model=None, dataset=None, task=None):
+        from tuitrain.engine import Engine, Result  # torch loads here, not at import of the CLI
 
         self.config = config
         self.on_record = on_record
         self.commands: queue.Queue = queue.Queue()
-        self.engine = Engine(config, self._report, self.commands, model=model, dataset=dataset)
+        self.engine = Engine(config, self._report, self.commands, model=model, dataset=dataset, task=task)
         self.log: RunLog | None = None
         self.control: ControlServer | None = None
-        self.result = None
-        self._state = "starting"
+        self.result: Result | None = None
+        self._state: RunStatus = "starting"
         self._done = threading.Event()
 
     def prepare(self) -> None:
@@ -60,12 +61,15 @@ class Session:
         checkpoints.cleanup_temp(self.engine.checkpoint_dir)
         self.control = ControlServer(self.config.run_dir, self.send)
         self.control.start()
-        ds = self.engine.data
+        eng = self.engine
         self.log.write_config({
             **self.config.to_dict(),
-            "data": {"mean": ds.mean, "std": ds.std, "shape": list(ds.shape), "classes": ds.classes,
-                     "train_samples": ds.n_train, "val_samples": ds.n_val},
-            "device_resolved": str(self.engine.device),
+            "record_format": records.FORMAT,
+            "monitor": eng.monitor,
+            "mode": eng.mode,
+            "classification": eng.task.classification,
+            "data": eng.data.describe(),
+            "device_resolved": str(eng.device),
             "devices": available_devices(),
             "versions": {"tuitrain": __version__, "torch": torch.__version__, "python": platform.python_version()},
             "host": socket.gethostname(),
@@ -84,8 +88,8 @@ class Session:
             self._done.set()
             if self.control:
                 self.control.close()
-        status = {"done": "done", "failed": "failed"}.get(self.result.status, "stopped")
-        self._write_status(status)
+        self._write_status("failed" if self.result.status == "failed" else
+                           "done" if self.result.status == "done" else "stopped")
         if self.log:
             self.log.close()
         return self.result
@@ -103,20 +107,20 @@ class Session:
         if kind == "epoch":
             self._write_status(self._state)  # epochs done and best accuracy, for `tuitrain runs`
         elif kind == "event" and record.get("ok", True) and record["event"] in ("pause", "resume", "device"):
-            state = {"pause": "paused", "resume": "running"}.get(record["event"], self._state)
+            state: RunStatus = {"pause": "paused", "resume": "running"}.get(record["event"], self._state)  # type: ignore[assignment]
             self._write_status(state)
         if self.on_record:
             self.on_record(record)
 
-    def _write_status(self, state: str) -> None:
+    def _write_status(self, state: RunStatus) -> None:
         self._state = state
         if not self.log:
             return
-        eng = self.engine
+        eng, st = self.engine, self.engine.state
         self.log.write_status({
             "state": state, "pid": os.getpid(), "host": socket.gethostname(), "time": time.time(),
-            "epoch": eng.epoch, "epochs": self.config.epochs, "step": eng.step,
-            "best_val_acc": eng.best_val_acc, "device": str(getattr(eng, "device", "")),
+            "epoch": st.epoch, "epochs_done": st.epoch, "epochs": self.config.epochs, "step": st.step,
+            "best_val_acc": st.best_val_acc, "best": st.best, "monitor": eng.monitor, "device": str(eng.device),
             "control": str(self.control.path) if self.control and state in ("running", "paused") else None,
         })
 

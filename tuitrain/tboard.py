@@ -1,11 +1,11 @@
 """TensorBoard event files under RUN_DIR/tensorboard, written from the same records as metrics.jsonl.
 
 Scalars: train/loss, train/acc, train/grad_norm, lr (per step record); epoch/train_loss,
-epoch/train_acc, val/loss, val/acc (per epoch). Histograms: weights/NAME and grads/NAME from the
-engine's histogram records (the same bins the dashboard draws). Confusion records: a text summary
-(TEXT tab, ``val/confusion``: per-class accuracy worst first, the most confused pairs and the matrix as a
-markdown table) and per-class accuracy scalars ``val_class_acc/NAME``; no figure, so matplotlib is not
-needed. tensorboard is a dependency.
+epoch/train_acc, val/loss, val/acc and val/<metric> for each user metric (per epoch). Histograms: weights/NAME and
+grads/NAME from the engine's histogram records (the same bins the dashboard draws). Confusion records: a text
+summary (TEXT tab, ``val/confusion``: per-class accuracy worst first, the most confused pairs and the matrix as a
+markdown table) and per-class accuracy scalars ``val_class_acc/NAME``; no figure, so matplotlib is not needed.
+tensorboard is a dependency.
 """
 
 from __future__ import annotations
@@ -50,9 +50,10 @@ class TensorBoardSink:
             w.add_scalar("lr", record["lr"], step)
         elif kind == "epoch":
             step = record["step"]
-            for tag, key in (("epoch/train_loss", "train_loss"), ("epoch/train_acc", "train_acc"),
-                             ("val/loss", "val_loss"), ("val/acc", "val_acc")):
-                w.add_scalar(tag, record[key], step)
+            for key, value in record.items():  # train_loss, train_acc, val_loss, val_acc, val_<metric>
+                if key.startswith(("train_", "val_")) and key != "train_seconds" and isinstance(value, (int, float)):
+                    split, _, name = key.partition("_")
+                    w.add_scalar(f"epoch/{key}" if split == "train" else f"val/{name}", value, step)
         elif kind == "confusion":
             self._confusion(record)
         elif kind == "hist":

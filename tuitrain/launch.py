@@ -1,0 +1,102 @@
+"""One launch path: ``run(config, ui=...)`` trains under the dashboard or headless and returns the
+engine's Result. The CLI, ``tuitrain sweep`` and ``tuitrain.fit`` all come through here.
+
+    config --> Session.prepare() (load, build, check: UsageError before anything is written)
+           --> Session.open_run_dir() --> training thread + (dashboard | progress lines)
+           --> final line on stderr --> Result (exit code: Result.exit_code)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import Literal
+
+from tuitrain.config import TrainConfig
+
+UI = Literal["auto", "headless", "dashboard"]
+
+
+def run(config: TrainConfig, ui: UI = "auto", *, model=None, dataset=None, task=None, show_traceback: bool = False):
+    """Train ``config`` (with ``tuitrain.fit``'s own model, data and task) and return the Result.
+
+    ``ui``: ``auto`` picks the dashboard on a terminal, headless otherwise (and always under
+    torchrun). Raises UsageError for bad input, before the run directory is created.
+    ``show_traceback``: print the frames of user code of a failure before the final line (the CLI;
+    ``fit`` re-raises the exception instead).
+    """
+    from tuitrain.progress import Progress, final_line
+    from tuitrain.session import Session
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # started by torchrun
+    headless = ui == "headless" or distributed or (ui == "auto" and (config.headless or not sys.stdout.isatty()))
+    if int(os.environ.get("RANK", "0")):  # a DDP worker: trains its shard; rank 0 writes and reports
+        session = Session(config, model=model, dataset=dataset, task=task)
+        session.prepare()
+        return session.run()
+    if not headless:
+        # A person is there to lower the LR and go on, so divergence pauses rather than stops.
+        config = config.replace(on_nonfinite="pause")
+    print(f"tuitrain: loading {config.dataset} and building {config.model}...", file=sys.stderr)
+    session = Session(config, on_record=Progress() if headless else None, model=model, dataset=dataset, task=task)
+    session.prepare()
+    session.open_run_dir()
+    if headless:
+        _train_in_thread(session)
+    else:
+        from tuitrain.app import TuiTrainApp
+        from tuitrain.backends import LiveBackend
+
+        TuiTrainApp(LiveBackend(session)).run()
+    if show_traceback and session.result is not None and session.result.error is not None:
+        print(user_traceback(session.result.error), file=sys.stderr)
+    print(final_line(session.result, config.run_dir), file=sys.stderr)
+    if session.result is None:  # the app itself crashed before training ended; Textual printed why
+        from tuitrain.engine import Result
+
+        return Result("failed", 0, 0, None, "the dashboard crashed", run_dir=config.run_dir)
+    return session.result
+
+
+def _train_in_thread(session) -> None:
+    """Train in a worker thread; the main thread waits, so Ctrl-C stops at the next step."""
+    from tuitrain.commands import Stop
+
+    finished = threading.Event()
+
+    def train() -> None:
+        try:
+            session.run()
+        finally:
+            finished.set()
+
+    worker = threading.Thread(target=train, name="tuitrain-engine")
+    worker.start()
+    interrupted = False
+    # Wait on an Event, not Thread.join: a Ctrl-C inside join() can leave is_alive() wrong (bpo-21822).
+    while not finished.is_set():
+        try:
+            finished.wait(0.2)
+        except KeyboardInterrupt:
+            if interrupted:
+                raise
+            print("\ntuitrain: stopping at the next step, saving last.pt (Ctrl-C again to abort)", file=sys.stderr)
+            session.send(Stop("interrupt"))
+            interrupted = True
+    worker.join()
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback of ``exc`` with tuitrain's and torch's own frames left out: what a user can fix."""
+    import traceback
+    from pathlib import Path
+
+    import torch
+
+    ours = (str(Path(__file__).resolve().parent), str(Path(torch.__file__).resolve().parent))
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(ours)]
+    lines = ["Traceback (your code; the whole traceback is in metrics.jsonl's error event):"]
+    lines += [line.rstrip() for line in traceback.format_list(frames)]
+    lines += [line.rstrip() for line in traceback.format_exception_only(type(exc), exc)]
+    return "\n".join(lines)
