@@ -26,7 +26,7 @@ def test_compact_is_short_and_never_a_long_float(value):
     text = compact(value)
     assert len(text) <= 9 and "e+" not in text  # the longest: -5.4e-106
     if value:
-        assert math.isclose(float(text.replace("k", "e3").replace("M", "e6")), value, rel_tol=0.04)
+        assert math.isclose(float(text.replace("k", "e3").replace("M", "e6")), value, rel_tol=0.051)  # 2 significant digits: at most 5% off
 
 
 def test_labels_tell_ticks_apart():
