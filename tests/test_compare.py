@@ -106,3 +106,12 @@ async def test_compare_table_legend_axis_and_enter(tmp_path, monitor, order):
         assert curves.axis == "step" and curves.val_acc[2].xs == [2, 4]
         await pilot.press("down", "enter")
     assert app.return_value == str(tmp_path / "sweep" / order[1])
+
+
+def test_x_positions_survive_garbage():
+    axes = RunAxes({"batch_size": "100"})
+    axes.positions({"type": "event", "event": "start", "steps_per_epoch": "50", "batch_size": True, "time": "t"})
+    assert axes.positions({"type": "step", "step": 10, "time": 5.0}) == {"epoch": None, "step": 10, "samples": None,
+                                                                         "time": 0.0}
+    assert axes.positions({"type": "epoch", "epoch": "2", "step": "x"}) is None
+    assert axes.positions({"type": "epoch", "epoch": "2", "step": 20})["epoch"] is None

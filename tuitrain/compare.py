@@ -173,7 +173,7 @@ class CompareApp(App[str]):
         table = self.query_one(DataTable)
         current = self._selected  # while the histories load: the run we came back from, else the best
         if table.row_count and len(self._loaded) == len(self.runs):
-            current = str(self.runs[int(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)])
+            current = str(self._cursor_run())
         table.clear()
         ordered = sorted_rows(self.rows)
         for rank, row in enumerate(ordered):
@@ -220,9 +220,13 @@ class CompareApp(App[str]):
 
     def action_open_run(self) -> None:
         """Enter: leave the comparison with the selected run, to open it in the single-run view."""
+        if self.query_one(DataTable).row_count:
+            self.exit(str(self._cursor_run()))
+
+    def _cursor_run(self) -> Path:
+        """The run on the table's cursor row (rows are keyed by the run's index)."""
         table = self.query_one(DataTable)
-        if table.row_count:
-            self.exit(str(self.runs[int(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)]))
+        return self.runs[int(str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value))]
 
     def on_data_table_row_selected(self) -> None:
         self.action_open_run()  # Enter on the focused table arrives as a row selection

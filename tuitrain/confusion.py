@@ -95,7 +95,7 @@ def _read_item(item: object, classes: list) -> Sample | None:
     shape, true, pred, confidence = item.get("shape"), item.get("true"), item.get("pred"), item.get("confidence")
     if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(d, int) and d > 0 for d in shape)):
         return None
-    if not all(isinstance(i, int) and 0 <= i < len(classes) for i in (true, pred)):
+    if not (isinstance(true, int) and isinstance(pred, int) and 0 <= true < len(classes) and 0 <= pred < len(classes)):
         return None
     if not isinstance(confidence, (int, float)) or shape[0] not in (1, 3):
         return None

@@ -27,29 +27,34 @@ class RunAxes:
 
     def __init__(self, config: dict) -> None:
         self.steps_per_epoch: int | None = None
-        self.batch_size = config.get("batch_size") if isinstance(config.get("batch_size"), int) else None
+        self.batch_size = _positive(config.get("batch_size"))
         self.t0: float | None = None
 
-    def positions(self, record: dict) -> dict[str, float] | None:
+    def positions(self, record: dict) -> dict[str, float | None] | None:
         """x of this step/epoch record on each axis (None for an axis it cannot place), or None."""
         if record.get("type") == "event" and record.get("event") == "start":
-            self.steps_per_epoch = record.get("steps_per_epoch") or self.steps_per_epoch
-            self.batch_size = record.get("batch_size") or self.batch_size
+            self.steps_per_epoch = _positive(record.get("steps_per_epoch")) or self.steps_per_epoch
+            self.batch_size = _positive(record.get("batch_size")) or self.batch_size
         if isinstance(record.get("time"), int | float) and self.t0 is None:
             self.t0 = record["time"]
         kind, step = record.get("type"), record.get("step")
         if kind not in ("step", "epoch") or not isinstance(step, int | float):
             return None
         if kind == "epoch":
-            epoch = record.get("epoch")
+            epoch = record.get("epoch") if isinstance(record.get("epoch"), int | float) else None
         elif self.steps_per_epoch:
             epoch = step / self.steps_per_epoch  # steps count from the run's first epoch, resumed or not
         else:
             epoch = None
-        samples = record.get("samples_seen", step * self.batch_size if self.batch_size else None)
+        samples = step * self.batch_size if self.batch_size else None
         time = record.get("time")
         return {"epoch": epoch, "step": step, "samples": samples,
                 "time": time - self.t0 if isinstance(time, int | float) and self.t0 is not None else None}
+
+
+def _positive(value: object) -> int | None:
+    """A positive whole number from a record, or None (records come from files: anything may be there)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 class CompareCurves(Vertical):
@@ -141,7 +146,7 @@ class CompareCurves(Vertical):
             shown += ys
             lo = s.xs[0] if lo is None else min(lo, s.xs[0])
             hi = s.xs[-1] if hi is None else max(hi, s.xs[-1])
-        if lo is not None:
+        if lo is not None and hi is not None:
             ticks = nice_ticks(lo, hi, 5)
             plt.xticks(ticks, labels(ticks))
             ticks = nice_ticks(min(shown), max(shown), 5)
