@@ -20,6 +20,7 @@ from tuitrain.commands import Load, Pause, Resume, Save, SetDevice, SetLR
 from tuitrain.messages import BackendFinished, RecordsArrived
 from tuitrain.runstate import RunState, notice_for
 from tuitrain.widgets.choice_prompt import ChoicePrompt
+from tuitrain.widgets.curves import Curves
 from tuitrain.widgets.dashboard import DashboardScreen
 from tuitrain.widgets.help import HelpScreen
 from tuitrain.widgets.lr_prompt import LRPrompt
@@ -38,6 +39,8 @@ class TuiTrainApp(App[int]):
         Binding("l", "load", "Load"),
         Binding("r", "set_lr", "LR"),
         Binding("d", "device", "Device"),
+        Binding("c", "classes", "Classes"),
+        Binding("g", "log_scale", "Log loss", show=False),
         Binding("v", "cycle_view", "View"),
         Binding("left_square_bracket,up", "layer(-1)", "Layer", show=False),
         Binding("right_square_bracket,down", "layer(1)", "Layer", show=False),
@@ -172,8 +175,17 @@ class TuiTrainApp(App[int]):
         self.dashboard.move_layer(delta)
 
     def action_cycle_view(self) -> None:
-        """v: on a narrow terminal, cycle the lower panel (histograms, system, model)."""
+        """v: on a narrow terminal, cycle the lower panel (histograms, system, model, classes)."""
         self.dashboard.cycle_view()
+
+    def action_classes(self) -> None:
+        """c: the classes view (confusion matrix, per-class accuracy, misclassified samples), or back."""
+        self.dashboard.toggle_classes()
+
+    def action_log_scale(self) -> None:
+        """g: the loss axis on a log scale, or back to linear."""
+        log = self.dashboard.query_one(Curves).toggle_log()
+        self.notify(f"loss axis: {'log' if log else 'linear'}", timeout=2)
 
     def action_help(self) -> None:
         """?: the key help."""

@@ -101,7 +101,7 @@ class WatchBackend:
 
     def run(self, emit: Emit) -> None:
         """Emit the history (replayed), then follow until the run ends or the viewer leaves."""
-        from tuitrain.runlog import HISTOGRAMS, METRICS, SYSTEM, read_history, read_last
+        from tuitrain.runlog import HISTOGRAMS, METRICS, SAMPLES, SYSTEM, read_history, read_last
         from tuitrain.runs import run_state
 
         self._emit = emit
@@ -109,12 +109,13 @@ class WatchBackend:
         history, metrics = read_history(root / METRICS)
         hist, hist_follow = read_last(root / HISTOGRAMS)
         system, system_follow = read_last(root / SYSTEM)
+        samples, samples_follow = read_last(root / SAMPLES)  # only the latest epoch's gallery is shown
         ended = any(r.get("event") == "end" for r in history)
-        emit([{"type": "replay", "begin": True}, *history, *(r for r in (hist, system) if r),
+        emit([{"type": "replay", "begin": True}, *history, *(r for r in (hist, system, samples) if r),
               {"type": "replay", "begin": False}])
         last_check = time.monotonic()
         while not ended and not self._stop.wait(self.POLL_S):
-            new = metrics.poll() + hist_follow.poll()[-1:] + system_follow.poll()[-1:]
+            new = metrics.poll() + hist_follow.poll()[-1:] + system_follow.poll()[-1:] + samples_follow.poll()[-1:]
             if new:
                 emit(new)
                 ended = any(r.get("event") == "end" for r in new)

@@ -289,10 +289,9 @@ def cmd_watch(argv: list[str]) -> int:
     from tuitrain.runs import is_run_dir
 
     if len(args.run_dirs) > 1 or not is_run_dir(args.run_dirs[0]):
-        from tuitrain.compare import CompareApp, expand_runs
+        from tuitrain.compare import run_compare
 
-        CompareApp(expand_runs(args.run_dirs)).run()
-        return EXIT_OK
+        return run_compare(args.run_dirs)
     from tuitrain.backends import WatchBackend
 
     backend = WatchBackend(args.run_dirs[0])

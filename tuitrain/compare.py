@@ -1,8 +1,15 @@
-"""``tuitrain watch RUN_A RUN_B ...`` (or a sweep folder): several runs compared, followed live."""
+"""``tuitrain watch RUN_A RUN_B ...`` (or a sweep folder): several runs compared, followed live.
+
+The runs are told apart by what differs between them (``lr=0.01 bs=100``, from each config.json), the
+table is sorted by the monitored value (config.json's ``monitor``, default val_acc) with the best run
+marked, and Enter opens the selected run in the single-run view (q there comes back here).
+"""
 
 from __future__ import annotations
 
+import math
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from textual import on, work
@@ -12,11 +19,19 @@ from textual.message import Message
 from textual.widgets import DataTable, Footer
 
 from tuitrain.errors import UsageError
-from tuitrain.runlog import METRICS, read_history
+from tuitrain.plotscale import compact
+from tuitrain.runlog import CONFIG, METRICS, read_history, read_json
 from tuitrain.runs import is_run_dir, run_state
-from tuitrain.widgets.compare import COLORS, CompareCurves
+from tuitrain.widgets.compare import AXES, COLORS, CompareCurves
 
 POLL_S = 1.0
+NOT_PARAMETERS = {"run_dir", "data_dir", "resume", "headless", "device_resolved", "devices", "versions", "host", "pid",
+                  "started", "data", "on_nonfinite", "log_every", "hist_every", "monitor"}
+"""config.json keys that never tell runs apart in a legend (paths, machine facts, logging cadence)."""
+SHORT = {"batch_size": "bs", "weight_decay": "wd", "optimizer": "opt", "scheduler": "sched", "epochs": "ep",
+         "grad_clip": "clip", "accumulate": "accum", "precision": "prec", "early_stopping": "patience",
+         "model_arg": "arg", "dataset": "data"}
+"""Short names for the legend and the table columns."""
 
 
 def expand_runs(paths: list[str]) -> list[Path]:
@@ -33,6 +48,66 @@ def expand_runs(paths: list[str]) -> list[Path]:
     return runs
 
 
+def _value(value: object) -> str:
+    if isinstance(value, float):
+        return compact(value, 6)
+    if isinstance(value, list | tuple):
+        return ",".join(_value(v) for v in value)
+    return str(value)
+
+
+def varied_params(configs: list[dict]) -> list[str]:
+    """The settings whose values differ between the runs, in config order."""
+    keys = [k for k in dict.fromkeys(k for c in configs for k in c) if k not in NOT_PARAMETERS]
+    return [k for k in keys if len({_value(c.get(k)) for c in configs}) > 1]
+
+
+def legend_labels(configs: list[dict], names: list[str]) -> list[str]:
+    """``lr=0.01 bs=100`` for each run: the varied settings; the run's folder name when none varies."""
+    params = varied_params(configs)
+    labels = [" ".join(f"{SHORT.get(k, k)}={_value(c.get(k, '-'))}" for k in params) or name
+              for c, name in zip(configs, names, strict=True)]
+    return [f"{label} #{i + 1}" if labels.count(label) > 1 else label for i, label in enumerate(labels)]
+
+
+def lower_is_better(monitor: str) -> bool:
+    """Losses are minimised; accuracies and other metrics maximised."""
+    return "loss" in monitor
+
+
+@dataclass
+class RunRow:
+    """What the table shows of one run, updated from its epoch records."""
+
+    index: int
+    label: str
+    monitor: str = "val_acc"
+    epochs: int = 0
+    best: dict[str, float] = field(default_factory=dict)
+    """The best value so far of each val_* metric (lowest for losses)."""
+
+    def add_epoch(self, record: dict) -> None:
+        """Take one epoch record's validation values."""
+        self.epochs = record.get("epoch", self.epochs)
+        for key, value in record.items():
+            if key.startswith("val_") and isinstance(value, int | float) and math.isfinite(value):
+                old = self.best.get(key)
+                better = min if lower_is_better(key) else max
+                self.best[key] = value if old is None else better(old, value)
+
+    def sort_key(self) -> tuple[int, float]:
+        """Best run first; runs without the monitored value last."""
+        value = self.best.get(self.monitor)
+        if value is None:
+            return (1, 0.0)
+        return (0, value if lower_is_better(self.monitor) else -value)
+
+
+def sorted_rows(rows: list[RunRow]) -> list[RunRow]:
+    """The rows ordered by the monitored value, best first (ties keep the runs' order)."""
+    return sorted(rows, key=lambda r: (*r.sort_key(), r.index))
+
+
 class RunRecords(Message):
     """New records of one run (from the follower thread)."""
 
@@ -42,35 +117,75 @@ class RunRecords(Message):
         self.records = records
 
 
-class CompareApp(App[int]):
-    """Overlaid curves and a table of the runs; read-only (control one run with `watch RUN`)."""
+class CompareApp(App[str]):
+    """Overlaid curves and a table of the runs; Enter leaves with the selected run to open it alone."""
 
     TITLE = "tuitrain compare"
-    BINDINGS = [Binding("q", "quit", "Quit")]
+    BINDINGS = [Binding("x", "next_axis", "X axis"), Binding("enter", "open_run", "Open run", show=True),
+                Binding("q", "quit", "Quit")]
     CSS = """
     CompareCurves { height: 2fr; border: round $primary; }
     DataTable { height: 1fr; border: round $primary; }
     """
 
-    def __init__(self, runs: list[Path]) -> None:
+    def __init__(self, runs: list[Path], selected: str | None = None) -> None:
         super().__init__()
         self.runs = runs
-        self.names = [p.name for p in runs]
-        self.best: list[float | None] = [None] * len(runs)
-        self.epochs = [0] * len(runs)
+        self.configs = [read_json(p / CONFIG) or {} for p in runs]
+        self.labels = legend_labels(self.configs, [p.name for p in runs])
+        self.params = varied_params(self.configs)
+        monitor = str(self.configs[0].get("monitor") or "val_acc") if self.configs else "val_acc"
+        self.rows = [RunRow(i, label, monitor) for i, label in enumerate(self.labels)]
+        self.metrics = list(dict.fromkeys([monitor, "val_acc", "val_loss"]))
+        """The table's best-value columns: the monitored one first."""
+        self._selected = selected
+        self._loaded: set[int] = set()
+        """Runs whose history has arrived (the cursor follows its run only once all have)."""
         self._stop = threading.Event()
 
+    @property
+    def best(self) -> list[float | None]:
+        """Each run's best val_acc so far (None before its first epoch)."""
+        return [row.best.get("val_acc") for row in self.rows]
+
     def compose(self) -> ComposeResult:
-        yield CompareCurves(self.names)
-        yield DataTable(show_cursor=False, zebra_stripes=True)
+        yield CompareCurves(self.labels, self.configs)
+        yield DataTable(cursor_type="row", zebra_stripes=True)
         yield Footer()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("", "run", "status", "epochs", "best val_acc")
-        for i, name in enumerate(self.names):
-            table.add_row(f"[{COLORS[i % len(COLORS)]}]■[/]", name, run_state(self.runs[i]), "0", "-", key=str(i))
+        monitor = self.metrics[0]
+        table.border_title = f"runs by {monitor} ({'lowest' if lower_is_better(monitor) else 'highest'} first)"
+        table.border_subtitle = "Enter: open the run (q there comes back)"
+        table.add_column("", key="mark")
+        for key in self.params:
+            table.add_column(SHORT.get(key, key), key=key)
+        for key in self.metrics:
+            table.add_column(f"best {key}", key=key)
+        for key in ("epochs", "status", "run"):
+            table.add_column(key, key=key)
+        self._fill_table()
         self.follow()
+
+    def _fill_table(self) -> None:
+        """(Re)write the table in monitored order, keeping the cursor on the same run."""
+        table = self.query_one(DataTable)
+        current = self._selected  # while the histories load: the run we came back from, else the best
+        if table.row_count and len(self._loaded) == len(self.runs):
+            current = str(self._cursor_run())
+        table.clear()
+        ordered = sorted_rows(self.rows)
+        for rank, row in enumerate(ordered):
+            star = " [b yellow]★[/]" if rank == 0 and row.sort_key()[0] == 0 else "  "
+            cells = [f"[{COLORS[row.index % len(COLORS)]}]■[/]{star}"]
+            cells += [_value(self.configs[row.index].get(k, "-")) for k in self.params]
+            cells += [_fmt(row.best.get(key)) for key in self.metrics]
+            cells += [str(row.epochs), run_state(self.runs[row.index]), self.runs[row.index].name]
+            table.add_row(*cells, key=str(row.index))
+        for i, row in enumerate(ordered):
+            if str(self.runs[row.index]) == current:
+                table.move_cursor(row=i)
 
     @work(thread=True, exclusive=True, exit_on_error=False)
     def follow(self) -> None:
@@ -93,15 +208,46 @@ class CompareApp(App[int]):
         for record in message.records:
             curves.add(message.run, record)
             if record.get("type") == "epoch":
-                self.epochs[message.run] = record["epoch"]
-                best = self.best[message.run]
-                self.best[message.run] = record["val_acc"] if best is None else max(best, record["val_acc"])
+                self.rows[message.run].add_epoch(record)
+        self._fill_table()
+        self._loaded.add(message.run)
+
+    def action_next_axis(self) -> None:
+        """x: plot against the next of epoch, step, samples seen and wall time."""
+        curves = self.query_one(CompareCurves)
+        curves.set_axis(AXES[(AXES.index(curves.axis) + 1) % len(AXES)])
+        self.notify(f"x axis: {curves.axis}", timeout=2)
+
+    def action_open_run(self) -> None:
+        """Enter: leave the comparison with the selected run, to open it in the single-run view."""
+        if self.query_one(DataTable).row_count:
+            self.exit(str(self._cursor_run()))
+
+    def _cursor_run(self) -> Path:
+        """The run on the table's cursor row (rows are keyed by the run's index)."""
         table = self.query_one(DataTable)
-        row = str(message.run)
-        best = self.best[message.run]
-        table.update_cell(row, table.ordered_columns[2].key, run_state(self.runs[message.run]))
-        table.update_cell(row, table.ordered_columns[3].key, str(self.epochs[message.run]))
-        table.update_cell(row, table.ordered_columns[4].key, "-" if best is None else f"{best:.4f}")
+        return self.runs[int(str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value))]
+
+    def on_data_table_row_selected(self) -> None:
+        self.action_open_run()  # Enter on the focused table arrives as a row selection
 
     def on_unmount(self) -> None:
         self._stop.set()
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def run_compare(paths: list[str]) -> int:
+    """The comparison; Enter opens a run in the watch view and q there comes back; q here leaves."""
+    runs = expand_runs(paths)
+    selected = None
+    while True:
+        selected = CompareApp(runs, selected).run()
+        if not selected:
+            return 0
+        from tuitrain.app import TuiTrainApp
+        from tuitrain.backends import WatchBackend
+
+        TuiTrainApp(WatchBackend(selected), watch_mode=True).run()

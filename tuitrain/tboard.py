@@ -1,13 +1,31 @@
 """TensorBoard event files under RUN_DIR/tensorboard, written from the same records as metrics.jsonl.
 
 Scalars: train/loss, train/acc, train/grad_norm, lr (per step record); epoch/train_loss,
-epoch/train_acc, val/loss, val/acc and val/<metric> for each user metric (per epoch). Histograms: weights/NAME and grads/NAME from the
-engine's histogram records (the same bins the dashboard draws). tensorboard is a dependency.
+epoch/train_acc, val/loss, val/acc and val/<metric> for each user metric (per epoch). Histograms: weights/NAME and
+grads/NAME from the engine's histogram records (the same bins the dashboard draws). Confusion records: a text
+summary (TEXT tab, ``val/confusion``: per-class accuracy worst first, the most confused pairs and the matrix as a
+markdown table) and per-class accuracy scalars ``val_class_acc/NAME``; no figure, so matplotlib is not needed.
+tensorboard is a dependency.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from tuitrain.confusion import Confusion, confused_pairs, per_class, read_confusion
+
+
+def confusion_markdown(conf: Confusion) -> str:
+    """Per-class accuracy (worst first), the most confused pairs and the matrix, as TensorBoard markdown."""
+    conf = Confusion(conf.epoch, [c.replace("|", "\\|") for c in conf.classes], conf.matrix)  # | splits cells
+    lines = [f"**epoch {conf.epoch}**: val accuracy {100 * conf.accuracy:.2f}% of {conf.total} samples", "",
+             "| class | accuracy | samples |", "|---|---:|---:|"]
+    lines += [f"| {name} | {100 * acc:.1f}% | {n} |" for name, acc, n in per_class(conf)]
+    lines += ["", "most confused (true -> predicted): "
+              + "; ".join(f"{t} -> {p} {n}" for t, p, n in confused_pairs(conf)), "",
+              "| true \\ predicted | " + " | ".join(conf.classes) + " |", "|---" * (len(conf.classes) + 1) + "|"]
+    lines += [f"| **{name}** | " + " | ".join(str(c) for c in row) + " |" for name, row in zip(conf.classes, conf.matrix, strict=True)]
+    return "\n".join(lines)
 
 
 class TensorBoardSink:
@@ -36,6 +54,8 @@ class TensorBoardSink:
                 if key.startswith(("train_", "val_")) and key != "train_seconds" and isinstance(value, (int, float)):
                     split, _, name = key.partition("_")
                     w.add_scalar(f"epoch/{key}" if split == "train" else f"val/{name}", value, step)
+        elif kind == "confusion":
+            self._confusion(record)
         elif kind == "hist":
             for layer in record["layers"]:
                 for prefix, key in (("weights", "w"), ("grads", "g")):
@@ -50,6 +70,15 @@ class TensorBoardSink:
         self.writer.add_histogram_raw(tag, min=h["lo"], max=h["hi"], num=sum(counts), sum=h["sum"],
                                       sum_squares=h["sumsq"], bucket_limits=limits, bucket_counts=counts,
                                       global_step=step)
+
+    def _confusion(self, record: dict) -> None:
+        conf = read_confusion(record)
+        if conf is None:
+            return
+        step = record.get("step", 0)
+        for name, accuracy, _ in per_class(conf):
+            self.writer.add_scalar(f"val_class_acc/{name}", accuracy, step)
+        self.writer.add_text("val/confusion", confusion_markdown(conf), step)
 
     def close(self) -> None:
         """Flush and close the event file."""

@@ -1,7 +1,14 @@
 """Loss and accuracy against step: train smoothed over its faint raw trace, val per epoch, and the
-person's interventions (pause, LR change, load, device switch) marked where they happened."""
+person's interventions (pause, LR change, load, device switch) marked where they happened.
+
+Readable whatever happens: tick labels are compact (``4.1e15``, ``12k``), the loss axis can switch to
+a log scale, and on the linear scale a single spike (an LR mistake) is left off the y-range and
+marked with a red ``^`` at the top instead of flattening the whole history.
+"""
 
 from __future__ import annotations
+
+import math
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -9,6 +16,7 @@ from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
 from tuitrain.history import Markers, Series, smooth
+from tuitrain.plotscale import compact, labels, log_ticks, nice_ticks, spike_cut, without
 
 REDRAW_EVERY_S = 1.0
 """Plots are redrawn at most this often: plotext is pure Python and shares the GIL with training."""
@@ -41,6 +49,10 @@ class Curves(Vertical):
         self.markers = Markers()
         self._dirty = False
         self._epoch = 0
+        self.log_scale = False
+        """Whether the loss axis is logarithmic (toggled by a key)."""
+        self.spikes: list[tuple[float, float]] = []
+        """(step, value) of the loss points left off the linear y-range at the last draw."""
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -78,54 +90,98 @@ class Curves(Vertical):
             self._dirty = False
             self.redraw()
 
+    def toggle_log(self) -> bool:
+        """Switch the loss axis between linear and log scale; returns whether it is now log."""
+        self.log_scale = not self.log_scale
+        self.redraw()
+        return self.log_scale
+
     def redraw(self) -> None:
         """Draw both plots and the numbers from the history."""
-        self._draw(self.query_one("#loss", PlotextPlot), "loss", self.train_loss, self.val_loss)
-        self._draw(self.query_one("#acc", PlotextPlot), "accuracy", self.train_acc, self.val_acc)
+        self.spikes = self._draw(self.query_one("#loss", PlotextPlot), "loss", self.train_loss, self.val_loss,
+                                 self.log_scale)
+        self._draw(self.query_one("#acc", PlotextPlot), "accuracy", self.train_acc, self.val_acc, False)
         self.query_one("#numbers", Static).update(self._numbers(), layout=False)  # fixed width
 
-    def _draw(self, plot: PlotextPlot, title: str, train: Series, val: Series) -> None:
+    def _draw(self, plot: PlotextPlot, title: str, train: Series, val: Series, log: bool) -> list:
+        """Draw one plot; returns the (x, y) points left off its y-range as spikes."""
         plt = plot.plt
         plt.clear_data()
         plt.clear_figure()
-        plt.title(title)
+        plt.title(f"{title} (log)" if log else title)
+        cut = math.inf if log else spike_cut(train.ys + val.ys)
+        keep = (lambda y: y > 0 and math.isfinite(y)) if log else (lambda y: y <= cut and math.isfinite(y))
+        to_y = (lambda y: math.log10(y)) if log else (lambda y: y)
+        spikes = [(x, y) for s in (train, val) for x, y in zip(s.xs, s.ys, strict=True) if not keep(y)]
+        shown: list[float] = []
         if train.xs:
-            # Lighter smoothing while there are few points, so the smoothed curve does not lag far behind.
-            smoothed = smooth(train.ys, 0.9 if len(train.ys) > 200 else 0.6)
+            raw = without(train.ys, [i for i, y in enumerate(train.ys) if not keep(y)])
+            # Smoothed in the axis' own scale (a log axis: in log space, so one spike does not dominate),
+            # lighter while there are few points, so the smoothed curve does not lag far behind.
+            smoothed = smooth([to_y(y) for y in raw], 0.9 if len(raw) > 200 else 0.6)
             # A braille plot shows 2 points a column: plotting more only costs time (and plotext is
             # pure Python, sharing the GIL with training).
             width = max(plot.size.width * 2, 20)
-            xs, raw, smoothed = fit_width(train.xs, width), fit_width(train.ys, width), fit_width(smoothed, width)
+            xs, smoothed = fit_width(train.xs, width), fit_width(smoothed, width)
+            raw = [to_y(y) for y in fit_width(raw, width)]
             plt.plot(xs, raw, color="gray", marker="dot")
-            plt.plot(xs, smoothed, color="blue", marker="braille", label="train")
-        if val.xs:
-            plt.plot(val.xs, val.ys, color="red", marker="hd", label="val")
-            plt.scatter(val.xs, val.ys, color="red", marker="o")
+            plt.plot(xs, smoothed, color="blue", marker="braille")  # no plotext legend: it covers the curve
+            shown += raw
+        points = [(x, to_y(y)) for x, y in zip(val.xs, val.ys, strict=True) if keep(y)]
+        if points:
+            vx, vy = [p[0] for p in points], [p[1] for p in points]
+            plt.plot(vx, vy, color="red", marker="hd")
+            plt.scatter(vx, vy, color="red", marker="o")
+            shown += vy
         for step, kind, _label in self.markers.items:
             plt.vline(step, MARK_COLORS[kind])
-        if train.xs:
-            lo, hi = train.xs[0], train.xs[-1]
-            ticks = [lo + (hi - lo) * i / 4 for i in range(5)]
-            plt.xticks(ticks, [f"{t:,.0f}" for t in ticks])  # steps are whole numbers, even averaged
+        if shown:
+            self._yaxis(plt, min(shown), max(shown), log)
+            if spikes:
+                plt.scatter([x for x, _ in spikes], [max(shown)] * len(spikes), color="red", marker="^")
+        xs_all = train.xs or val.xs
+        if xs_all:
+            ticks = nice_ticks(xs_all[0], xs_all[-1], 5)
+            plt.xticks(ticks, labels(ticks))
         plt.xlabel("step")
         plot.refresh()
+        return spikes
+
+    @staticmethod
+    def _yaxis(plt, lo: float, hi: float, log: bool) -> None:
+        """Compact tick labels; on the log scale the positions are log10 and the labels the values."""
+        if hi - lo < 1e-12:
+            lo, hi = lo - 0.5, hi + 0.5
+        plt.ylim(lo, hi)
+        if log:
+            plt.yticks(*log_ticks(lo, hi))
+        else:
+            ticks = nice_ticks(lo, hi, 5)
+            plt.yticks(ticks, labels(ticks))
 
     def _numbers(self) -> str:
         def fmt(value: float | None, pct: bool = False) -> str:
             if value is None:
                 return "-"
-            return f"{100 * value:.2f}%" if pct else f"{value:.4f}"
+            if pct:
+                return f"{100 * value:.2f}%"
+            return f"{value:.4f}" if abs(value) < 1000 else compact(value)  # never 4078280249534579.0000
 
         lines = [
-            "[b]train[/b]",
+            "[b ansi_blue]train[/]",  # the numbers' headings are the plots' legend, in the curves' colours
             f" loss {fmt(self.train_loss.last)}",
             f" acc  {fmt(self.train_acc.last, True)}",
-            f"[b]val[/b] (epoch {self._epoch})",
+            f"[b ansi_red]val[/] (epoch {self._epoch})",
             f" loss {fmt(self.val_loss.last)}",
             f" acc  {fmt(self.val_acc.last, True)}",
         ]
         if self.val_acc.ys:
             lines.append(f" best {fmt(max(self.val_acc.ys), True)}")
+        if self.spikes:
+            x, y = max(self.spikes, key=lambda p: p[1] if math.isfinite(p[1]) else math.inf)
+            lines += ["[red]^[/] off scale (g: log)", f" {compact(y)} at step {compact(x)}"]
+        if self.log_scale:
+            lines.append("[dim]loss axis: log[/]")
         if self.markers.items:
             lines.append("[b]marks[/b]")
             for step, kind, label in self.markers.items[-5:]:

@@ -4,12 +4,14 @@ switches views on narrow terminals. Holds no run state of its own (that is the A
 from __future__ import annotations
 
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer
 
 from tuitrain.runstate import RunState
+from tuitrain.widgets.classes import ClassesPanel
 from tuitrain.widgets.curves import Curves
+from tuitrain.widgets.gallery import Gallery
 from tuitrain.widgets.histograms import Histograms
 from tuitrain.widgets.status import StatusLine
 from tuitrain.widgets.summary import SummaryPanel
@@ -19,9 +21,11 @@ NARROW_BELOW = 120
 """Terminals narrower than this get the stacked layout: curves on top, one lower panel at a time."""
 STATUS_EVERY_S = 0.5
 """The status line is redrawn at most this often from metrics (state changes are drawn at once)."""
-VIEWS = ("view-hist", "view-system", "view-summary")
-"""The lower panel shown on a narrow terminal, cycled with v (a class on the screen; see app.tcss)."""
-TITLES = {"curves": "loss / accuracy", "histograms": "weights / gradients", "system": "system", "summary": "model"}
+VIEWS = ("view-hist", "view-system", "view-summary", "view-classes")
+"""The lower panel shown on a narrow terminal, cycled with v (a class on the screen; see app.tcss);
+the last is the classes view, which takes the whole screen (as c does on any terminal)."""
+TITLES = {"curves": "loss / accuracy", "histograms": "weights / gradients", "system": "system", "summary": "model",
+          "confusion": "classes: confusion (rows true, columns predicted)", "gallery": "misclassified samples"}
 
 
 class DashboardScreen(Screen[None]):
@@ -47,6 +51,9 @@ class DashboardScreen(Screen[None]):
             with Vertical(id="right"):
                 yield SystemPanel("waiting for the first sample...", id="system")
                 yield SummaryPanel(id="summary")
+        with VerticalScroll(id="classes"):
+            yield ClassesPanel(id="confusion")
+            yield Gallery(id="gallery")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -65,6 +72,10 @@ class DashboardScreen(Screen[None]):
             self.query_one(Histograms).update_record(record)
         elif kind == "system":
             self.query_one(SystemPanel).update_record(record)
+        elif kind == "confusion":
+            self.query_one(ClassesPanel).update_record(record)
+        elif kind == "samples":
+            self.query_one(Gallery).update_record(record)
         elif kind == "event":
             self._show_event(record)
         elif kind == "replay" and not record["begin"]:
@@ -92,9 +103,28 @@ class DashboardScreen(Screen[None]):
 
     def cycle_view(self) -> None:
         """Show the next lower panel (on a narrow terminal; a wide one shows them all)."""
-        self.remove_class(VIEWS[self.view])
+        self.remove_class("show-classes", VIEWS[self.view])
         self.view = (self.view + 1) % len(VIEWS)
         self.add_class(VIEWS[self.view])
+        self._focus_classes(self.has_class("narrow") and VIEWS[self.view] == "view-classes")
+
+    def toggle_classes(self) -> bool:
+        """Show the classes view instead of the panels, or the panels again; True when it is shown now."""
+        shown = self.has_class("show-classes") or (self.has_class("narrow") and VIEWS[self.view] == "view-classes")
+        if self.has_class("narrow"):
+            self.remove_class(VIEWS[self.view])
+            self.view = 0 if shown else VIEWS.index("view-classes")
+            self.add_class(VIEWS[self.view])
+        self.set_class(not shown, "show-classes")
+        self._focus_classes(not shown)
+        return not shown
+
+    def _focus_classes(self, shown: bool) -> None:
+        # Focused, the classes view takes up/down/page keys to scroll (the gallery is below the matrix).
+        if shown:
+            self.query_one("#classes").focus()
+        elif self.focused is not None and self.focused.id == "classes":
+            self.set_focus(None)
 
     def move_layer(self, delta: int) -> None:
         """The previous (-1) or next (+1) layer in the histograms."""

@@ -14,6 +14,9 @@ HELP_TEXT = """[b]tuitrain keys[/b]
   l      load a checkpoint: weights and optimizer state (the newest is first)
   r      set the learning rate (Enter sets, Esc cancels)
   d      switch device (model, optimizer state and data move)
+  c      classes view: confusion matrix, per-class accuracy, misclassified samples (c again: back)
+  g      loss axis on a log scale (g again: linear)
+  v      narrow terminal: cycle the lower panel (histograms, system, model, classes)
   [ ]    previous / next layer in the histograms (also up / down)
   q      quit: the dashboard stops the run and writes last.pt; watch only leaves
   ?      this help

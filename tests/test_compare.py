@@ -1,0 +1,117 @@
+"""Comparing runs: legend labels from the settings that differ, the table in monitored order with the best
+marked, the x axis by epoch (switchable), and Enter leaving with the selected run."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fakes import start_event
+from tuitrain.compare import CompareApp, RunRow, legend_labels, sorted_rows, varied_params
+from tuitrain.runlog import RunLog
+from tuitrain.widgets.compare import CompareCurves, RunAxes
+
+BASE = {"dataset": "fashion-mnist", "model": "cnn", "epochs": 2, "optimizer": "adam", "seed": 0, "device": "auto",
+        "data_dir": "/data", "devices": ["cpu"], "host": "h", "started": 1.0}
+
+
+def test_legend_labels_name_what_differs():
+    configs = [{**BASE, "lr": 0.01, "batch_size": 100, "run_dir": "runs/a", "pid": 1},
+               {**BASE, "lr": 0.001, "batch_size": 100, "run_dir": "runs/b", "pid": 2},
+               {**BASE, "lr": 0.0001, "batch_size": 1000, "run_dir": "runs/c", "pid": 3}]
+    assert varied_params(configs) == ["lr", "batch_size"]
+    assert legend_labels(configs, ["a", "b", "c"]) == ["lr=0.01 bs=100", "lr=0.001 bs=100", "lr=1e-4 bs=1000"]
+
+
+def test_legend_labels_of_identical_settings():
+    same = [{**BASE, "lr": 0.01, "run_dir": f"runs/{n}"} for n in ("x-20260101-120000", "x-20260101-130000")]
+    assert legend_labels(same, ["x-20260101-120000", "x-20260101-130000"]) == ["x-20260101-120000",
+                                                                                 "x-20260101-130000"]
+    assert legend_labels([{"lr": 0.1}, {"lr": 0.1}, {"lr": 0.2}], ["r", "r", "s"]) == ["lr=0.1 #1", "lr=0.1 #2",
+                                                                                          "lr=0.2"]
+
+
+def _row(index: int, monitor: str, **best) -> RunRow:
+    return RunRow(index, str(index), monitor, best=best)
+
+
+@pytest.mark.parametrize(("monitor", "order"), [("val_acc", [2, 0, 1, 3]), ("val_loss", [1, 2, 0, 3])])
+def test_rows_sorted_by_the_monitored_value(monitor, order):
+    rows = [_row(0, monitor, val_acc=0.85, val_loss=0.40), _row(1, monitor, val_acc=0.80, val_loss=0.30),
+            _row(2, monitor, val_acc=0.90, val_loss=0.35), _row(3, monitor)]  # 3: no epoch yet, last
+    assert [r.index for r in sorted_rows(rows)] == order
+
+
+def test_run_row_keeps_the_best_of_each_metric():
+    row = RunRow(0, "a", "val_loss")
+    for epoch, (acc, loss) in enumerate([(0.7, 0.6), (0.8, 0.5), (0.75, float("nan"))], start=1):
+        row.add_epoch({"type": "epoch", "epoch": epoch, "val_acc": acc, "val_loss": loss})
+    assert row.best == {"val_acc": 0.8, "val_loss": 0.5} and row.epochs == 3
+
+
+def test_x_positions_on_every_axis():
+    axes = RunAxes({"batch_size": 100})
+    axes.positions(start_event(steps_per_epoch=50, time=1000.0))
+    step = axes.positions({"type": "step", "step": 75, "epoch": 2, "loss": 1.0, "time": 1030.0})
+    assert step == {"epoch": 1.5, "step": 75, "samples": 7500, "time": 30.0}
+    epoch = axes.positions({"type": "epoch", "epoch": 2, "step": 100, "val_acc": 0.8, "time": 1040.0})
+    assert epoch == {"epoch": 2, "step": 100, "samples": 10000, "time": 40.0}
+    assert axes.positions({"type": "event", "event": "pause", "step": 3}) is None
+
+
+def _write_run(path, lr: float, batch_size: int, accs: list[float], monitor: str | None = None) -> None:
+    """A finished run; with a monitor its val_loss rises with val_acc, so the two orders differ."""
+    log = RunLog(path)
+    log.write_config({**BASE, "lr": lr, "batch_size": batch_size, "run_dir": str(path),
+                      **({"monitor": monitor} if monitor else {})})
+    steps = 1000 // batch_size
+    log.write(start_event(steps_per_epoch=steps, batch_size=batch_size, time=0.0))
+    for epoch, acc in enumerate(accs, start=1):
+        for step in range((epoch - 1) * steps + 1, epoch * steps + 1):
+            log.write({"type": "step", "step": step, "epoch": epoch, "loss": 1.0 / step, "lr": lr, "time": float(step)})
+        log.write({"type": "epoch", "epoch": epoch, "step": epoch * steps, "val_acc": acc, "val_loss": acc if monitor else 1 - acc,
+                   "train_loss": 0.5, "train_acc": 0.5, "lr": lr, "time": float(epoch * steps)})
+    log.close()
+
+
+async def _loaded(pilot, app) -> None:
+    for _ in range(100):
+        await pilot.pause(0.02)
+        if len(app._loaded) == len(app.runs):
+            return
+    raise AssertionError("the runs' histories never arrived")
+
+
+@pytest.mark.parametrize(("monitor", "order"), [(None, ["01-b", "02-c", "00-a"]), ("val_loss", ["02-c", "00-a", "01-b"])])
+async def test_compare_table_legend_axis_and_enter(tmp_path, monitor, order):
+    _write_run(tmp_path / "sweep" / "00-a", 0.01, 100, [0.7, 0.8], monitor)
+    _write_run(tmp_path / "sweep" / "01-b", 0.001, 100, [0.75, 0.9], monitor)
+    _write_run(tmp_path / "sweep" / "02-c", 0.01, 500, [0.6, 0.85], monitor)
+    from tuitrain.compare import expand_runs
+
+    app = CompareApp(expand_runs([str(tmp_path / "sweep")]))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _loaded(pilot, app)
+        table = app.query_one("DataTable")
+        rows = [table.get_row_at(i) for i in range(table.row_count)]
+        assert [r[-1] for r in rows] == order  # best val_acc 0.8, 0.9, 0.85; best val_loss (monitor) 0.7, 0.75, 0.6
+        assert "★" in rows[0][0] and not any("★" in r[0] for r in rows[1:])
+        params = {"00-a": ["0.01", "100"], "01-b": ["0.001", "100"], "02-c": ["0.01", "500"]}
+        assert [r[1:3] for r in rows] == [params[name] for name in order]
+        assert table.border_title.startswith(f"runs by {monitor or 'val_acc'}")
+        curves = app.query_one(CompareCurves)
+        legend = curves.query_one("#cmp-legend").render().plain.replace("\u00a0", " ")
+        assert "lr=0.01 bs=100" in legend and "lr=0.001 bs=100" in legend and "sweep" not in legend
+        assert curves.axis == "epoch" and curves.val_acc[0].xs == [1, 2]
+        await pilot.press("x")
+        assert curves.axis == "step" and curves.val_acc[2].xs == [2, 4]
+        await pilot.press("down", "enter")
+    assert app.return_value == str(tmp_path / "sweep" / order[1])
+
+
+def test_x_positions_survive_garbage():
+    axes = RunAxes({"batch_size": "100"})
+    axes.positions({"type": "event", "event": "start", "steps_per_epoch": "50", "batch_size": True, "time": "t"})
+    assert axes.positions({"type": "step", "step": 10, "time": 5.0}) == {"epoch": None, "step": 10, "samples": None,
+                                                                         "time": 0.0}
+    assert axes.positions({"type": "epoch", "epoch": "2", "step": "x"}) is None
+    assert axes.positions({"type": "epoch", "epoch": "2", "step": 20})["epoch"] is None

@@ -1,0 +1,25 @@
+"""Confusion records in TensorBoard: per-class accuracy scalars and a text summary, read back from the events."""
+
+from __future__ import annotations
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.fake_classes import confusion_record
+from tuitrain.tboard import TensorBoardSink
+
+
+def test_confusion_in_tensorboard(tmp_path):
+    sink = TensorBoardSink(tmp_path)
+    sink.write(confusion_record(epoch=1, step=600))
+    sink.write({"type": "confusion", "epoch": 2, "step": 1200, "classes": ["a"], "matrix": [[1, 2]]})  # refused
+    sink.write({**confusion_record(epoch=2, step=1200), "classes": ["a|b", *confusion_record()["classes"][1:]]})
+    sink.close()
+    acc = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    shirt = acc.Scalars("val_class_acc/Shirt")
+    assert [(e.step, round(e.value, 4)) for e in shirt] == [(600, 0.8), (1200, 0.8)]
+    texts = acc.Tensors("val/confusion/text_summary")
+    assert [t.step for t in texts] == [600, 1200]
+    first = texts[0].tensor_proto.string_val[0].decode()
+    assert "| Shirt | 80.0% | 1000 |" in first and "Shirt -> T-shirt/top 112" in first
+    assert "a\\|b" in texts[1].tensor_proto.string_val[0].decode()
