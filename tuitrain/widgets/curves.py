@@ -33,7 +33,11 @@ def fit_width(values: list[float], width: int) -> list[float]:
 
 
 class Curves(Vertical):
-    """Two plots (loss, accuracy) and the current values in numbers beside them."""
+    """Two plots (loss, and accuracy or the run's first metric) and the current values beside them.
+
+    A run without accuracy (regression, a custom loss) plots its first metric (``val_<name>``) in the
+    second plot; the numbers list every validation value and the best monitored one.
+    """
 
     DEFAULT_CSS = """
     Curves { height: 1fr; }
@@ -53,6 +57,13 @@ class Curves(Vertical):
         """Whether the loss axis is logarithmic (toggled by a key)."""
         self.spikes: list[tuple[float, float]] = []
         """(step, value) of the loss points left off the linear y-range at the last draw."""
+        self.second = "acc"
+        """What the second plot shows: acc (classification), a metric's name, or "" (nothing to show)."""
+        self.monitor = "val_acc"
+        self.best: tuple[float, int] | None = None
+        """(value, epoch) of the best monitored value so far."""
+        self.val_values: dict[str, float] = {}
+        """The latest epoch's validation values (val_loss, val_acc, val_<metric>)."""
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -62,6 +73,14 @@ class Curves(Vertical):
 
     def on_mount(self) -> None:
         self.set_interval(REDRAW_EVERY_S, self._redraw_if_dirty)
+
+    def configure(self, start: dict) -> None:
+        """From the start event: what the second plot shows and which value is monitored."""
+        metrics = [m for m in start.get("metrics") or [] if isinstance(m, str)]
+        classification = start.get("classification", True)
+        self.second = "acc" if classification else (metrics[0] if metrics else "")
+        self.monitor = str(start.get("monitor") or ("val_acc" if classification else "val_loss"))
+        self._dirty = True
 
     def add_step(self, record: dict) -> None:
         """A step record: one point on each train curve."""
@@ -73,7 +92,13 @@ class Curves(Vertical):
     def add_epoch(self, record: dict) -> None:
         """An epoch record: one validation point on each curve."""
         self.val_loss.append(record["step"], record["val_loss"])
-        self.val_acc.append(record["step"], record["val_acc"])
+        value = record.get(f"val_{self.second}") if self.second else None
+        if isinstance(value, (int, float)):
+            self.val_acc.append(record["step"], value)
+        self.val_values = {k: v for k, v in record.items() if k.startswith("val_") and isinstance(v, (int, float))}
+        monitored = record.get(str(record.get("monitor") or self.monitor))
+        if isinstance(monitored, (int, float)) and (record.get("best") or self.best is None):
+            self.best = (monitored, record["epoch"])
         self._epoch = record["epoch"]
         self._dirty = True
 
@@ -100,7 +125,8 @@ class Curves(Vertical):
         """Draw both plots and the numbers from the history."""
         self.spikes = self._draw(self.query_one("#loss", PlotextPlot), "loss", self.train_loss, self.val_loss,
                                  self.log_scale)
-        self._draw(self.query_one("#acc", PlotextPlot), "accuracy", self.train_acc, self.val_acc, False)
+        title = {"acc": "accuracy", "": "no accuracy (fit: metrics=)"}.get(self.second, f"val {self.second}")
+        self._draw(self.query_one("#acc", PlotextPlot), title, self.train_acc, self.val_acc, False)
         self.query_one("#numbers", Static).update(self._numbers(), layout=False)  # fixed width
 
     def _draw(self, plot: PlotextPlot, title: str, train: Series, val: Series, log: bool) -> list:
@@ -170,13 +196,19 @@ class Curves(Vertical):
         lines = [
             "[b ansi_blue]train[/]",  # the numbers' headings are the plots' legend, in the curves' colours
             f" loss {fmt(self.train_loss.last)}",
-            f" acc  {fmt(self.train_acc.last, True)}",
-            f"[b ansi_red]val[/] (epoch {self._epoch})",
-            f" loss {fmt(self.val_loss.last)}",
-            f" acc  {fmt(self.val_acc.last, True)}",
         ]
-        if self.val_acc.ys:
-            lines.append(f" best {fmt(max(self.val_acc.ys), True)}")
+        if self.second == "acc":
+            lines.append(f" acc  {fmt(self.train_acc.last, True)}")
+        lines += [f"[b ansi_red]val[/] (epoch {self._epoch})", f" loss {fmt(self.val_loss.last)}"]
+        if self.second == "acc":
+            lines.append(f" acc  {fmt(self.val_acc.last, True)}")
+        for key, value in list(self.val_values.items())[:6]:
+            if key not in ("val_loss", "val_acc"):
+                lines.append(f" {key[4:][:12]} {fmt(value)}")
+        if self.best is not None:
+            value, epoch = self.best
+            shown = fmt(value, True) if self.monitor == "val_acc" else fmt(value)
+            lines.append(f" best {self.monitor[4:][:8]} {shown} (ep {epoch})")
         if self.spikes:
             x, y = max(self.spikes, key=lambda p: p[1] if math.isfinite(p[1]) else math.inf)
             lines += ["[red]^[/] off scale (g: log)", f" {compact(y)} at step {compact(x)}"]

@@ -85,7 +85,9 @@ class DashboardScreen(Screen[None]):
         self.query_one(Curves).add_event(record)
         event, ok = record["event"], record.get("ok", True)
         if event == "start":
-            self.query_one(SummaryPanel).update_summary(record["summary"], record["device"])
+            self.query_one(SummaryPanel).update_summary(record.get("summary"), record.get("device", ""),
+                                                        error=record.get("summary_error") or "")
+            self.query_one(Curves).configure(record)
         elif event == "device" and ok:
             self.query_one(SummaryPanel).set_device(record["new"])
 

@@ -25,10 +25,14 @@ class SummaryPanel(Vertical):
         self._totals = ""
         self._device = ""
 
-    def update_summary(self, summary: dict, device: str, dtype: str = "float32") -> None:
-        """Fill the table from a ModelSummary.to_dict()."""
+    def update_summary(self, summary: dict | None, device: str, dtype: str = "float32", error: str = "") -> None:
+        """Fill the table from a ModelSummary.to_dict(); without one, say why (training goes on)."""
         table = self.query_one(DataTable)
         table.clear()
+        if not summary:
+            self._totals = f"no summary: {error or 'the model could not be summarised'} (training goes on)"
+            self.set_device(device)
+            return
         for name, kind, depth, shape, params, trainable in summary["rows"]:
             label = "  " * max(depth - 1, 0) + f"{name} ({kind})"
             table.add_row(label, "x".join(str(d) for d in shape[1:]) or "-", f"{params:,}", trainable)
