@@ -308,3 +308,9 @@ def test_regression_example_writes_predictions(tmp_path):
     assert result.status == "done" and result.monitor == "val_loss" and result.history[-1]["val_loss"] < 1.0
     lines = (tmp_path / "p.csv").read_text().splitlines()
     assert lines[0] == "prediction,target" and len(lines) == 501
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert {"val/loss", "val/mae", "epoch/train_loss"} <= set(events.Tags()["scalars"])
+    assert len(events.Scalars("val/mae")) == 4
