@@ -265,9 +265,9 @@ def _bomb(path: Path, unpacked: int) -> None:
 
 def test_a_deflate_bomb_is_refused_before_it_is_unpacked(tmp_path):
     path = tmp_path / "bomb.pt"
-    _bomb(path, 256 << 20)
+    _bomb(path, 128 << 20)
     assert path.stat().st_size < 1 << 20
-    with pytest.raises(CheckpointError, match=r"unpack to 256\.0 MiB"):
+    with pytest.raises(CheckpointError, match=r"unpack to 128\.0 MiB"):
         checkpoints.load_checkpoint(path, max_bytes=checkpoints.size_bound(build_model("cnn", (1, 28, 28))))
 
 
@@ -279,6 +279,23 @@ def test_a_huge_sparse_file_is_refused_without_reading_it(tmp_path):
         checkpoints.load_checkpoint(path, max_bytes=checkpoints.size_bound(build_model("cnn", (1, 28, 28))))
     with pytest.raises(CheckpointError, match="more than"):
         checkpoints.load_checkpoint(path)  # the default bound too
+
+
+def test_load_of_a_bomb_or_a_huge_file_is_refused_at_once_and_the_run_goes_on(small_config, tmp_path):
+    bomb, sparse = tmp_path / "bomb.pt", tmp_path / "sparse.pt"
+    _bomb(bomb, 128 << 20)
+    with open(sparse, "wb") as fh:
+        fh.truncate(5 << 30)
+    run = EngineRun(small_config(epochs=200, limit=200, run_dir=str(tmp_path / "live"))).start()
+    run.wait_for(lambda r: r.get("type") == "step")
+    for i, path in enumerate((bomb, sparse), start=1):
+        run.send(Load(str(path), id=i))
+        answer = run.wait_event("load", cmd_id=i)
+        assert answer["ok"] is False and "more than a checkpoint of this model can hold" in answer["reason"]
+    last = run.steps()[-1]
+    run.wait_for(lambda r: r.get("type") == "step" and r["step"] > last + 2)
+    run.send(Stop(id=9))
+    assert run.join().status == "stopped"
 
 
 def test_the_bound_leaves_room_for_a_real_checkpoint(trained):
