@@ -16,12 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import EngineRun
 from tuitrain import checkpoints
-from tuitrain.commands import Load, Stop
+from tuitrain.commands import Load, Save, Stop
 from tuitrain.errors import CheckpointError
 from tuitrain.models import build_model
-
-from tests.conftest import EngineRun
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -355,7 +354,7 @@ def _same(a, b) -> bool:
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
-        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     return a == b or (a != a and b != b)
 
 
@@ -372,3 +371,23 @@ def test_a_raw_pickle_says_what_it_is(tmp_path):
     legacy.write_bytes(buf.getvalue())
     with pytest.raises(CheckpointError, match="raw pickle file"):
         checkpoints.load_checkpoint(legacy)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_load_on_the_gpu_passes_the_checks(small_config, tmp_path):
+    """`load` maps every tensor to the run's device (random states included): the checks must
+    accept the run's own checkpoint there, and still refuse a wrong-shaped moment."""
+    run = EngineRun(small_config(epochs=200, limit=200, device="cuda", run_dir=str(tmp_path / "gpu"))).start()
+    run.wait_for(lambda r: r.get("type") == "step")
+    run.send(Save("mine.pt", id=1))
+    path = run.wait_event("save", cmd_id=1)["path"]
+    run.send(Load(path, id=2))
+    assert run.wait_event("load", cmd_id=2)["ok"] is True
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["optimizer"]["state"][0]["exp_avg"] = torch.zeros(2)
+    bad = _save(tmp_path, ckpt)
+    run.send(Load(str(bad), id=3))
+    assert run.wait_event("load", cmd_id=3)["ok"] is False
+    run.send(Stop(id=4))
+    assert run.join().status == "stopped"

@@ -22,13 +22,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.test_guard_checkpoints import _same
+from tests.test_guard_control import Recorder, raw
 from tuitrain import checkpoints, control
 from tuitrain.commands import Load, Pause, Resume, Save, SetDevice, SetLR, Stop
 from tuitrain.control import ControlServer
 from tuitrain.errors import CheckpointError, UsageError
 from tuitrain.runs import STATES, UNREADABLE, format_runs, list_runs, run_state
-from tests.test_guard_checkpoints import _same
-from tests.test_guard_control import Recorder, raw
 
 FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -293,7 +293,7 @@ def _check_rng(path: str | Path, rng) -> None:
         for key in ("torch", "data"):
             if key in rng:
                 _check_tensor(path, f"rng {key}", rng[key])
-                torch.Generator().set_state(rng[key])
+                torch.Generator().set_state(rng[key].cpu())  # `ctl load` maps every tensor to the run's device
         if "torch" in rng:
             version, internal, gauss = rng["python_version"], rng["python_state"], rng["python_gauss"]
             if not all(isinstance(t, torch.Tensor) for t in (version, internal, gauss)):

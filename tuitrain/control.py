@@ -275,8 +275,8 @@ class ControlServer:
         try:
             name, arg, run = parse_request(line)
             if run != self._identity:
-                raise UsageError(f"this control channel belongs to another run directory than the one given "
-                                 f"(a copy of a live run, or a status.json naming another run's socket)")
+                raise UsageError("this control channel belongs to another run directory than the one given "
+                                 "(a copy of a live run, or a status.json naming another run's socket)")
             command = build_command(name, arg, cmd_id, wire=True)
         except UsageError as exc:
             _reply(conn, {"ok": False, "bad_input": True, "reason": str(exc)})
