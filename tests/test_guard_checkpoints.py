@@ -18,7 +18,7 @@ import torch
 
 from tests.conftest import EngineRun
 from tuitrain import checkpoints
-from tuitrain.commands import Load, Stop
+from tuitrain.commands import Load, Save, Stop
 from tuitrain.errors import CheckpointError
 from tuitrain.models import build_model
 
@@ -264,9 +264,9 @@ def _bomb(path: Path, unpacked: int) -> None:
 
 def test_a_deflate_bomb_is_refused_before_it_is_unpacked(tmp_path):
     path = tmp_path / "bomb.pt"
-    _bomb(path, 256 << 20)
+    _bomb(path, 128 << 20)
     assert path.stat().st_size < 1 << 20
-    with pytest.raises(CheckpointError, match=r"unpack to 256\.0 MiB"):
+    with pytest.raises(CheckpointError, match=r"unpack to 128\.0 MiB"):
         checkpoints.load_checkpoint(path, max_bytes=checkpoints.size_bound(build_model("cnn", (1, 28, 28))))
 
 
@@ -278,6 +278,23 @@ def test_a_huge_sparse_file_is_refused_without_reading_it(tmp_path):
         checkpoints.load_checkpoint(path, max_bytes=checkpoints.size_bound(build_model("cnn", (1, 28, 28))))
     with pytest.raises(CheckpointError, match="more than"):
         checkpoints.load_checkpoint(path)  # the default bound too
+
+
+def test_load_of_a_bomb_or_a_huge_file_is_refused_at_once_and_the_run_goes_on(small_config, tmp_path):
+    bomb, sparse = tmp_path / "bomb.pt", tmp_path / "sparse.pt"
+    _bomb(bomb, 128 << 20)
+    with open(sparse, "wb") as fh:
+        fh.truncate(5 << 30)
+    run = EngineRun(small_config(epochs=200, limit=200, run_dir=str(tmp_path / "live"))).start()
+    run.wait_for(lambda r: r.get("type") == "step")
+    for i, path in enumerate((bomb, sparse), start=1):
+        run.send(Load(str(path), id=i))
+        answer = run.wait_event("load", cmd_id=i)
+        assert answer["ok"] is False and "more than a checkpoint of this model can hold" in answer["reason"]
+    last = run.steps()[-1]
+    run.wait_for(lambda r: r.get("type") == "step" and r["step"] > last + 2)
+    run.send(Stop(id=9))
+    assert run.join().status == "stopped"
 
 
 def test_the_bound_leaves_room_for_a_real_checkpoint(trained):
@@ -354,3 +371,23 @@ def test_a_raw_pickle_says_what_it_is(tmp_path):
     legacy.write_bytes(buf.getvalue())
     with pytest.raises(CheckpointError, match="raw pickle file"):
         checkpoints.load_checkpoint(legacy)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_load_on_the_gpu_passes_the_checks(small_config, tmp_path):
+    """`load` maps every tensor to the run's device (random states included): the checks must
+    accept the run's own checkpoint there, and still refuse a wrong-shaped moment."""
+    run = EngineRun(small_config(epochs=200, limit=200, device="cuda", run_dir=str(tmp_path / "gpu"))).start()
+    run.wait_for(lambda r: r.get("type") == "step")
+    run.send(Save("mine.pt", id=1))
+    path = run.wait_event("save", cmd_id=1)["path"]
+    run.send(Load(path, id=2))
+    assert run.wait_event("load", cmd_id=2)["ok"] is True
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["optimizer"]["state"][0]["exp_avg"] = torch.zeros(2)
+    bad = _save(tmp_path, ckpt)
+    run.send(Load(str(bad), id=3))
+    assert run.wait_event("load", cmd_id=3)["ok"] is False
+    run.send(Stop(id=4))
+    assert run.join().status == "stopped"

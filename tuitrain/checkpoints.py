@@ -137,7 +137,15 @@ def _check_archive(path: Path, data: bytes, max_bytes: int) -> None:
         raise CheckpointError(f"checkpoint {path} is truncated or not a PyTorch file (no zip archive directory)")
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            declared = sum(info.file_size for info in archive.infolist())
+            records = archive.infolist()
+            first = min((info.header_offset for info in records), default=0)
+            if first:  # zipfile reads past bytes put in front; torch's reader does not: they would disagree
+                raise CheckpointError(f"checkpoint {path} is corrupted ({first} unexpected bytes before its first record)")
+            declared = sum(info.file_size for info in records)
+            unequal = next((i.filename for i in records if i.compress_type == zipfile.ZIP_STORED
+                            and i.file_size != i.compress_size), None)
+            if unequal is not None:  # torch stores records; the reader it uses allocates file_size
+                raise CheckpointError(f"checkpoint {path} is corrupted (the sizes of its record {unequal[:80]!r} disagree)")
             if declared > max_bytes:
                 raise CheckpointError(f"checkpoint {path} is refused: its records unpack to {_mib(declared)}, more than "
                                       f"a checkpoint of this model can hold ({_mib(max_bytes)})")
@@ -225,6 +233,12 @@ def _check_optimizer(path: str | Path, saved, optimizer: torch.optim.Optimizer) 
             raise CheckpointError(f"{where}: parameter group {i} has no list of parameter ids")
         if len(ids) != len(live["params"]):
             raise CheckpointError(f"{where}: parameter group {i} has {len(ids)} parameters, the model {len(live['params'])}")
+        # Numbers (lr, betas, eps...) are read with no default; flags get one from the optimizer's
+        # __setstate__, so a checkpoint from an older torch may lack a newer flag.
+        absent = [k for k, v in live.items() if k != "params" and not (isinstance(v, bool) or v is None)
+                  and k not in group]
+        if absent:
+            raise CheckpointError(f"{where}: parameter group {i} lacks {', '.join(absent)}")
         for key, value in group.items():
             if key != "params" and key in live and not _same_kind(value, live[key]):
                 raise CheckpointError(f"{where}: group {i} '{key}' is {_show(value)}, expected like {_show(live[key])}")
@@ -279,7 +293,7 @@ def _check_rng(path: str | Path, rng) -> None:
         for key in ("torch", "data"):
             if key in rng:
                 _check_tensor(path, f"rng {key}", rng[key])
-                torch.Generator().set_state(rng[key])
+                torch.Generator().set_state(rng[key].cpu())  # `ctl load` maps every tensor to the run's device
         if "torch" in rng:
             version, internal, gauss = rng["python_version"], rng["python_state"], rng["python_gauss"]
             if not all(isinstance(t, torch.Tensor) for t in (version, internal, gauss)):
@@ -314,7 +328,9 @@ def _check_tensor(path: str | Path, what: str, tensor) -> None:
 def _same_kind(value, live) -> bool:
     """Whether a saved hyperparameter can stand where the optimizer has ``live``: numbers for
     numbers (finite), flags for flags, pairs for pairs."""
-    if isinstance(live, bool) or live is None:
+    if isinstance(live, bool):  # amsgrad=None reaches the fused kernel as a wrong argument
+        return type(value) is bool
+    if live is None:  # foreach: None means "let torch pick"
         return type(value) is bool or value is None
     if isinstance(live, (int, float)):
         return type(value) in (int, float) and math.isfinite(value)
@@ -331,7 +347,7 @@ def _show(value) -> str:
     """A value as a short phrase for an error line."""
     if isinstance(value, torch.Tensor):
         return f"a {value.dtype} tensor of shape {list(value.shape)} on {value.device.type}"
-    text = repr(value)
+    text = " ".join(repr(value).split())  # one line, whatever the value's repr spans
     return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
 
 

@@ -41,6 +41,7 @@ from tuitrain.commands import WIRE_NAMES, Load, Pause, Resume, Save, SetDevice, 
 from tuitrain.config import check_device_name, parse_lr
 from tuitrain.errors import UsageError
 from tuitrain.runlog import STATUS, read_json
+from tuitrain.runs import LIVE_STATES, run_state
 
 SOCKET_NAME = "control.sock"
 MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux, 104 on macOS
@@ -51,7 +52,6 @@ MAX_MESSAGE_BYTES = 16384
 MAX_ARG_CHARS = {"save": 255, "load": 4096, "lr": 64, "device": 32}
 COMMANDS = WIRE_NAMES  # one name per command, defined with the commands
 FIELDS = ("cmd", "arg", "run")
-LIVE_STATES = ("running", "paused", "starting")
 
 
 class ChannelError(UsageError):
@@ -295,8 +295,6 @@ class ControlServer:
 
 def send_command(run_dir: str | Path, name: str, arg: str | None = None, timeout: float = ANSWER_TIMEOUT_S + 5) -> dict:
     """Send one command to a live run and return its answer; ChannelError when it is not alive."""
-    from tuitrain.runs import run_state
-
     build_command(name, arg, 0)  # bad input is refused here, before touching the run
     if name == "load" and arg:
         arg = os.path.abspath(arg)  # the caller's folder, never the training process's (no I/O: a loop cannot raise)
