@@ -40,8 +40,9 @@ from typing import cast
 from tuitrain.commands import WIRE_NAMES, Load, Pause, Resume, Save, SetDevice, SetLR, Stop
 from tuitrain.config import check_device_name, parse_lr
 from tuitrain.errors import UsageError
+from tuitrain.records import LIVE_STATES
 from tuitrain.runlog import STATUS, read_json
-from tuitrain.runs import LIVE_STATES, run_state
+from tuitrain.runs import run_state
 
 SOCKET_NAME = "control.sock"
 MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux, 104 on macOS
@@ -119,6 +120,8 @@ def save_name_problem(name: str) -> str:
         return "a checkpoint name must not contain a folder"
     if name.startswith("."):
         return "a checkpoint name must not start with a dot"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "a checkpoint name must not hold control characters"
     if len(name.encode("utf-8", "surrogatepass")) > 255:
         return "a checkpoint name must be at most 255 bytes"
     return ""

@@ -598,9 +598,11 @@ class Engine:
         sched.step()
 
     def _command_save(self, cmd: Save) -> None:
+        from tuitrain.control import save_name_problem
+
         name = cmd.name or f"step-{self.state.step}.pt"
-        if not name.endswith(".pt") or "/" in name or name.startswith("."):
-            self._answer(cmd, False, reason=f"bad checkpoint name {name!r}")
+        if problem := save_name_problem(name):  # the dashboard sends straight here, not through ctl
+            self._answer(cmd, False, reason=f"bad checkpoint name {name!r}: {problem}")
             return
         try:
             path = self.save(name)

@@ -14,12 +14,14 @@ import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 from tuitrain.errors import UsageError
+from tuitrain.records import LIVE_STATES, RunStatus
 from tuitrain.runlog import CONFIG, STATUS, read_json
 
-STATES = ("starting", "running", "paused", "done", "failed", "stopped", "interrupted", "dead")
-LIVE_STATES = ("starting", "running", "paused")
+STATES: tuple[str, ...] = get_args(RunStatus)
+"""The run states (one vocabulary, records.RunStatus)."""
 UNREADABLE = "unreadable"
 """The state shown for a run whose status.json is not a JSON object with a known state, or whose
 folder cannot be read."""
