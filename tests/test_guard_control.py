@@ -403,6 +403,9 @@ def test_a_live_run_survives_bad_messages_loads_from_the_callers_folder_and_igno
         subprocess.run(["cp", "-r", str(run_dir), str(copy)], check=True)
         stopped = _ctl(copy, "stop")
         assert stopped.returncode == 2 and "not alive" in stopped.stderr, stopped
+        from tuitrain.runs import run_state
+
+        assert run_state(copy) == "dead" and run_state(run_dir) in ("running", "paused")  # `runs` tells them apart
         time.sleep(1.0)
         assert proc.poll() is None
         assert _ctl(run_dir, "stop").returncode == 0

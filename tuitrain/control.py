@@ -105,11 +105,12 @@ def socket_path(run_dir: str | Path, create: bool = True) -> Path:
 
 def run_identity(run_dir: str | Path) -> str:
     """The run directory's device and inode: a copy has others, a moved or symlinked one the same."""
-    try:
-        info = os.stat(run_dir)
-    except (OSError, ValueError) as exc:
-        raise ChannelError(f"run {run_dir} cannot be read ({exc})") from None
-    return f"{info.st_dev}:{info.st_ino}"
+    from tuitrain.runs import _identity
+
+    identity = _identity(run_dir)
+    if not identity:
+        raise ChannelError(f"run {run_dir} cannot be read")
+    return identity
 
 
 def save_name_problem(name: str) -> str:

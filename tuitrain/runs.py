@@ -94,7 +94,19 @@ def run_state(path: str | Path) -> str:
             return "dead"
         if status.get("host") == socket.gethostname() and not pid_alive(pid):
             return "dead"
+        run_id = status.get("run_id")
+        if isinstance(run_id, str) and run_id != _identity(path):
+            return "dead"  # a copy (cp -r) of a live run: that process writes the original, not this folder
     return state
+
+
+def _identity(path: str | Path) -> str:
+    """The folder's device and inode, as control.run_identity records them in status.json."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return ""
+    return f"{info.st_dev}:{info.st_ino}"
 
 
 def list_runs(root: str | Path) -> list[RunInfo]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tuitrain import __version__, records
 from tuitrain.config import TrainConfig
-from tuitrain.control import ControlServer
+from tuitrain.control import ControlServer, run_identity
 from tuitrain.errors import UsageError
 from tuitrain.records import RunStatus
 from tuitrain.runlog import STATUS, RunLog, read_json
@@ -122,6 +122,7 @@ class Session:
             "epoch": st.epoch, "epochs_done": st.epoch, "epochs": self.config.epochs, "step": st.step,
             "best_val_acc": st.best_val_acc, "best": st.best, "monitor": eng.monitor, "device": str(eng.device),
             "control": str(self.control.path) if self.control and state in ("running", "paused") else None,
+            "run_id": run_identity(self.config.run_dir),  # a copied folder is told apart from the live one
         })
 
     def _refuse_if_in_use(self) -> None:
