@@ -322,6 +322,9 @@ def run_dashboard(cfg, model=None, dataset=None, return_session: bool = False):
     session = Session(cfg.replace(on_nonfinite="pause"), model=model, dataset=dataset)
     session.prepare()
     session.open_run_dir()
+    from tuitrain.threads import release_thread_pool
+
+    release_thread_pool()  # the engine thread must own torch's only CPU thread pool (threads.py)
     app = TuiTrainApp(LiveBackend(session))
     code = app.run()
     from tuitrain.progress import final_line

@@ -142,6 +142,7 @@ def train_headless(cfg: TrainConfig, model=None, dataset=None):
     from tuitrain.commands import Stop
     from tuitrain.progress import Progress
     from tuitrain.session import Session
+    from tuitrain.threads import release_thread_pool
 
     rank = int(os.environ.get("RANK", "0"))
     if rank:  # a DDP worker: trains its shard; rank 0 writes the run dir, reports and takes commands
@@ -162,6 +163,7 @@ def train_headless(cfg: TrainConfig, model=None, dataset=None):
             finished.set()
 
     worker = threading.Thread(target=train, name="tuitrain-engine")
+    release_thread_pool()  # the engine thread must own torch's only CPU thread pool (threads.py)
     worker.start()
     interrupted = False
     # Wait on an Event, not Thread.join: a Ctrl-C inside join() can leave is_alive() wrong (bpo-21822).
