@@ -99,7 +99,7 @@ class DataSet:
 
     def val_images(self, indices: list[int]) -> torch.Tensor:
         """Validation images as stored (uint8), for the misclassified-samples gallery."""
-        return self.val_x[torch.tensor(indices, device=self.val_x.device)].cpu()
+        return self.val_x[torch.tensor(indices, device=self.val_x.device)]
 
     def describe(self) -> dict:
         """What config.json records of the data."""

@@ -463,9 +463,10 @@ class Engine:
         images = self.data.val_images([i for i, *_ in wrong]) if hasattr(self.data, "val_images") else None
         if images is None:
             return
+        pixels = images.cpu().contiguous().numpy()  # one transfer for all of them
         items = [{"index": i, "true": t, "pred": p, "confidence": round(c, 4), "shape": list(img.shape),
-                  "image": base64.b64encode(img.contiguous().numpy().tobytes()).decode()}
-                 for (i, t, p, c), img in zip(wrong, images, strict=True)]
+                  "image": base64.b64encode(img.tobytes()).decode()}
+                 for (i, t, p, c), img in zip(wrong, pixels, strict=True)]
         self.report({"type": "samples", "epoch": self.state.epoch, "step": self.state.step, "time": time.time(),
                      "classes": self._class_names(len(self.task.classes) or 0), "items": items})
 

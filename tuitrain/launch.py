@@ -42,6 +42,12 @@ def run(config: TrainConfig, ui: UI = "auto", *, model=None, dataset=None, task=
     session = Session(config, on_record=Progress() if headless else None, model=model, dataset=dataset, task=task)
     session.prepare()
     session.open_run_dir()
+    from tuitrain.threads import release_thread_pool
+
+    # The thread that trains must own torch's only CPU thread pool: preparing here started one on
+    # this thread, and two pools on 2 cores make libgomp put the workers to sleep after every
+    # parallel region (about a third of the throughput; threads.py has the measurements).
+    release_thread_pool()
     if headless:
         _train_in_thread(session)
     else:
