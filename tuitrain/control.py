@@ -46,6 +46,7 @@ from tuitrain.runs import run_state
 
 SOCKET_NAME = "control.sock"
 MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux, 104 on macOS
+CLOSE_GRACE_S = 2.0
 ANSWER_TIMEOUT_S = 60.0
 READ_TIMEOUT_S = 10.0
 """A connection that sends no complete command in this time is answered and closed."""
@@ -191,6 +192,8 @@ class ControlServer:
         self.path = socket_path(run_dir)  # checks the private folder before the caller creates anything
         self._send = send
         self._waiters: dict[int, tuple[threading.Event, list]] = {}
+        self._answering: set[threading.Thread] = set()
+        """Handler threads that hold a command's answer still to send (joined by close)."""
         self._lock = threading.Lock()
         self._next_id = 1_000_000  # far from the dashboard's own ids
         self._sock: socket.socket | None = None
@@ -231,6 +234,12 @@ class ControlServer:
             for event, slot in self._waiters.values():
                 slot.append({"ok": False, "reason": "the run ended before answering"})
                 event.set()
+            answering = list(self._answering)
+        # The process may exit right after this: let the handlers send the answers they hold (a
+        # `ctl stop` must hear "done", not a closed channel). Bounded: a stuck client cannot hold it.
+        deadline = time.monotonic() + CLOSE_GRACE_S
+        for thread in answering:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def on_record(self, record: dict) -> None:
         """Called with every record: answers the sender waiting for this command id."""
@@ -255,12 +264,16 @@ class ControlServer:
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _handle(self, conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(READ_TIMEOUT_S)
-            try:
-                self._answer(conn)
-            except Exception as exc:  # never a traceback on the run's terminal for what a client sent
-                _reply(conn, {"ok": False, "reason": f"internal error: {type(exc).__name__}: {exc}"})
+        try:
+            with conn:
+                conn.settimeout(READ_TIMEOUT_S)
+                try:
+                    self._answer(conn)
+                except Exception as exc:  # never a traceback on the run's terminal for what a client sent
+                    _reply(conn, {"ok": False, "reason": f"internal error: {type(exc).__name__}: {exc}"})
+        finally:
+            with self._lock:
+                self._answering.discard(threading.current_thread())
 
     def _answer(self, conn: socket.socket) -> None:
         if not _same_user(conn):
@@ -288,6 +301,7 @@ class ControlServer:
         event, slot = threading.Event(), cast(list[dict], [])
         with self._lock:
             self._waiters[cmd_id] = (event, slot)
+            self._answering.add(threading.current_thread())
         self._send(command)
         if not event.wait(ANSWER_TIMEOUT_S):
             with self._lock:
