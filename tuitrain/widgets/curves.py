@@ -8,6 +8,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
+from tuitrain import fmt
 from tuitrain.history import Markers, Series, smooth
 
 REDRAW_EVERY_S = 1.0
@@ -111,21 +112,16 @@ class Curves(Vertical):
         plot.refresh()
 
     def _numbers(self) -> str:
-        def fmt(value: float | None, pct: bool = False) -> str:
-            if value is None:
-                return "-"
-            return f"{100 * value:.2f}%" if pct else f"{value:.4f}"
-
         lines = [
             "[b]train[/b]",
-            f" loss {fmt(self.train_loss.last)}",
-            f" acc  {fmt(self.train_acc.last, True)}",
+            f" loss {fmt.loss(self.train_loss.last)}",
+            f" acc  {fmt.acc(self.train_acc.last)}",
             f"[b]val[/b] (epoch {self._epoch})",
-            f" loss {fmt(self.val_loss.last)}",
-            f" acc  {fmt(self.val_acc.last, True)}",
+            f" loss {fmt.loss(self.val_loss.last)}",
+            f" acc  {fmt.acc(self.val_acc.last)}",
         ]
         if self.val_acc.ys:
-            lines.append(f" best {fmt(max(self.val_acc.ys), True)}")
+            lines.append(f" best {fmt.acc(max(self.val_acc.ys))}")
         if self.markers.items:
             lines.append("[b]marks[/b]")
             for step, kind, label in self.markers.items[-5:]:

@@ -47,7 +47,8 @@ class DashboardScreen(Screen[None]):
             with Vertical(id="right"):
                 yield SystemPanel("waiting for the first sample...", id="system")
                 yield SummaryPanel(id="summary")
-        yield Footer()
+        # The keys must fit 80 columns: the command palette (Ctrl-P) still opens, unlisted.
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         for widget_id, title in TITLES.items():
@@ -77,6 +78,8 @@ class DashboardScreen(Screen[None]):
             self.query_one(SummaryPanel).update_summary(record["summary"], record["device"])
         elif event == "device" and ok:
             self.query_one(SummaryPanel).set_device(record["new"])
+        elif event == "end":
+            self.query_one(SystemPanel).run_ended()
 
     def status_changed(self, at_once: bool = False) -> None:
         """The run state changed: redraw the status line now, or with the next timer tick."""
