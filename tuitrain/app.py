@@ -16,7 +16,7 @@ from pathlib import Path
 
 from textual import on, work
 from textual.app import App
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.notifications import Notify
 
 from tuitrain.commands import Load, Pause, Resume, Save, SetDevice, SetLR
@@ -33,7 +33,7 @@ MAX_NOTIFICATIONS = 2
 """Toasts shown at once (newest on top): more would cover the dashboard on an 80x24 terminal."""
 
 
-def bindings() -> list[Binding]:
+def bindings() -> list[BindingType]:
     """The App's bindings, from the one key list (tuitrain.keys) that help and --help also show."""
     return [Binding(keys, action, key.footer or key.brief, show=bool(key.footer), priority=key.priority)
             for key in KEYS for keys, action in key.bindings]

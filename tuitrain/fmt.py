@@ -12,18 +12,14 @@ MISSING = "-"
 """What a number that is not there (None, nan) is shown as."""
 
 
-def _missing(value: float | None) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 def acc(value: float | None) -> str:
     """An accuracy (a fraction of 1) as a percentage with two decimals: ``93.30%``."""
-    return MISSING if _missing(value) else f"{100 * value:.2f}%"
+    return MISSING if value is None or math.isnan(value) else f"{100 * value:.2f}%"
 
 
 def loss(value: float | None) -> str:
     """A loss: four decimals (``0.3412``), or three significant digits when large or tiny."""
-    if _missing(value):
+    if value is None or math.isnan(value):
         return MISSING
     if value != 0 and not 1e-3 <= abs(value) < 1e4:
         return f"{value:.3g}"
@@ -32,12 +28,12 @@ def loss(value: float | None) -> str:
 
 def lr(value: float | None) -> str:
     """A learning rate with three significant digits: ``0.001``, ``0.000512``, ``1e-05``."""
-    return MISSING if _missing(value) else f"{value:.3g}"
+    return MISSING if value is None or math.isnan(value) else f"{value:.3g}"
 
 
 def seconds(value: float | None) -> str:
     """A duration: ``6.1s`` under 10 s, ``45s``, ``3m20s``, ``1h02m``; ``-`` when unknown."""
-    if _missing(value) or value < 0 or math.isinf(value):
+    if value is None or not math.isfinite(value) or value < 0:
         return MISSING
     if value < 10:
         return f"{value:.1f}s"
@@ -66,7 +62,7 @@ def count(value: int | float) -> str:
 
 def rate(value: float | None) -> str:
     """A throughput (samples/s), whole: ``8,012``."""
-    return MISSING if _missing(value) else f"{value:,.0f}"
+    return MISSING if value is None or math.isnan(value) else f"{value:,.0f}"
 
 
 def plural(n: int, word: str) -> str:
@@ -78,7 +74,7 @@ def clock(unix_time: float | None, now: float | None = None) -> str:
     """A moment: ``14:05:40`` today, ``2025-03-02 14:05`` another day."""
     import time
 
-    if _missing(unix_time):
+    if unix_time is None or math.isnan(unix_time):
         return MISSING
     here = time.localtime(unix_time)
     today = time.localtime(time.time() if now is None else now)

@@ -57,6 +57,9 @@ class Histograms(Vertical):
     def on_mount(self) -> None:
         self.set_interval(REDRAW_EVERY_S, self._redraw_if_dirty)
 
+    def on_resize(self) -> None:
+        self.redraw()  # the count ticks depend on the height
+
     def update_record(self, record: dict) -> None:
         """Take a new ``hist`` record (the chosen layer stays chosen); drawn by the timer."""
         first = self.record is None
@@ -82,12 +85,13 @@ class Histograms(Vertical):
 
     def redraw(self) -> None:
         """Draw the chosen layer's two histograms."""
-        if not self.is_mounted or not self.layer_list:
+        record = self.record
+        if not self.is_mounted or record is None or not self.layer_list:
             return
         layer = self.layer_list[self.layer_index]
         w, g = layer.get("w"), layer.get("g")
         title = (f"[b]{layer['name']}[/b] ({self.layer_index + 1}/{len(self.layer_list)}, [ ] to change) "
-                 f"step {fmt.count(self.record['step'])}  |w| {w['norm']:.3f}" if w else layer["name"])
+                 f"step {fmt.count(record['step'])}  |w| {w['norm']:.3f}" if w else layer["name"])
         if g:
             title += f"  |grad| {g['norm']:.3g}"
         self.query_one("#hist-title", Static).update(title, layout=False)  # one line
@@ -107,7 +111,9 @@ class Histograms(Vertical):
             plt.bar(centers, counts, color=color, width=1.0, marker="sd")
             ticks = [hist["lo"], (hist["lo"] + hist["hi"]) / 2, hist["hi"]]
             plt.xticks(ticks, [f"{t:.3g}" for t in ticks])
-            counts_ticks = count_ticks(max(counts, default=0))
+            # One tick per two rows at most: plotext drops labels that share a row, and which one it
+            # keeps is not stable. (Title, frame and x labels take 4 rows.)
+            counts_ticks = count_ticks(max(counts, default=0), most=max(1, (plot.size.height - 4) // 2))
             plt.ylim(0, counts_ticks[-1])
-            plt.yticks(counts_ticks, [fmt.count(t) for t in counts_ticks])  # counts are whole numbers
+            plt.yticks([float(t) for t in counts_ticks], [fmt.count(t) for t in counts_ticks])  # counts are whole numbers
         plot.refresh()
