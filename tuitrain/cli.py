@@ -7,48 +7,89 @@ Exit codes (SPEC): 0 done, 1 the run failed, 2 bad usage or input (one line, no 
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import sys
 import threading
 
 from tuitrain import __version__
 from tuitrain.config import DATASETS, MODELS, OPTIMIZERS, TrainConfig, default_data_dir, validate
 from tuitrain.errors import UsageError
+from tuitrain.keys import key_line
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 COMMANDS_HELP = """commands:
-  tuitrain DATASET [options]           train; the live dashboard in a terminal, headless with
-                                       --headless or when stdout is not a terminal
-  tuitrain watch RUN_DIR               the dashboard over a run directory: live (and in control)
-                                       while the run is alive; a finished run as it ended
-  tuitrain watch RUN_DIR RUN_DIR...    compare runs (or a sweep folder): curves overlaid
-  tuitrain ctl RUN_DIR COMMAND [ARG]   send pause, resume, save [NAME], load [PATH], lr VALUE,
-                                       device NAME or stop to a live run (exit 0 done, 1 refused,
-                                       2 not alive or bad input)
-  tuitrain sweep DATASET --lr 0.01,0.001 --batch-size 100,1000 [--optimizer ...] [--model ...]
-                                       one run per combination, then a table sorted by val_acc
-                                       and results.csv/results.json in the sweep folder
+  tuitrain DATASET [options]     train: the live dashboard in a terminal, else
+                                 headless (also with --headless)
+  tuitrain watch RUN_DIR         the dashboard over a run directory: live (and
+                                 in control) while it lives, else as it ended;
+                                 plain lines when stdout is not a terminal
+  tuitrain watch RUN_DIR...      compare runs (or a sweep folder): their curves
+  tuitrain ctl RUN_DIR CMD [ARG] send pause, resume, save [NAME], load [PATH],
+                                 lr VALUE, device NAME or stop to a live run
+                                 (exit 0 done, 1 refused, 2 not alive or bad)
+  tuitrain sweep DATASET --lr 0.01,0.001 --batch-size 100,1000 [--optimizer ...]
+                                 one run per combination, then a table sorted by
+                                 val_acc; results.csv/.json in the sweep folder
   tuitrain summary [--model M] [--dataset D]
-                                       print the model summary table
-  tuitrain runs [DIR]                  the runs under DIR (default runs/)
+                                 print the model summary table
+  tuitrain runs [DIR]            the runs under DIR (default runs/)
 
-keys in the dashboard: p pause/resume, s save, l load, r learning rate, d device, q quit, ? help
-exit codes: 0 done, 1 run failed, 2 bad usage or input, 130 interrupted (last.pt saved)
-"""
+{keys}
+exit codes: 0 done, 1 run failed, 2 bad usage or input, 130 interrupted (last.pt
+saved)
+""".format(keys=key_line())
+
+SHORT_USAGE = f"""usage: tuitrain DATASET [options]        e.g.  tuitrain synthetic --epochs 3   (no download)
+       tuitrain watch|ctl|sweep|runs|summary ...
+DATASET: {", ".join(DATASETS)}.  Every option and command: tuitrain --help"""
+
+ALIASES = {"--learning-rate": "--lr", "--learning_rate": "--lr", "--learningrate": "--lr", "--rate": "--lr",
+           "--bs": "--batch-size", "--batch": "--batch-size", "--batchsize": "--batch-size",
+           "--epoch": "--epochs", "--optim": "--optimizer", "--opt": "--optimizer", "--gpu": "--device",
+           "--data": "--data-dir", "--datadir": "--data-dir", "--out": "--run-dir", "--output": "--run-dir",
+           "--dataset": "DATASET (the first argument, e.g. `tuitrain synthetic`)"}
+"""Options people type from other tools, and what tuitrain calls them."""
+NOT_SUBCOMMANDS = {"train", "fit", "run", "start"}
+"""Words people put before the data set; tuitrain trains with ``tuitrain DATASET``."""
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse whose errors are one line (SPEC: no usage dump, no traceback), exit 2."""
 
     def error(self, message: str):
-        raise UsageError(f"{message} (see {self.prog} --help)")
+        raise UsageError(f"{message}{self._hint(message)} (see {self.prog} --help)")
+
+    def _hint(self, message: str) -> str:
+        """``; did you mean --lr?`` for an unknown option close to (or an alias of) a known one."""
+        found = re.match(r"unrecognized arguments: (.*)", message)
+        if not found:
+            return ""
+        known = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
+        for word in found.group(1).split():
+            name = word.split("=", 1)[0]
+            if not name.startswith("--"):
+                continue
+            guess = ALIASES.get(name) or next(iter(difflib.get_close_matches(name, known, n=1, cutoff=0.7)), "")
+            if guess:
+                return f"; did you mean {guess}?"
+        return ""
+
+
+def _sweep_hint(text: str, option: str = "") -> str:
+    """The refusal of a comma-separated value where one is expected, pointing to ``tuitrain sweep``."""
+    example = f"`tuitrain sweep DATASET {option} {text}`" if option else "`tuitrain sweep DATASET ...`"
+    return f"one value per run, got {text!r}; {example} trains one run per comma-separated value"
 
 
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
+        if "," in text:
+            raise argparse.ArgumentTypeError(_sweep_hint(text)) from None
         raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
@@ -58,6 +99,8 @@ def _positive_int(text: str) -> int:
 def _lr(text: str) -> float:
     from tuitrain.config import parse_lr
 
+    if "," in text:
+        raise argparse.ArgumentTypeError(_sweep_hint(text, "--lr"))
     try:
         return parse_lr(text)
     except UsageError as exc:
@@ -86,7 +129,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--headless", action="store_true", help="no dashboard; progress on stderr")
     p.add_argument("--log-every", type=_positive_int, default=20, help="steps between step records [20]")
     p.add_argument("--hist-every", type=_positive_int, default=200, help="steps between histograms [200]")
-    p.add_argument("--limit", type=int, default=0, help="use only the first N training samples [all]")
+    p.add_argument("--limit", type=_positive_int, default=0, metavar="N",
+                   help="use only the first N training samples and N/5 validation samples [all]")
     p.add_argument("--version", action="version", version=f"tuitrain {__version__}")
     return p
 
@@ -105,7 +149,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tuitrain`` console script; returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        print(SHORT_USAGE, file=sys.stderr)
+        return EXIT_USAGE
     try:
+        if argv[0] in NOT_SUBCOMMANDS:
+            rest = " ".join(argv[1:]) or "synthetic"
+            raise UsageError(f"there is no `{argv[0]}` subcommand: train with `tuitrain {rest}`")
         if argv and argv[0] in _SUBCOMMANDS:
             return _SUBCOMMANDS[argv[0]](argv[1:])
         return cmd_train(argv)
@@ -150,7 +200,7 @@ def train_headless(cfg: TrainConfig, model=None, dataset=None):
         result = session.run()
         return (EXIT_FAILED if result.status == "failed" else EXIT_OK), result
     print(f"tuitrain: loading {cfg.dataset} and building {cfg.model}...", file=sys.stderr)
-    session = Session(cfg, on_record=Progress(), model=model, dataset=dataset)
+    session = Session(cfg, on_record=Progress(run_dir=cfg.run_dir), model=model, dataset=dataset)
     session.prepare()
     session.open_run_dir()
     finished = threading.Event()
@@ -209,7 +259,8 @@ def cmd_sweep(argv: list[str]) -> int:
     p.add_argument("--device", default="auto", help="[auto]")
     p.add_argument("--data-dir", default=None, help=f"[{default_data_dir()}]")
     p.add_argument("--sweep-dir", default="", help="[runs/sweep-DATASET-YYYYmmdd-HHMMSS]")
-    p.add_argument("--limit", type=int, default=0, help="use only the first N training samples [all]")
+    p.add_argument("--limit", type=_positive_int, default=0, metavar="N",
+                   help="use only the first N training samples and N/5 validation samples [all]")
     args = p.parse_args(argv)
     grid: dict[str, list] = {}
     for name, convert in SWEEPABLE.items():
@@ -273,6 +324,8 @@ def cmd_watch(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from tuitrain.runs import is_run_dir
 
+    if not sys.stdout.isatty():  # into a file or a pipe: plain lines, never a full-screen UI
+        return _watch_plain(args.run_dirs)
     if len(args.run_dirs) > 1 or not is_run_dir(args.run_dirs[0]):
         from tuitrain.compare import CompareApp, expand_runs
 
@@ -284,6 +337,19 @@ def cmd_watch(argv: list[str]) -> int:
     from tuitrain.app import TuiTrainApp
 
     TuiTrainApp(backend, watch_mode=True).run()
+    return EXIT_OK
+
+
+def _watch_plain(run_dirs: list[str]) -> int:
+    """``tuitrain watch`` with stdout not a terminal: one run's status and progress lines until it
+    ends (at once for a finished run); several runs (or a sweep folder) as the ``runs`` table."""
+    from tuitrain.progress import watch_plain
+    from tuitrain.runs import format_runs, is_run_dir, list_runs, require_run_dir
+
+    if len(run_dirs) == 1 and is_run_dir(run_dirs[0]):
+        return watch_plain(str(require_run_dir(run_dirs[0])))
+    runs = [run for d in run_dirs for run in list_runs(d)]
+    print(format_runs(runs))
     return EXIT_OK
 
 
