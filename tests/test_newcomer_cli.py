@@ -170,3 +170,12 @@ def test_watch_a_live_run_into_a_file_follows_it_until_it_ends(tmp_path, monkeyp
     assert "step 60/300" in lines[1] and "step 70/300" in lines[2] and lines[3].startswith("lr:")
     assert lines[4] == f"tuitrain: {tmp_path / 'run'}: stopped at step 70; best val_acc -"
     assert "\x1b" not in out.getvalue()
+
+
+def test_watch_several_runs_into_a_file_prints_the_runs_table(tmp_path, capsys):
+    for name in ("a", "b"):
+        _record_run(tmp_path / "sweep" / name, scripted_run(), "done").close()
+    assert main(["watch", str(tmp_path / "sweep")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["run", "status"] and sorted(line.split()[0] for line in lines[2:]) == ["a", "b"]
+    assert main(["watch", str(tmp_path)]) == 2  # neither a run nor a folder of runs

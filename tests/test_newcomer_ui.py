@@ -69,8 +69,8 @@ TYPED = [
 ]
 
 
-@pytest.mark.parametrize("keys,lr", TYPED, ids=[" ".join(k) for k, _ in TYPED])
-@pytest.mark.parametrize("how", ["burst", "press"])
+@pytest.mark.parametrize("keys,lr,how", [(k, lr, "burst") for k, lr in TYPED] + [(*TYPED[1], "press")],
+                         ids=[" ".join(k) for k, _ in TYPED] + ["pilot.press"])
 async def test_keys_typed_right_after_r_land_in_the_prompt(keys, lr, how):
     backend = FakeBackend()
     app = TuiTrainApp(backend)

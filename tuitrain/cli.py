@@ -343,13 +343,13 @@ def cmd_watch(argv: list[str]) -> int:
 def _watch_plain(run_dirs: list[str]) -> int:
     """``tuitrain watch`` with stdout not a terminal: one run's status and progress lines until it
     ends (at once for a finished run); several runs (or a sweep folder) as the ``runs`` table."""
+    from tuitrain.compare import expand_runs
     from tuitrain.progress import watch_plain
-    from tuitrain.runs import format_runs, is_run_dir, list_runs, require_run_dir
+    from tuitrain.runs import format_runs, is_run_dir, list_runs
 
     if len(run_dirs) == 1 and is_run_dir(run_dirs[0]):
-        return watch_plain(str(require_run_dir(run_dirs[0])))
-    runs = [run for d in run_dirs for run in list_runs(d)]
-    print(format_runs(runs))
+        return watch_plain(run_dirs[0])
+    print(format_runs([run for path in expand_runs(run_dirs) for run in list_runs(path)]))
     return EXIT_OK
 
 
