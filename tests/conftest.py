@@ -52,6 +52,12 @@ def _offline(monkeypatch):
     monkeypatch.setattr(tv_mnist, "download_and_extract_archive", refuse)
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """tuitrain's own cache ($TUITRAIN_DATA) in the test's folder: tests never write to ~/.cache."""
+    monkeypatch.setenv("TUITRAIN_DATA", str(tmp_path / "tuitrain-cache"))
+
+
 class EngineRun:
     """An Engine running in a thread, collecting its records, with helpers to wait on them."""
 

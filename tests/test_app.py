@@ -156,7 +156,7 @@ async def test_done_stays_on_screen_until_q():
         backend.push(_event("end", status="done", best_val_acc=0.91))
         await pilot.pause()
         status = app.query_one(StatusLine)
-        assert status.state == "DONE" and "0.9100" in status.note
+        assert status.state == "DONE" and "91.00%" in status.note
         await pilot.press("p")
         assert backend.sent == []  # nothing to control once done
         await pilot.press("q")

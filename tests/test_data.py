@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,13 +28,20 @@ def test_limit(tmp_path):
     assert len(ds.train_x) == 500 and len(ds.val_x) == 100
 
 
-def test_idx_gz_loading_and_stats_cache(fmnist_dir):
+def test_idx_gz_loading_and_stats_cache(fmnist_dir, monkeypatch):
     ds = data.load("fashion-mnist", str(fmnist_dir))
     assert ds.train_x.shape == (2000, 1, 28, 28)
     assert ds.val_y.shape == (500,)
     assert ds.classes[9] == "Ankle boot"
-    cache = fmnist_dir / "tuitrain-stats.json"
-    assert "fashion-mnist:2000" in cache.read_text()
+    # The user's data folder is left as it was; the statistics go to tuitrain's own cache.
+    assert not (fmnist_dir / "tuitrain-stats.json").exists()
+    cache = Path(os.environ["TUITRAIN_DATA"]) / "tuitrain-stats.json"
+    assert f"{fmnist_dir.resolve()}:fashion-mnist:2000" in cache.read_text()
+    assert data.load("fashion-mnist", str(fmnist_dir)).mean == ds.mean  # read back from the cache
+    # In tuitrain's own data folder the file sits beside the data.
+    monkeypatch.setenv("TUITRAIN_DATA", str(fmnist_dir))
+    data.load("fashion-mnist", str(fmnist_dir))
+    assert '"fashion-mnist:2000"' in (fmnist_dir / "tuitrain-stats.json").read_text()
     x = ds.train_x.float() / 255
     assert ds.mean[0] == pytest.approx(x.mean().item(), abs=1e-5)
 
@@ -50,7 +59,17 @@ def test_missing_offline_names_folder_and_files(tmp_path):
         data.load("fashion-mnist", str(tmp_path / "nothing"))
     message = str(info.value)
     assert "FashionMNIST/raw" in message and "train-images-idx3-ubyte.gz" in message
+    assert "--data-dir" in message and "TUITRAIN_DATA" in message and "tuitrain synthetic" in message
     assert "\n" not in message
+    assert not (tmp_path / "nothing").exists()  # the failed download left no empty folders behind
+
+
+def test_missing_data_in_an_existing_folder_leaves_it_as_it_was(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(DataError):
+        data.load("mnist", str(tmp_path / "mine"))
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "not-gzip"])

@@ -49,7 +49,7 @@ def test_divergence_pauses_with_a_note_that_resume_clears():
 def test_end_states_notes_and_exit_codes():
     run = _applied(start_event(), _event("end", status="done", best_val_acc=0.91))
     assert run.finished == run.state == "DONE" and run.exit_code == 0
-    assert run.note == "best val_acc 0.9100  (q to leave)"
+    assert run.note == "best val_acc 91.00%  (q to leave)"
     assert _applied(start_event(), _event("end", status="failed")).exit_code == 1
     assert _applied(start_event(), _event("end", status="interrupted")).exit_code == 130
     assert _applied(start_event(), _event("end", status="someday")).state == "DONE"  # unknown: shown as done

@@ -32,8 +32,9 @@ def test_sweep_of_four_small_runs(tmp_path, capsys):
     assert header[:3] == ["lr", "batch_size", "epochs"] and "best_val_acc" in header
     table = capsys.readouterr().out.strip().splitlines()
     assert table[0].split()[:3] == ["lr", "batch_size", "epochs"]
-    accs = [float(line.split()[4]) for line in table[2:]]
+    accs = [float(line.split()[4].rstrip("%")) for line in table[2:]]
     assert accs == sorted(accs, reverse=True)
+    assert all(line.split()[6].endswith("s") for line in table[2:])  # train_seconds as a duration
 
 
 def test_sweep_bad_value_is_exit_2_before_any_run(tmp_path, capsys):

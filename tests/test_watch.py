@@ -44,7 +44,7 @@ async def test_watch_recorded_run_is_read_only(tmp_path):
     async with app.run_test(size=(160, 48)) as pilot:
         status = app.query_one(StatusLine)
         await _until(pilot, lambda: status.state == "DONE", "the end state")
-        assert "read-only" in status.note and "0.8500" in status.note
+        assert "read-only" in status.note and "85.00%" in status.note
         assert app.query_one(Curves).train_loss.xs[-1] == 150
         assert app.query_one(Histograms).record is not None
         assert app.query_one(SummaryPanel).query_one("DataTable").row_count == 3

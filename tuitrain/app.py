@@ -8,17 +8,21 @@ polls the backend and never touches a tensor.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import sys
+import uuid
 from pathlib import Path
 
 from textual import on, work
 from textual.app import App
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
+from textual.notifications import Notify
 
 from tuitrain.commands import Load, Pause, Resume, Save, SetDevice, SetLR
+from tuitrain.keys import KEYS, PROMPT_ACTIONS, help_lines
 from tuitrain.messages import BackendFinished, RecordsArrived
-from tuitrain.runstate import RunState, notice_for
+from tuitrain.runstate import RunState, checkpoint_choices, notice_for
 from tuitrain.widgets.choice_prompt import ChoicePrompt
 from tuitrain.widgets.curves import Curves
 from tuitrain.widgets.dashboard import DashboardScreen
@@ -26,28 +30,23 @@ from tuitrain.widgets.help import HelpScreen
 from tuitrain.widgets.lr_prompt import LRPrompt
 
 GIL_SWITCH_S = 0.001
+MAX_NOTIFICATIONS = 2
+"""Toasts shown at once (newest on top): more would cover the dashboard on an 80x24 terminal."""
+
+
+def bindings() -> list[BindingType]:
+    """The App's bindings, from the one key list (tuitrain.keys) that help and --help also show."""
+    return [Binding(keys, action, key.footer or key.brief, show=bool(key.footer), priority=key.priority)
+            for key in KEYS for keys, action in key.bindings]
 
 
 class TuiTrainApp(App[int]):
     """The live dashboard (and, with a watch backend, the viewer of a run directory)."""
 
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses (tests) find it too
     TITLE = "tuitrain"
-    BINDINGS = [
-        Binding("p", "pause", "Pause/Resume"),
-        Binding("s", "save", "Save"),
-        Binding("l", "load", "Load"),
-        Binding("r", "set_lr", "LR"),
-        Binding("d", "device", "Device"),
-        Binding("c", "classes", "Classes"),
-        Binding("g", "log_scale", "Log loss", show=False),
-        Binding("v", "cycle_view", "View"),
-        Binding("left_square_bracket,up", "layer(-1)", "Layer", show=False),
-        Binding("right_square_bracket,down", "layer(1)", "Layer", show=False),
-        Binding("question_mark", "help", "Help"),
-        Binding("q", "quit_run", "Quit"),
-        Binding("ctrl+c", "interrupt", "Interrupt", show=False, priority=True),
-    ]
+    NOTIFICATION_TIMEOUT = 3
+    BINDINGS = bindings()
 
     def __init__(self, backend, watch_mode: bool = False) -> None:
         super().__init__()
@@ -60,6 +59,22 @@ class TuiTrainApp(App[int]):
 
     def get_default_screen(self) -> DashboardScreen:
         return self.dashboard
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Keys whose action this App lacks are inert and hidden; prompt keys wait for the dashboard."""
+        if action in PROMPT_ACTIONS and self.screen is not self.dashboard:
+            return False  # a prompt or the help is open: the key goes to it instead
+        return hasattr(self, f"action_{action}")
+
+    def _on_notify(self, event: Notify) -> None:
+        # Textual stacks every toast (textual#5129): keep the newest few, newest on top. The older
+        # ones are re-added as copies (same time left) so they are drawn again below the new one.
+        kept = list(self._notifications)[: MAX_NOTIFICATIONS - 1]
+        self._notifications.clear()
+        self._notifications.add(event.notification)
+        for older in kept:
+            self._notifications.add(dataclasses.replace(older, identity=str(uuid.uuid4())))
+        self._refresh_notifications()
 
     def on_mount(self) -> None:
         # The UI thread shares the GIL with the training thread; a shorter switch interval makes the
@@ -105,7 +120,7 @@ class TuiTrainApp(App[int]):
         if message.error:
             self.run_state.finish("FAILED", message.error)
             self.dashboard.status_changed(at_once=True)
-            self.notify(message.error, title="failed", severity="error", timeout=30)
+            self.notify(message.error, title="failed", severity="error", timeout=10)
         if self.run_state.quit_requested:
             self.exit(self.run_state.exit_code)
 
@@ -139,8 +154,10 @@ class TuiTrainApp(App[int]):
         if not found:
             self.notify("no checkpoints in this run yet (s saves one)", severity="warning")
             return
-        choices = [(path, Path(path).name) for path in found]
-        self.push_screen(ChoicePrompt("Load which checkpoint? (newest first)", choices), self._load_chosen)
+        mtimes = {path: when for path in found if (when := _mtime(path)) is not None}
+        header, choices = checkpoint_choices(found, self.run_state.checkpoints, mtimes)
+        self.push_screen(ChoicePrompt("Load which checkpoint? (newest first; Enter loads, Esc cancels)", choices,
+                                      header), self._load_chosen)
 
     def _load_chosen(self, path: str | None) -> None:
         if path:
@@ -176,6 +193,9 @@ class TuiTrainApp(App[int]):
 
     def action_cycle_view(self) -> None:
         """v: on a narrow terminal, cycle the lower panel (histograms, system, model, classes)."""
+        if not self.dashboard.has_class("narrow"):
+            self.notify("v switches the lower panel on terminals under 120 columns; all panels are shown here")
+            return
         self.dashboard.cycle_view()
 
     def action_classes(self) -> None:
@@ -188,8 +208,8 @@ class TuiTrainApp(App[int]):
         self.notify(f"loss axis: {'log' if log else 'linear'}", timeout=2)
 
     def action_help(self) -> None:
-        """?: the key help."""
-        self.push_screen(HelpScreen())
+        """?: the key help, from the same key list as the bindings."""
+        self.push_screen(HelpScreen(help_lines(lambda action: self.check_action(action, ()) is not False)))
 
     def action_quit_run(self) -> None:
         """q: stop the run at the next step (live) and leave once last.pt is written."""
@@ -216,3 +236,11 @@ class TuiTrainApp(App[int]):
     def on_unmount(self) -> None:
         if not self.run_state.finished:
             self.backend.quit("quit")  # never leave an engine running behind a closed dashboard
+
+
+def _mtime(path: str) -> float | None:
+    """A file's modification time, None when it is gone."""
+    try:
+        return Path(path).stat().st_mtime
+    except OSError:
+        return None

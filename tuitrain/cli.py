@@ -7,7 +7,9 @@ Exit codes (SPEC): 0 done, 1 the run failed, 2 bad usage or input (one line, no 
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -23,42 +25,81 @@ from tuitrain.config import (
     validate,
 )
 from tuitrain.errors import UsageError
+from tuitrain.keys import key_line
 from tuitrain.records import EXIT_FAILED, EXIT_OK, EXIT_SIGNALS, EXIT_USAGE
 
 EXIT_INTERRUPTED = EXIT_SIGNALS["interrupt"]
 
-COMMANDS_HELP = """commands:
-  tuitrain DATASET [options]           train; the live dashboard in a terminal, headless with
-                                       --headless or when stdout is not a terminal
-  tuitrain watch RUN_DIR               the dashboard over a run directory: live (and in control)
-                                       while the run is alive; a finished run as it ended
-  tuitrain watch RUN_DIR RUN_DIR...    compare runs (or a sweep folder): curves overlaid
-  tuitrain ctl RUN_DIR COMMAND [ARG]   send pause, resume, save [NAME], load [PATH], lr VALUE,
-                                       device NAME or stop to a live run (exit 0 done, 1 refused,
-                                       2 not alive or bad input)
-  tuitrain sweep DATASET --lr 0.01,0.001 --batch-size 100,1000 [--optimizer ...] [--model ...]
-                                       one run per combination, then a table sorted by val_acc
-                                       and results.csv/results.json in the sweep folder
+COMMANDS_HELP = f"""commands:
+  tuitrain DATASET [options]     train: the live dashboard in a terminal, else
+                                 headless (also with --headless)
+  tuitrain watch RUN_DIR         the dashboard over a run directory: live (and
+                                 in control) while it lives, else as it ended;
+                                 plain lines when stdout is not a terminal
+  tuitrain watch RUN_DIR...      compare runs (or a sweep folder): their curves
+  tuitrain ctl RUN_DIR CMD [ARG] send pause, resume, save [NAME], load [PATH],
+                                 lr VALUE, device NAME or stop to a live run
+                                 (exit 0 done, 1 refused, 2 not alive or bad)
+  tuitrain sweep DATASET --lr 0.01,0.001 --batch-size 100,1000 [--optimizer ...]
+                                 one run per combination, then a table sorted by
+                                 val_acc; results.csv/.json in the sweep folder
   tuitrain summary [--model M] [--dataset D]
-                                       print the model summary table
-  tuitrain runs [DIR]                  the runs under DIR (default runs/)
+                                 print the model summary table
+  tuitrain runs [DIR]            the runs under DIR (default runs/)
 
-keys in the dashboard: p pause/resume, s save, l load, r learning rate, d device, q quit, ? help
-exit codes: 0 done, 1 run failed, 2 bad usage or input, 130 interrupted (last.pt saved)
+{key_line()}
+exit codes: 0 done, 1 run failed, 2 bad usage or input, 130 interrupted (last.pt
+saved)
 """
+
+SHORT_USAGE = f"""usage: tuitrain DATASET [options]        e.g.  tuitrain synthetic --epochs 3   (no download)
+       tuitrain watch|ctl|sweep|runs|summary ...
+DATASET: {", ".join(DATASETS)}.  Every option and command: tuitrain --help"""
+
+ALIASES = {"--learning-rate": "--lr", "--learning_rate": "--lr", "--learningrate": "--lr", "--rate": "--lr",
+           "--bs": "--batch-size", "--batch": "--batch-size", "--batchsize": "--batch-size",
+           "--epoch": "--epochs", "--optim": "--optimizer", "--opt": "--optimizer", "--gpu": "--device",
+           "--data": "--data-dir", "--datadir": "--data-dir", "--out": "--run-dir", "--output": "--run-dir",
+           "--dataset": "DATASET (the first argument, e.g. `tuitrain synthetic`)"}
+"""Options people type from other tools, and what tuitrain calls them."""
+NOT_SUBCOMMANDS = {"train", "fit", "run", "start"}
+"""Words people put before the data set; tuitrain trains with ``tuitrain DATASET``."""
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse whose errors are one line (SPEC: no usage dump, no traceback), exit 2."""
 
     def error(self, message: str):
-        raise UsageError(f"{message} (see {self.prog} --help)")
+        raise UsageError(f"{message}{self._hint(message)} (see {self.prog} --help)")
+
+    def _hint(self, message: str) -> str:
+        """``; did you mean --lr?`` for an unknown option close to (or an alias of) a known one."""
+        found = re.match(r"unrecognized arguments: (.*)", message)
+        if not found:
+            return ""
+        known = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
+        for word in found.group(1).split():
+            name = word.split("=", 1)[0]
+            if not name.startswith("--"):
+                continue
+            guess = ALIASES.get(name) or next(iter(difflib.get_close_matches(name, known, n=1, cutoff=0.7)), "")
+            if guess:
+                return f"; did you mean {guess}?"
+        return ""
+
+
+def _sweep_hint(text: str, option: str = "") -> str:
+    """The refusal of a comma-separated value where one is expected, pointing to ``tuitrain sweep``."""
+    example = f"`tuitrain sweep DATASET {option} {text}`" if option else "`tuitrain sweep DATASET ...`"
+    return f"one value per run, got {text!r}; {example} trains one run per comma-separated value"
 
 
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
+        if "," in text:
+            raise argparse.ArgumentTypeError(_sweep_hint(text)) from None
         raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
@@ -103,6 +144,8 @@ def _model_arg(text: str) -> tuple[str, object]:
 def _lr(text: str) -> float:
     from tuitrain.config import parse_lr
 
+    if "," in text:
+        raise argparse.ArgumentTypeError(_sweep_hint(text, "--lr"))
     try:
         return parse_lr(text)
     except UsageError as exc:
@@ -122,9 +165,11 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, default=10, help="total epochs [10]")
     p.add_argument("--batch-size", type=_positive_int, default=100, help="samples per step [100]")
     p.add_argument("--lr", type=_lr, default=0.001, help="learning rate [0.001]")
-    p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS, help="[adam]")
+    p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS, metavar="O",
+                   help=f"{', '.join(OPTIMIZERS)} [adam]")
     p.add_argument("--weight-decay", type=_non_negative_float, default=0.0, help="weight decay [0]")
-    p.add_argument("--scheduler", default="none", choices=SCHEDULERS, help="LR schedule [none]")
+    p.add_argument("--scheduler", default="none", choices=SCHEDULERS, metavar="S",
+                   help=f"LR schedule: {', '.join(SCHEDULERS)} [none]")
     p.add_argument("--monitor", default="", help="val_loss or val_acc: picks best.pt, drives early stopping "
                    "and plateau [val_acc]")
     p.add_argument("--early-stopping", type=_non_negative_int, default=0, metavar="N",
@@ -132,7 +177,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-clip", type=_non_negative_float, default=0.0, metavar="X",
                    help="clip the gradient norm to X [off]")
     p.add_argument("--accumulate", type=_positive_int, default=1, metavar="N", help="batches per optimizer step [1]")
-    p.add_argument("--precision", default="32", choices=PRECISIONS, help="[32]")
+    p.add_argument("--precision", default="32", choices=PRECISIONS, metavar="P", help=f"{', '.join(PRECISIONS)} [32]")
     p.add_argument("--model-arg", type=_model_arg, action="append", default=[], metavar="KEY=VALUE",
                    help="keyword argument for a path.py:NAME model (repeatable; VALUE a Python literal)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps [auto]")
@@ -143,7 +188,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--headless", action="store_true", help="no dashboard; progress on stderr")
     p.add_argument("--log-every", type=_positive_int, default=20, help="steps between step records [20]")
     p.add_argument("--hist-every", type=_positive_int, default=200, help="steps between histograms [200]")
-    p.add_argument("--limit", type=int, default=0, help="use only the first N training samples [all]")
+    p.add_argument("--limit", type=_positive_int, default=0, metavar="N",
+                   help="use only the first N training samples and N/5 validation samples [all]")
     p.add_argument("--version", action="version", version=f"tuitrain {__version__}")
     return p
 
@@ -165,7 +211,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tuitrain`` console script; returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        print(SHORT_USAGE, file=sys.stderr)
+        return EXIT_USAGE
     try:
+        if argv[0] in NOT_SUBCOMMANDS:
+            rest = " ".join(argv[1:]) or "synthetic"
+            raise UsageError(f"there is no `{argv[0]}` subcommand: train with `tuitrain {rest}`")
         if argv and argv[0] in _SUBCOMMANDS:
             return _SUBCOMMANDS[argv[0]](argv[1:])
         return cmd_train(argv)
@@ -203,9 +255,10 @@ def train_headless(cfg: TrainConfig):
     return result.exit_code, result
 
 
-SWEEPABLE: dict[str, Callable[[str], object]] = {"lr": _lr, "batch_size": _positive_int, "epochs": _positive_int, "optimizer": str, "model": str,
-             "seed": int, "weight_decay": _non_negative_float, "scheduler": str, "grad_clip": _non_negative_float,
-             "accumulate": _positive_int, "precision": str, "early_stopping": _non_negative_int}
+SWEEPABLE: dict[str, Callable[[str], object]] = {
+    "lr": _lr, "batch_size": _positive_int, "epochs": _positive_int, "optimizer": str, "model": str, "seed": int,
+    "weight_decay": _non_negative_float, "scheduler": str, "grad_clip": _non_negative_float,
+    "accumulate": _positive_int, "precision": str, "early_stopping": _non_negative_int}
 
 
 def cmd_sweep(argv: list[str]) -> int:
@@ -224,7 +277,8 @@ def cmd_sweep(argv: list[str]) -> int:
     p.add_argument("--device", default="auto", help="[auto]")
     p.add_argument("--data-dir", default=None, help=f"[{default_data_dir()}]")
     p.add_argument("--sweep-dir", default="", help="[runs/sweep-DATASET-YYYYmmdd-HHMMSS]")
-    p.add_argument("--limit", type=int, default=0, help="use only the first N training samples [all]")
+    p.add_argument("--limit", type=_positive_int, default=0, metavar="N",
+                   help="use only the first N training samples and N/5 validation samples [all]")
     args = p.parse_args(argv)
     grid: dict[str, list] = {}
     for name, convert in SWEEPABLE.items():
@@ -288,6 +342,8 @@ def cmd_watch(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from tuitrain.runs import is_run_dir
 
+    if not sys.stdout.isatty():  # into a file or a pipe: plain lines, never a full-screen UI
+        return _watch_plain(args.run_dirs)
     if len(args.run_dirs) > 1 or not is_run_dir(args.run_dirs[0]):
         from tuitrain.compare import run_compare
 
@@ -298,6 +354,19 @@ def cmd_watch(argv: list[str]) -> int:
     from tuitrain.app import TuiTrainApp
 
     TuiTrainApp(backend, watch_mode=True).run()
+    return EXIT_OK
+
+
+def _watch_plain(run_dirs: list[str]) -> int:
+    """``tuitrain watch`` with stdout not a terminal: one run's status and progress lines until it
+    ends (at once for a finished run); several runs (or a sweep folder) as the ``runs`` table."""
+    from tuitrain.compare import expand_runs
+    from tuitrain.progress import watch_plain
+    from tuitrain.runs import format_runs, is_run_dir, list_runs
+
+    if len(run_dirs) == 1 and is_run_dir(run_dirs[0]):
+        return watch_plain(run_dirs[0])
+    print(format_runs([run for path in expand_runs(run_dirs) for run in list_runs(path)]))
     return EXIT_OK
 
 

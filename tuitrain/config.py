@@ -162,8 +162,10 @@ def default_run_dir(dataset: str, model: str, root: str = "runs") -> str:
 
 def check_lr(lr: float) -> float:
     """A learning rate must be a finite number above zero."""
-    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise UsageError(f"learning rate must be a finite number above 0, got {lr}")
+    if not isinstance(lr, (int, float)) or not math.isfinite(lr):
+        raise UsageError(f"learning rate must be a finite number, got {lr}")
+    if lr <= 0:
+        raise UsageError(f"learning rate must be above 0, got {lr:g}")
     return float(lr)
 
 

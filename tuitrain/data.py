@@ -365,31 +365,48 @@ def read_idx(path: Path, ndim: int) -> torch.Tensor:
 
 
 def _download(name: str, root: Path, raw: Path) -> None:
-    """Download through torchvision into ``root``; on failure a one-line error with what to place where."""
+    """Download through torchvision into ``root``; on failure a one-line error with what to place where,
+    and the folders the attempt created are removed again (no empty FashionMNIST/raw left behind)."""
     import torchvision.datasets as tvd
 
     cls = getattr(tvd, _IDX_SETS[name][0])
+    created = [p for p in (raw, raw.parent, root) if not p.exists()]
     try:
         cls(str(root), train=True, download=True)
         cls(str(root), train=False, download=True)
     except Exception as exc:  # torchvision raises RuntimeError, URLError, OSError...
+        _remove_empty(created)
         files = ", ".join(f"{s}.gz" for pair in IDX_FILES.values() for s in pair)
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{name} is not in {raw} and could not be downloaded ({reason}); place {files} there") from None
+        raise DataError(f"{name} is not in {raw} and could not be downloaded ({reason}); place {files} there, "
+                        f"or give the folder that holds {raw.parent.name}/raw with --data-dir or TUITRAIN_DATA; "
+                        f"or try `tuitrain synthetic` (no download)") from None
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove these folders (deepest first) where they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass  # not empty (a partial download is kept for the next try) or already gone
 
 
 def _load_cifar(root: Path) -> DataSet:
     import torchvision.datasets as tvd
 
     folder = root / "cifar-10-batches-py"
+    created = [root] if not root.exists() else []
     try:
         train = tvd.CIFAR10(str(root), train=True, download=not folder.is_dir())
         test = tvd.CIFAR10(str(root), train=False, download=False)
     except Exception as exc:
+        _remove_empty(created)
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise DataError(
             f"cifar10 is not in {folder} and could not be downloaded ({reason}); "
-            f"extract cifar-10-python.tar.gz into {root}"
+            f"extract cifar-10-python.tar.gz into {root}, or give that folder with --data-dir or TUITRAIN_DATA; "
+            f"or try `tuitrain synthetic` (no download)"
         ) from None
 
     def as_tensors(split) -> tuple[torch.Tensor, torch.Tensor]:
@@ -399,10 +416,26 @@ def _load_cifar(root: Path) -> DataSet:
     return DataSet("cifar10", train_x, train_y, val_x, val_y, [], [], _CIFAR_CLASSES)
 
 
+def stats_file(root: Path) -> tuple[Path, str]:
+    """Where the statistics of data in ``root`` are cached, and the key prefix there.
+
+    In tuitrain's own data folder ($TUITRAIN_DATA or ~/.cache/tuitrain/data) the file sits beside the
+    data; a folder of the user's (an existing torchvision download) is left untouched: the file goes to
+    tuitrain's cache ($TUITRAIN_DATA or ~/.cache/tuitrain), keyed by the folder's path.
+    """
+    from tuitrain.config import default_data_dir
+
+    own = Path(default_data_dir())
+    if root.resolve() == own.resolve():
+        return root / "tuitrain-stats.json", ""
+    cache = Path(os.environ["TUITRAIN_DATA"]) if os.environ.get("TUITRAIN_DATA") else own.parent
+    return cache / "tuitrain-stats.json", f"{root.resolve()}:"
+
+
 def _stats(ds: DataSet, root: Path, limit: int) -> tuple[list[float], list[float]]:
-    """Per-channel mean/std of the training images, cached in the data folder (computed once)."""
-    key = f"{ds.name}:{len(ds.train_x)}"
-    cache = root / "tuitrain-stats.json"
+    """Per-channel mean/std of the training images, cached (see :func:`stats_file`; computed once)."""
+    cache, prefix = stats_file(root)
+    key = f"{prefix}{ds.name}:{len(ds.train_x)}"
     cached: dict = {}
     if ds.name != "synthetic" and not limit:
         try:
@@ -418,6 +451,7 @@ def _stats(ds: DataSet, root: Path, limit: int) -> tuple[list[float], list[float
     if ds.name != "synthetic" and not limit:
         cached[key] = {"mean": mean, "std": std}
         try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps(cached, indent=1))
             os.replace(tmp, cache)

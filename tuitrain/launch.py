@@ -39,7 +39,7 @@ def run(config: TrainConfig, ui: UI = "auto", *, model=None, dataset=None, task=
         # A person is there to lower the LR and go on, so divergence pauses rather than stops.
         config = config.replace(on_nonfinite="pause")
     print(f"tuitrain: loading {config.dataset} and building {config.model}...", file=sys.stderr)
-    session = Session(config, on_record=Progress() if headless else None, model=model, dataset=dataset, task=task)
+    session = Session(config, on_record=Progress(run_dir=config.run_dir) if headless else None, model=model, dataset=dataset, task=task)
     session.prepare()
     session.open_run_dir()
     from tuitrain.threads import release_thread_pool

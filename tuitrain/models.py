@@ -218,17 +218,22 @@ def summarize(model: nn.Module, inputs) -> ModelSummary:
         if layer.depth > 0
     )
     size_mb = (stats.total_param_bytes + sum(b.numel() * b.element_size() for b in model.buffers())) / 1e6
-    return ModelSummary(rows, stats.total_params, stats.trainable_params, round(size_mb, 3))
+    return ModelSummary(rows, stats.total_params, stats.trainable_params, round(size_mb, 6))
 
 
 def format_summary(summary: ModelSummary) -> str:
-    """The summary as a plain text table (``tuitrain summary``)."""
-    lines = [f"{'Layer':<24}{'Output shape':<22}{'Params':>12}  Trainable"]
+    """The summary as a plain text table (``tuitrain summary``); columns as wide as their longest cell."""
+    from tuitrain import fmt
+
+    names = ["  " * (row.depth - 1) + f"{row.name} ({row.kind})" for row in summary.rows]
+    shapes = [str(list(row.output_shape)) for row in summary.rows]
+    nw = max([len("Layer"), *map(len, names)]) + 2
+    sw = max([len("Output shape"), *map(len, shapes)]) + 2
+    lines = [f"{'Layer':<{nw}}{'Output shape':<{sw}}{'Params':>12}  Trainable"]
     lines.append("-" * len(lines[0]))
-    for row in summary.rows:
-        name = "  " * (row.depth - 1) + f"{row.name} ({row.kind})"
-        lines.append(f"{name:<24}{list(row.output_shape)!s:<22}{row.params:>12,}  {row.trainable}")
+    for row, name, shape in zip(summary.rows, names, shapes, strict=True):
+        lines.append(f"{name:<{nw}}{shape:<{sw}}{fmt.count(row.params):>12}  {row.trainable}")
     lines.append("-" * len(lines[0]))
-    lines.append(f"Total params: {summary.total_params:,}  trainable: {summary.trainable_params:,}")
-    lines.append(f"Size: {summary.size_mb:.3f} MB")
+    lines.append(f"Total params: {fmt.count(summary.total_params)}  trainable: {fmt.count(summary.trainable_params)}")
+    lines.append(f"Size: {fmt.size(summary.size_mb * 1e6)}")
     return "\n".join(lines)

@@ -1,23 +1,49 @@
-"""Headless progress: an updating bar on a terminal, plain periodic lines in a log."""
+"""Headless progress: an updating bar on a terminal, plain periodic lines in a log.
+
+Also ``tuitrain watch RUN > file`` (no terminal): the same plain lines, following the run directory.
+"""
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
+from pathlib import Path
 from typing import TextIO
+
+from tuitrain import fmt
 
 LINE_EVERY_S = 10.0
 BAR_EVERY_S = 0.25
+FOLLOW_POLL_S = 0.5
+ALIVE_CHECK_S = 2.0
+
+
+def watch_hint(run_dir: str) -> str:
+    """The first line of a headless run: where it writes and the exact command to watch it."""
+    return f"tuitrain: run dir {run_dir}; watch it live with: tuitrain watch {shlex.quote(str(run_dir))}"
 
 
 class Progress:
-    """Turns engine records into progress output on ``stream`` (stderr by default)."""
+    """Turns engine records into progress output on ``stream`` (stderr by default).
 
-    def __init__(self, stream: TextIO | None = None, tty: bool | None = None):
+    Elapsed time and ETA come from the records' own times, so the same lines are written live and
+    when following a run directory; time spent paused counts in neither.
+    """
+
+    def __init__(self, stream: TextIO | None = None, tty: bool | None = None, run_dir: str = ""):
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
+        self.run_dir = run_dir
+        """Printed first, with the command to watch it (empty: not printed)."""
+        self.quiet = False
+        """Take records without writing anything (a follower catching up on the history)."""
         self.total = 0
         self.per_epoch = 0
+        self.started: float | None = None
+        self.start_step = 0
+        self.paused_since: float | None = None
+        self.paused_total = 0.0
         self._last = 0.0
         self._bar_shown = False
 
@@ -27,42 +53,78 @@ class Progress:
         if kind == "step":
             self._step(record)
         elif kind == "epoch":
-            values = " ".join(f"{k} {v:.4f}" for k, v in record.items()
-                              if (k.startswith(("train_", "val_")) and k != "train_seconds" and isinstance(v, float)))
-            self._line(f"epoch {record['epoch']}: {values}" + (" (best)" if record.get("best") else "")
-                       + f" [{record['train_seconds']:.1f}s]")
+            self._epoch(record)
         elif kind == "event":
             self._event(record)
 
+    def elapsed(self, now: float) -> float | None:
+        """Seconds of training since the start event, leaving out time paused."""
+        if self.started is None:
+            return None
+        paused = self.paused_total + (now - self.paused_since if self.paused_since is not None else 0.0)
+        return max(now - self.started - paused, 0.0)
+
+    def eta(self, step: int, now: float) -> float | None:
+        """Seconds left at the pace so far (validation included), or None before there is a pace."""
+        elapsed = self.elapsed(now)
+        done = step - self.start_step
+        if elapsed is None or done <= 0 or not self.total:
+            return None
+        return elapsed / done * max(self.total - step, 0)
+
+    def _epoch(self, record: dict) -> None:
+        paused = record.get("paused_seconds") or 0.0
+        took = fmt.seconds(record.get("train_seconds")) + (f", paused {fmt.seconds(paused)}" if paused else "")
+        values = []
+        for key, value in record.items():  # train_loss, train_acc, val_loss, val_acc, val_<metric>
+            if key.startswith(("train_", "val_")) and key != "train_seconds" and isinstance(value, (int, float)):
+                values.append(f"{key} {fmt.acc(value) if key.endswith('_acc') else fmt.loss(value)}")
+        self._line(f"epoch {record['epoch']}: {' '.join(values)}" + (" (best)" if record.get("best") else "")
+                   + f" [{took}]")
+
     def _event(self, record: dict) -> None:
         event = record["event"]
+        when = record.get("time", time.time())
         if event == "start":
             self.total = record["total_steps"]
             self.per_epoch = record["steps_per_epoch"]
+            self.started, self.start_step = when, record.get("step", 0)
+            self.paused_since, self.paused_total = None, 0.0
+            if self.run_dir:
+                self._line(watch_hint(self.run_dir))
             self._line(
-                f"training {record['model']} on {record['dataset']} ({record['samples']} samples) on "
-                f"{record['device']}: {record['epochs']} epochs x {self.per_epoch} steps"
+                f"training {record['model']} on {record['dataset']} ({fmt.count(record['samples'])} samples) on "
+                f"{record['device']}: {fmt.plural(record['epochs'], 'epoch')} x {fmt.plural(self.per_epoch, 'step')}"
                 + (f", resumed at epoch {record['start_epoch']}" if record.get("resumed_from") else "")
             )
-        elif event == "save" and record.get("auto") and record.get("ok"):
-            return  # every epoch saves last.pt; the epoch line already says an epoch ended
-        elif event in ("end",):
             return
-        elif event == "error" or not record.get("ok", True):
+        if record.get("ok", True):
+            if event in ("pause",) or (event == "nonfinite" and record.get("action") == "paused"):
+                self.paused_since = self.paused_since or when
+            elif event == "resume" and self.paused_since is not None:
+                self.paused_total += when - self.paused_since
+                self.paused_since = None
+        if event == "save" and record.get("auto") and record.get("ok"):
+            return  # every epoch saves last.pt; the epoch line already says an epoch ended
+        if event == "end":
+            return
+        if event == "error" or not record.get("ok", True):
             self._line(f"{event}: {record.get('reason', 'failed')}")
-        elif event not in ("start",):
+        else:
             detail = {k: v for k, v in record.items() if k not in ("type", "event", "time", "ok", "cmd_id", "epoch")}
             self._line(f"{event}: " + " ".join(f"{k}={v}" for k, v in detail.items()))
 
     def _step(self, record: dict) -> None:
         now = time.monotonic()
-        if now - self._last < (BAR_EVERY_S if self.tty else LINE_EVERY_S):
+        if self.quiet or now - self._last < (BAR_EVERY_S if self.tty else LINE_EVERY_S):
             return
         self._last = now
         step, total = record["step"], max(self.total, 1)
-        rate = record.get("samples_per_s", 0.0)
-        acc = f" acc {record['acc']:.3f}" if "acc" in record else ""
-        text = f"epoch {record['epoch']} step {step}/{total} loss {record['loss']:.4f}{acc} {rate:,.0f} samples/s"
+        when = record.get("time", time.time())
+        acc = f"acc {fmt.acc(record['acc'])} " if "acc" in record else ""  # classification only
+        text = (f"epoch {record['epoch']} step {step}/{total} loss {fmt.loss(record['loss'])} "
+                f"{acc}{fmt.rate(record.get('samples_per_s'))} samples/s "
+                f"elapsed {fmt.seconds(self.elapsed(when))} ETA {fmt.seconds(self.eta(step, when))}")
         if self.tty:
             width = 24
             done = int(width * step / total)
@@ -73,6 +135,8 @@ class Progress:
             self._line(f"{100 * step / total:5.1f}% {text}")
 
     def _line(self, text: str) -> None:
+        if self.quiet:
+            return
         if self._bar_shown:
             self.stream.write("\r\x1b[K")
             self._bar_shown = False
@@ -87,8 +151,56 @@ def final_line(result, run_dir: str) -> str:
     if result.status == "failed":
         return f"tuitrain: run failed: {result.message} (run dir {run_dir})"
     monitor = getattr(result, "monitor", "") or "val_acc"
-    value = getattr(result, "best", None) if monitor != "val_acc" else result.best_val_acc
-    best = "n/a" if value is None else f"{value:.4f}"
+    value = result.best_val_acc if monitor == "val_acc" else getattr(result, "best", None)
+    shown = fmt.acc(value) if monitor == "val_acc" else fmt.loss(value) if value is not None else fmt.MISSING
     at = f" (epoch {result.best_epoch})" if getattr(result, "best_epoch", 0) and value is not None else ""
-    return (f"tuitrain: {result.status} after {result.epochs_done} epochs ({result.step} steps); "
-            f"best {monitor} {best}{at}; run dir {run_dir}")
+    return (f"tuitrain: {result.status} after {fmt.plural(result.epochs_done, 'epoch')} "
+            f"({fmt.plural(result.step, 'step')}); best {monitor} {shown}{at}; run dir {run_dir}")
+
+
+def status_line(run_dir: str, records: list[dict], state: str) -> str:
+    """One line on where a run stands, from its records and its state (runs.run_state)."""
+    epochs = [r for r in records if r.get("type") == "epoch"]
+    steps = [r["step"] for r in records if r.get("type") in ("step", "epoch") and "step" in r]
+    start = next((r for r in records if r.get("event") == "start"), {})
+    best = max((e["val_acc"] for e in epochs if "val_acc" in e), default=None)
+    done = epochs[-1]["epoch"] if epochs else start.get("start_epoch", 0)
+    return (f"tuitrain: {run_dir}: {state}, epoch {done}/{start.get('epochs', '?')}, "
+            f"step {max(steps, default=0)}/{start.get('total_steps', '?')}, best val_acc {fmt.acc(best)}")
+
+
+def watch_plain(run_dir: str, stream: TextIO | None = None, poll_s: float = FOLLOW_POLL_S) -> int:
+    """``tuitrain watch RUN`` with no terminal: where the run stands, then (while it lives) plain
+    progress lines as it goes, until it ends or its process is gone. Returns the exit code (0)."""
+    from tuitrain.runlog import METRICS, Follower
+    from tuitrain.runs import run_state
+
+    out = stream or sys.stdout
+    follower = Follower(Path(run_dir) / METRICS)
+    history = follower.poll()
+    state = run_state(run_dir)
+    out.write(status_line(run_dir, history, state) + "\n")
+    out.flush()
+    if state not in ("running", "paused", "starting") or any(r.get("event") == "end" for r in history):
+        return 0
+    progress = Progress(out, tty=False)
+    progress.quiet = True  # catch up (start time, totals, pauses) without repeating the history
+    for record in history:
+        progress(record)
+    progress.quiet = False
+    last_check = time.monotonic()
+    while True:
+        time.sleep(poll_s)
+        for record in follower.poll():
+            progress(record)
+            if record.get("event") == "end":
+                out.write(f"tuitrain: {run_dir}: {record.get('status', 'ended')} at step {record.get('step')}; "
+                          f"best val_acc {fmt.acc(record.get('best_val_acc'))}\n")
+                out.flush()
+                return 0
+        if time.monotonic() - last_check > ALIVE_CHECK_S:
+            last_check = time.monotonic()
+            if run_state(run_dir) == "dead":
+                out.write(f"tuitrain: {run_dir}: the run's process is gone without ending the run\n")
+                out.flush()
+                return 0

@@ -200,13 +200,16 @@ def _printable(text, limit: int = 200) -> str:
 
 
 def format_runs(runs: list[RunInfo]) -> str:
-    """A plain text table."""
+    """A plain text table; the name column is as wide as the longest name, so columns stay aligned."""
+    from tuitrain import fmt
+
     if not runs:
         return "no runs found"
-    head = f"{'run':<44} {'status':<8} {'epochs':>7} {'best val_acc':>12}  {'last update':<19} device"
+    width = max(len("run"), *(len(r.path.name) for r in runs))
+    head = f"{'run':<{width}} {'status':<8} {'epochs':>7} {'best val_acc':>12}  {'last update':<19} device"
     lines = [head, "-" * len(head)]
     for r in runs:
-        best = "-" if r.best_val_acc is None else f"{r.best_val_acc:.4f}"
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.updated))
-        lines.append(f"{r.path.name:<44} {r.status:<8} {f'{r.epoch}/{r.epochs}':>7} {best:>12}  {when:<19} {r.device}")
+        lines.append(f"{r.path.name:<{width}} {r.status:<8} {f'{r.epoch}/{r.epochs}':>7} {fmt.acc(r.best_val_acc):>12}  "
+                     f"{when:<19} {r.device}")
     return "\n".join(lines)

@@ -8,7 +8,10 @@ with plain records, and so lr and device are held in one place.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
+
+from tuitrain import fmt
 
 END_STATES = {"done": "DONE", "failed": "FAILED", "stopped": "STOPPED", "interrupted": "INTERRUPTED",
               "dead": "DEAD"}
@@ -40,6 +43,9 @@ class RunState:
         self.device = ""
         self.epoch = self.epochs = self.step = self.total = self.batch_size = 0
         self.samples_per_s = 0.0
+        self.checkpoints: dict[str, CheckpointInfo] = {}
+        """What each saved checkpoint holds, by file name (one entry per file: bounded)."""
+        self._last_epoch: dict = {}
 
     def apply(self, record: dict) -> None:
         """Take what a record says about the run (records of unknown types change nothing)."""
@@ -49,6 +55,7 @@ class RunState:
             self.samples_per_s, self.lr = record.get("samples_per_s", 0.0), record.get("lr", self.lr)
         elif kind == "epoch":
             self.step, self.lr = record["step"], record.get("lr", self.lr)
+            self._last_epoch = record
         elif kind == "event":
             self._apply_event(record)
         elif kind == "replay":
@@ -69,6 +76,8 @@ class RunState:
             self.paused, self.state = True, "PAUSED"
         elif event == "resume":
             self.paused, self.state, self.note = False, "RUNNING", ""
+        elif event == "save" and record.get("path"):
+            self._note_checkpoint(record)
         elif event == "lr":
             self.lr = record["new"]
         elif event == "device":
@@ -78,7 +87,14 @@ class RunState:
         elif event == "end":
             best = record.get("best_val_acc")
             self.finish(END_STATES.get(record.get("status", ""), "DONE"),
-                        f"best val_acc {best:.4f}" if best is not None else "")
+                        f"best val_acc {fmt.acc(best)}" if best is not None else "")
+
+    def _note_checkpoint(self, record: dict) -> None:
+        # Saved at an epoch's end (last.pt, best.pt): the weights that epoch's val_acc was measured on.
+        at_epoch_end = self._last_epoch.get("step") == record["step"]
+        self.checkpoints[Path(record["path"]).name] = CheckpointInfo(
+            record["step"], record.get("epoch", 0), record.get("time"),
+            self._last_epoch.get("val_acc") if at_epoch_end else None, at_epoch_end)
 
     def finish(self, state: str, note: str = "") -> None:
         """The run ended in ``state``: the note says how and, in watch, that it is read-only."""
@@ -98,10 +114,45 @@ class RunState:
         return EXIT_CODES.get(self.finished, 0)
 
     def eta_seconds(self) -> float | None:
-        """Seconds left at the current throughput, or None when unknown."""
-        if not self.samples_per_s or not self.total:
+        """Seconds left at the current throughput; None when unknown or not running (paused, ended)."""
+        if self.state != "RUNNING" or not self.samples_per_s or not self.total:
             return None
         return (self.total - self.step) * max(self.batch_size, 1) / self.samples_per_s
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint holds, from its save event (no file is opened)."""
+
+    step: int
+    epochs: int
+    """Completed epochs when it was saved."""
+    time: float | None
+    val_acc: float | None
+    """The validation accuracy of these weights (saved at an epoch's end), else None."""
+    at_epoch_end: bool = True
+
+
+def checkpoint_choices(paths: list[str], known: dict[str, CheckpointInfo],
+                       mtime: dict[str, float] | None = None) -> tuple[str, list[tuple[str, str]]]:
+    """The load prompt's column header and (path, label) rows: name, step, epoch, val_acc, saved at.
+
+    A checkpoint without a save event (copied in, or older than the records) shows its file time.
+    """
+    names = [Path(p).name for p in paths]
+    width = max([len("checkpoint"), *map(len, names)])
+    header = f"{'checkpoint':<{width}}  {'step':>7}  {'epoch':>5}  {'val_acc':>7}  saved"
+    rows = []
+    for path, name in zip(paths, names, strict=True):
+        info = known.get(name)
+        if info is None:
+            when = (mtime or {}).get(path)
+            rows.append((path, f"{name:<{width}}  {'-':>7}  {'-':>5}  {'-':>7}  {fmt.clock(when)}"))
+            continue
+        epoch = f"{info.epochs}" + ("" if info.at_epoch_end else "+")
+        rows.append((path, f"{name:<{width}}  {fmt.count(info.step):>7}  {epoch:>5}  {fmt.acc(info.val_acc):>7}  "
+                           f"{fmt.clock(info.time)}"))
+    return header, rows
 
 
 @dataclass(frozen=True)
@@ -114,22 +165,31 @@ class Notice:
     timeout: float | None = None
 
 
+def _short(path: str | None) -> str:
+    """``checkpoints/step-150.pt`` for a checkpoint path: the run dir is on the status line, and a
+    whole path would wrap mid-word in a notification."""
+    if not path:
+        return "-"
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+
+
 def notice_for(record: dict) -> Notice | None:
     """The notification an event record deserves (None: nothing to say, e.g. automatic saves)."""
     if record.get("type") != "event":
         return None
     event, ok = record["event"], record.get("ok", True)
     if event == "nonfinite":
-        return Notice(record.get("reason", ""), "training diverged", "error", 30)
+        return Notice(record.get("reason", ""), "training diverged", "error", 10)  # the status line keeps it
     if not ok:
-        return Notice(f"{event} refused: {record.get('reason', '')}", severity="error", timeout=8)
+        return Notice(f"{event} refused: {record.get('reason', '')}", severity="error", timeout=6)
     if record.get("auto") or event in ("start", "stop"):
         return None
     messages = {
         "pause": f"paused at step {record['step']}",
         "resume": f"resumed at step {record['step']}",
-        "save": f"saved {record.get('path')}",
-        "load": f"loaded {record.get('path')} (weights of step {record.get('from_step')})",
+        "save": f"saved {_short(record.get('path'))}",
+        "load": f"loaded {_short(record.get('path'))} (weights of step {record.get('from_step')})",
         "lr": f"learning rate {record.get('old')} → {record.get('new')}",
         "device": f"moved to {record.get('new')}",
         "end": f"run {record.get('status')}",

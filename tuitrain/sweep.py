@@ -15,8 +15,12 @@ import re
 import sys
 from pathlib import Path
 
+from tuitrain import fmt
 from tuitrain.runlog import METRICS, read_records
 
+CELL_FORMATS = {"best_val_acc": fmt.acc, "final_val_acc": fmt.acc, "best_val_loss": fmt.loss,
+                "final_val_loss": fmt.loss, "train_seconds": fmt.seconds, "lr": fmt.lr}
+"""How the table shows each kind of number (results.csv and results.json keep the raw values)."""
 RESULT_FIELDS = ["status", "best_val_acc", "final_val_acc", "best_val_loss", "final_val_loss", "epochs_done",
                  "train_seconds", "run_dir"]
 
@@ -70,8 +74,8 @@ def format_table(rows: list[dict], params: list[str]) -> str:
     def cell(row: dict, col: str) -> str:
         value = row[col]
         if value is None:
-            return "-"
-        return f"{value:.4f}" if isinstance(value, float) and col != "lr" else str(value)
+            return fmt.MISSING
+        return CELL_FORMATS.get(col, str)(value)
 
     widths = {c: max(len(c), *(len(cell(r, c)) for r in ordered)) for c in cols}
     lines = ["  ".join(c.ljust(widths[c]) for c in cols)]

@@ -4,40 +4,53 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.screen import ModalScreen
+from textual.widget import Widget
 from textual.widgets import Label, OptionList
 from textual.widgets.option_list import Option
 
+from tuitrain.widgets.prompt import TypeAheadPrompt
 
-class ChoicePrompt(ModalScreen[str | None]):
+
+class ChoicePrompt(TypeAheadPrompt[str | None]):
     """Returns the chosen value, or None when cancelled. The first choice is highlighted."""
 
-    BINDINGS = [("escape", "cancel", "Cancel")]
     DEFAULT_CSS = """
     ChoicePrompt { align: center middle; }
-    ChoicePrompt > Vertical { width: 80%; max-width: 100; height: auto; max-height: 80%;
+    ChoicePrompt > Vertical { width: 90%; max-width: 110; height: auto; max-height: 80%;
                               border: round $accent; padding: 0 1; background: $surface; }
     ChoicePrompt OptionList { height: auto; max-height: 16; }
     """
 
-    def __init__(self, title: str, choices: list[tuple[str, str]]) -> None:
-        """``choices``: (value, label) pairs, in the order shown."""
+    def __init__(self, title: str, choices: list[tuple[str, str]], header: str = "") -> None:
+        """``choices``: (value, label) pairs, in the order shown; ``header`` labels the columns."""
         super().__init__()
         self.title_text = title
+        self.header = header
         self.choices = choices
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label(self.title_text)
+            if self.header:
+                yield Label(self.header, id="choice-header")
             yield OptionList(*[Option(label, id=str(i)) for i, (_, label) in enumerate(self.choices)])
 
-    def on_mount(self) -> None:
+    def target(self) -> Widget:
         options = self.query_one(OptionList)
         options.highlighted = 0
-        options.focus()
+        return options
+
+    def type_ahead(self, key: str, character: str | None) -> None:
+        """Keys typed before the list had focus: move, pick or cancel as they would after."""
+        options = self.query_one(OptionList)
+        if key == "down":
+            options.action_cursor_down()
+        elif key == "up":
+            options.action_cursor_up()
+        elif key == "enter" and options.highlighted is not None:
+            self.dismiss(self.choices[options.highlighted][0])
+        elif key == "escape":
+            self.action_cancel()
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(self.choices[int(event.option.id)][0])
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
+        self.dismiss(self.choices[int(event.option.id or 0)][0])

@@ -15,6 +15,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
+from tuitrain import fmt
 from tuitrain.history import Markers, Series, smooth
 from tuitrain.plotscale import compact, labels, log_ticks, nice_ticks, spike_cut, without
 
@@ -186,28 +187,26 @@ class Curves(Vertical):
             plt.yticks(ticks, labels(ticks))
 
     def _numbers(self) -> str:
-        def fmt(value: float | None, pct: bool = False) -> str:
-            if value is None:
-                return "-"
-            if pct:
-                return f"{100 * value:.2f}%"
-            return f"{value:.4f}" if abs(value) < 1000 else compact(value)  # never 4078280249534579.0000
+        def value_of(value: float | None, pct: bool = False) -> str:
+            if value is not None and not pct and abs(value) >= 1000:
+                return compact(value)  # never 4078280249534579.0000
+            return fmt.acc(value) if pct else fmt.loss(value)
 
         lines = [
             "[b ansi_blue]train[/]",  # the numbers' headings are the plots' legend, in the curves' colours
-            f" loss {fmt(self.train_loss.last)}",
+            f" loss {value_of(self.train_loss.last)}",
         ]
         if self.second == "acc":
-            lines.append(f" acc  {fmt(self.train_acc.last, True)}")
-        lines += [f"[b ansi_red]val[/] (epoch {self._epoch})", f" loss {fmt(self.val_loss.last)}"]
+            lines.append(f" acc  {value_of(self.train_acc.last, True)}")
+        lines += [f"[b ansi_red]val[/] (epoch {self._epoch})", f" loss {value_of(self.val_loss.last)}"]
         if self.second == "acc":
-            lines.append(f" acc  {fmt(self.val_acc.last, True)}")
+            lines.append(f" acc  {value_of(self.val_acc.last, True)}")
         for key, value in list(self.val_values.items())[:6]:
             if key not in ("val_loss", "val_acc"):
-                lines.append(f" {key[4:][:12]} {fmt(value)}")
+                lines.append(f" {key[4:][:12]} {value_of(value)}")
         if self.best is not None:
             value, epoch = self.best
-            shown = fmt(value, True) if self.monitor == "val_acc" else fmt(value)
+            shown = value_of(value, True) if self.monitor == "val_acc" else value_of(value)
             lines.append(f" best {self.monitor[4:][:8]} {shown} (ep {epoch})")
         if self.spikes:
             x, y = max(self.spikes, key=lambda p: p[1] if math.isfinite(p[1]) else math.inf)

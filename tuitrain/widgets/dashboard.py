@@ -54,7 +54,8 @@ class DashboardScreen(Screen[None]):
         with VerticalScroll(id="classes"):
             yield ClassesPanel(id="confusion")
             yield Gallery(id="gallery")
-        yield Footer()
+        # The keys must fit 80 columns: the command palette (Ctrl-P) still opens, unlisted.
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         for widget_id, title in TITLES.items():
@@ -90,6 +91,8 @@ class DashboardScreen(Screen[None]):
             self.query_one(Curves).configure(record)
         elif event == "device" and ok:
             self.query_one(SummaryPanel).set_device(record["new"])
+        elif event == "end":
+            self.query_one(SystemPanel).run_ended()
 
     def status_changed(self, at_once: bool = False) -> None:
         """The run state changed: redraw the status line now, or with the next timer tick."""

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import math
+
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
+from tuitrain import fmt
+
 REDRAW_EVERY_S = 2.0
 """Histograms change slowly (one record every --hist-every steps): drawn at most this often."""
+
+
+def count_ticks(top: float, most: int = 4) -> list[int]:
+    """Whole ticks 0, s, 2s... up to at least ``top``, s in 1, 2, 5, 10, 20, 50...: at most ``most`` steps."""
+    top = max(math.ceil(top), 1)
+    step = 1
+    while math.ceil(top / step) > most:
+        step = step * 5 // 2 if str(step)[0] == "2" else step * 2
+    return list(range(0, step * math.ceil(top / step) + 1, step))
 
 
 class Histograms(Vertical):
@@ -44,6 +57,9 @@ class Histograms(Vertical):
     def on_mount(self) -> None:
         self.set_interval(REDRAW_EVERY_S, self._redraw_if_dirty)
 
+    def on_resize(self) -> None:
+        self.redraw()  # the count ticks depend on the height
+
     def update_record(self, record: dict) -> None:
         """Take a new ``hist`` record (the chosen layer stays chosen); drawn by the timer."""
         first = self.record is None
@@ -69,12 +85,13 @@ class Histograms(Vertical):
 
     def redraw(self) -> None:
         """Draw the chosen layer's two histograms."""
-        if not self.is_mounted or not self.layer_list:
+        record = self.record
+        if not self.is_mounted or record is None or not self.layer_list:
             return
         layer = self.layer_list[self.layer_index]
         w, g = layer.get("w"), layer.get("g")
         title = (f"[b]{layer['name']}[/b] ({self.layer_index + 1}/{len(self.layer_list)}, [ ] to change) "
-                 f"step {self.record['step']}  |w| {w['norm']:.3f}" if w else layer["name"])
+                 f"step {fmt.count(record['step'])}  |w| {w['norm']:.3f}" if w else layer["name"])
         if g:
             title += f"  |grad| {g['norm']:.3g}"
         self.query_one("#hist-title", Static).update(title, layout=False)  # one line
@@ -94,4 +111,9 @@ class Histograms(Vertical):
             plt.bar(centers, counts, color=color, width=1.0, marker="sd")
             ticks = [hist["lo"], (hist["lo"] + hist["hi"]) / 2, hist["hi"]]
             plt.xticks(ticks, [f"{t:.3g}" for t in ticks])
+            # One tick per two rows at most: plotext drops labels that share a row, and which one it
+            # keeps is not stable. (Title, frame and x labels take 4 rows.)
+            counts_ticks = count_ticks(max(counts, default=0), most=max(1, (plot.size.height - 4) // 2))
+            plt.ylim(0, counts_ticks[-1])
+            plt.yticks([float(t) for t in counts_ticks], [fmt.count(t) for t in counts_ticks])  # counts are whole numbers
         plot.refresh()

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
+from textual.markup import escape
 from textual.widgets import Static
 
+from tuitrain import fmt
 from tuitrain.runstate import RunState
 from tuitrain.widgets.system import bar
 
 STATE_STYLE = {"RUNNING": "green", "PAUSED": "yellow", "DONE": "cyan", "FAILED": "red", "STOPPING": "yellow",
                "STOPPED": "yellow", "STARTING": "white", "DEAD": "red", "INTERRUPTED": "yellow"}
-
-
-def format_eta(seconds: float | None) -> str:
-    """``1h02m``, ``3m20s``, ``45s`` or ``-``."""
-    if seconds is None or seconds != seconds or seconds < 0:
-        return "-"
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
 
 
 class StatusLine(Static):
@@ -70,9 +60,11 @@ class StatusLine(Static):
         run = self.run
         color = STATE_STYLE.get(run.state, "white")
         frac = run.step / run.total if run.total else 0.0
-        lr = "-" if run.lr is None else f"{run.lr:.3g}"
+        # Throughput and ETA only while it runs: paused (or ended) the last ones would be stale.
+        running = run.state == "RUNNING"
         first = (f"[b {color}]{run.state}[/]  epoch {run.epoch}/{run.epochs}  step {run.step}/{run.total} "
-                 f"{bar(frac, 20)} {100 * frac:5.1f}%  ETA {format_eta(run.eta_seconds())}")
-        second = (f"{run.samples_per_s:,.0f} samples/s  lr {lr}  device {run.device or '-'}  "
-                  f"run {self.run_dir}" + (f"  [b]{run.note}[/b]" if run.note else ""))
+                 f"{bar(frac, 20)} {100 * frac:5.1f}%  ETA {fmt.seconds(run.eta_seconds())}")
+        second = (f"{fmt.rate(run.samples_per_s if running else None)} samples/s  lr {fmt.lr(run.lr)}  "
+                  f"device {run.device or '-'}  run {escape(self.run_dir)}"
+                  + (f"  [b]{escape(run.note)}[/b]" if run.note else ""))
         self.update(f"{first}\n{second}", layout=False)  # fixed height: no relayout

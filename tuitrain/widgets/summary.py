@@ -6,6 +6,8 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
+from tuitrain import fmt
+
 
 class SummaryPanel(Vertical):
     """Filled once from the ``start`` event's summary; the device line follows device switches."""
@@ -35,9 +37,10 @@ class SummaryPanel(Vertical):
             return
         for name, kind, depth, shape, params, trainable in summary["rows"]:
             label = "  " * max(depth - 1, 0) + f"{name} ({kind})"
-            table.add_row(label, "x".join(str(d) for d in shape[1:]) or "-", f"{params:,}", trainable)
-        self._totals = (f"total {summary['total_params']:,} params ({summary['trainable_params']:,} trainable), "
-                        f"{summary['size_mb']:.2f} MB, {dtype}")
+            table.add_row(label, "x".join(str(d) for d in shape[1:]) or "-", fmt.count(params), trainable)
+        self._totals = (f"total {fmt.count(summary['total_params'])} params "
+                        f"({fmt.count(summary['trainable_params'])} trainable), "
+                        f"{fmt.size(summary['size_mb'] * 1e6)}, {dtype}")
         self.set_device(device)
 
     def set_device(self, device: str) -> None:

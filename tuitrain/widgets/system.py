@@ -17,8 +17,19 @@ class SystemPanel(Static):
 
     DEFAULT_CSS = "SystemPanel { height: auto; }"
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.sampled = False
+        """Whether a system record has been shown."""
+
+    def run_ended(self) -> None:
+        """The run ended: if it never sent a sample (it lasted under one interval), say so."""
+        if not self.sampled:
+            self.update("no sample: the run ended before the first one (taken every 2 s)")
+
     def update_record(self, record: dict) -> None:
         """Render one system record (see tuitrain.system.SystemSample.to_record)."""
+        self.sampled = True
         cpus = record.get("cpu_percent") or []
         total = sum(cpus) / len(cpus) if cpus else 0.0
         lines = [f"[b]CPU[/b]  {bar(total / 100)} {total:5.1f}%  ({len(cpus)} cores)"]
