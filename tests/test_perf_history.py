@@ -135,3 +135,15 @@ def test_small_and_large_paths_agree(tmp_path):
     sampled, _ = read_history(tmp_path / METRICS, max_steps=40, whole_below=0)
     assert not_steps(whole) == not_steps(sampled) == not_steps(written)
     assert abs(len(whole) - len(sampled)) <= 5
+
+
+def test_the_scan_reads_lines_longer_than_its_chunk(tmp_path):
+    from tuitrain.runlog import _scan_not_steps
+
+    written = write_run(tmp_path, ["step", "epoch", "event"] * 10)
+    data = (tmp_path / METRICS).read_bytes()
+    with open(tmp_path / METRICS, "rb") as fh:
+        for chunk_size in (16, 100, 1 << 20):  # lines are about 70-100 bytes
+            found = _scan_not_steps(fh, len(data), chunk_size=chunk_size)
+            assert [json.loads(line) for _, line in found] == not_steps(written)
+            assert all(data[at:].startswith(line) for at, line in found)
