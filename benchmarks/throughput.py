@@ -141,7 +141,7 @@ class Bench:
     """Per dashboard run: (UI thread CPU s, process CPU s, wall s) while training."""
 
 
-def write_data(root: Path) -> None:
+def write_data(root: Path, n_train: int = TRAIN, n_val: int = VAL) -> None:
     """60,000 + 10,000 learnable 28x28 images in torchvision's FashionMNIST layout (raw and .gz)."""
     import torch
 
@@ -152,7 +152,7 @@ def write_data(root: Path) -> None:
     base = synthetic()
     raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
-    for prefix, x, y, n in (("train", base.train_x, base.train_y, TRAIN), ("t10k", base.val_x, base.val_y, VAL)):
+    for prefix, x, y, n in (("train", base.train_x, base.train_y, n_train), ("t10k", base.val_x, base.val_y, n_val)):
         pick = torch.randint(0, len(x), (n,), generator=gen)
         write_idx(raw / f"{prefix}-images-idx3-ubyte.gz", x[pick, 0])
         write_idx(raw / f"{prefix}-labels-idx1-ubyte.gz", y[pick].to(torch.uint8))

@@ -1,8 +1,10 @@
 """The run directory: one writer for every record, and readers that tolerate a torn last line.
 
 Layout (SPEC): config.json, metrics.jsonl (step, epoch and event records), checkpoints/, plus
-histograms.jsonl (per-layer weight/gradient histograms), system.jsonl (CPU/RAM/GPU samples) and
-status.json (the run's state and pid, rewritten as it changes). Never imports torch or textual.
+histograms.jsonl (per-layer weight/gradient histograms), system.jsonl (CPU/RAM/GPU samples),
+index.jsonl (every metrics.jsonl record that is not a step record, with its byte offset there, so a
+viewer finds epochs and events of a long run without parsing it whole) and status.json (the run's
+state and pid, rewritten as it changes). Never imports torch or textual.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import BinaryIO
 
 METRICS = "metrics.jsonl"
+INDEX = "index.jsonl"
 HISTOGRAMS = "histograms.jsonl"
 SYSTEM = "system.jsonl"
 SAMPLES = "samples.jsonl"
@@ -36,7 +40,7 @@ class RunLog:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / CHECKPOINTS).mkdir(exist_ok=True)
         self._lock = threading.Lock()
-        self._files: dict[str, object] = {}
+        self._files: dict[str, BinaryIO] = {}
         self.sinks: list = []
         """Other writers fed the same records (TensorBoard): objects with write(record) and close()."""
 
@@ -46,16 +50,26 @@ class RunLog:
 
     def write(self, record: dict) -> None:
         """Append one record (a dict with "type") to the file its type belongs in."""
-        name = _FILES.get(record.get("type", ""), METRICS)
-        line = json.dumps(record, separators=(",", ":"), allow_nan=True) + "\n"
+        kind = record.get("type", "")
+        name = _FILES.get(kind, METRICS)
+        line = json.dumps(record, separators=(",", ":"), allow_nan=True).encode() + b"\n"
         with self._lock:
-            fh = self._files.get(name)
-            if fh is None:
-                fh = self._files[name] = open(self.run_dir / name, "a", encoding="utf-8")
+            fh = self._file(name)
+            if name == METRICS and kind != "step":
+                # The index line goes first: a reader that finds the metrics line finds its index line.
+                index = self._file(INDEX)
+                index.write(b'{"at":%d,"record":%s}\n' % (os.fstat(fh.fileno()).st_size, line[:-1]))
+                index.flush()
             fh.write(line)
             fh.flush()
             for sink in self.sinks:
                 sink.write(record)
+
+    def _file(self, name: str):
+        fh = self._files.get(name)
+        if fh is None:
+            fh = self._files[name] = open(self.run_dir / name, "ab")
+        return fh
 
     def write_status(self, status: dict) -> None:
         """status.json: the run's state, pid and progress, for `runs` and `watch`."""
@@ -147,32 +161,187 @@ def read_records(path: str | Path) -> list[dict]:
     return Follower(path).poll()
 
 
-def read_history(path: str | Path, max_steps: int = 2000) -> tuple[list[dict], Follower]:
-    """A run's records for a first screen, fast, and a Follower positioned after them.
+WHOLE_BELOW = 16 << 20
+"""metrics.jsonl files smaller than this are read whole; larger ones are sampled (read_history)."""
+_STEP = b'"type":"step"'
+# Scanned for in runs without an index: epoch and event (one search for both: each search over 1 GB
+# costs about 0.4 s), confusion.
+_NOT_STEP = (b'"type":"e', b'"type":"c')
+_PROBE = 1 << 13  # bytes read at each sampled offset
+_PROBE_MAX = 1 << 20  # give up on a sample after this many bytes without a step record
 
-    Every epoch and event record is parsed; of the step records (the bulk of a long run) at most
-    about ``max_steps``, evenly spaced, plus the last one: drawing decimates anyway, and skipping
-    the JSON parse of the rest is what makes 50,000 records load in a few hundredths of a second.
+
+def read_history(path: str | Path, max_steps: int = 2000,
+                 whole_below: int = WHOLE_BELOW) -> tuple[list[dict], Follower]:
+    """A run's records for a first screen, fast and in bounded memory, and a Follower after them.
+
+    Every record that is not a step record (epochs, events), and about ``max_steps`` step records
+    evenly spaced through the run plus the last one, in file order: drawing decimates anyway. A
+    file under ``whole_below`` bytes is read whole; a larger one is sampled by seeking to evenly
+    spaced offsets, with the other records taken from index.jsonl (or, for runs written without
+    one, found by a byte search, unparsed lines never held at once), so a 1 GB file costs a few MB.
     """
     follower = Follower(path)
     try:
         with open(path, "rb") as fh:
-            data = fh.read()
+            size = os.fstat(fh.fileno()).st_size
+            if size < whole_below:
+                records, end = _read_whole(fh, max_steps)
+            else:
+                end = _complete_end(fh, size)
+                found = _indexed(fh, Path(path).with_name(INDEX), end) if Path(path).name == METRICS else None
+                if found is None:
+                    found = _scan_not_steps(fh, end)
+                found += _sample_steps(fh, end, max_steps)
+                found.sort(key=lambda item: item[0])
+                records = _unique_records(found)
     except OSError:
         return [], follower
-    end = data.rfind(b"\n") + 1
     follower._offset = end
     follower._tail = b""
+    return records, follower
+
+
+def _read_whole(fh, max_steps: int) -> tuple[list[dict], int]:
+    """Small files: every line at hand; parse all but the step records left out by the stride."""
+    data = fh.read()
+    end = data.rfind(b"\n") + 1
     lines = data[:end].split(b"\n")
-    step_marker = b'"type":"step"'
-    step_lines = [i for i, line in enumerate(lines) if step_marker in line]
+    step_lines = [i for i, line in enumerate(lines) if _STEP in line]
     stride = max(1, -(-len(step_lines) // max_steps))
     keep = set(step_lines[::stride])
     if step_lines:
         keep.add(step_lines[-1])
-    wanted = [line for i, line in enumerate(lines) if i in keep or (line and step_marker not in line)]
+    wanted = [line for i, line in enumerate(lines) if i in keep or (line and _STEP not in line)]
     records, _ = parse_lines(b"\n".join(wanted) + b"\n")
-    return records, follower
+    return records, end
+
+
+def _complete_end(fh, size: int) -> int:
+    """The offset just after the last complete line (a run may be writing the next one)."""
+    pos = size
+    while pos > 0:
+        start = max(0, pos - _PROBE)
+        fh.seek(start)
+        newline = fh.read(pos - start).rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        pos = start
+    return 0
+
+
+def _step_line_from(fh, offset: int, end: int) -> tuple[int, bytes] | None:
+    """The first step line that starts at or after ``offset`` (and ends before ``end``): (offset, line)."""
+    start = max(offset - 1, 0)
+    fh.seek(start)
+    buf = b""
+    begin = 0 if offset == 0 else -1  # -1: no line start found yet (the read began mid-line)
+    while True:
+        if begin < 0 and (newline := buf.find(b"\n")) >= 0:
+            begin = newline + 1
+        while begin >= 0 and (stop := buf.find(b"\n", begin)) >= 0:
+            if _STEP in buf[begin:stop]:
+                return start + begin, buf[begin:stop]
+            begin = stop + 1
+        if start + len(buf) >= end or len(buf) >= _PROBE_MAX:
+            return None
+        buf += fh.read(min(_PROBE, end - start - len(buf)))
+
+
+def _last_step_line(fh, end: int) -> tuple[int, bytes] | None:
+    """The last step line before ``end``: (offset, line)."""
+    pos, buf = end, b""
+    while pos > 0 and len(buf) < _PROBE_MAX:
+        start = max(0, pos - _PROBE)
+        fh.seek(start)
+        buf = fh.read(pos - start) + buf
+        pos = start
+        stop = len(buf) - 1  # buf ends with a newline: ``end`` follows a complete line
+        while (newline := buf.rfind(b"\n", 0, stop)) >= 0 or pos == 0:
+            if _STEP in buf[newline + 1 : stop]:
+                return pos + newline + 1, buf[newline + 1 : stop]
+            if newline < 0:
+                return None
+            stop = newline
+    return None
+
+
+def _sample_steps(fh, end: int, max_steps: int) -> list[tuple[int, bytes | dict]]:
+    """About ``max_steps`` step lines at evenly spaced offsets, and the last one."""
+    found: list[tuple[int, bytes | dict]] = []
+    last_at = -1
+    for i in range(max_steps):
+        hit = _step_line_from(fh, i * end // max_steps, end)
+        if hit and hit[0] > last_at:
+            found.append(hit)
+            last_at = hit[0]
+    last = _last_step_line(fh, end)
+    if last and last[0] > last_at:
+        found.append(last)
+    return found
+
+
+def _indexed(fh, index_path: Path, end: int) -> list[tuple[int, bytes | dict]] | None:
+    """index.jsonl's records that lie before ``end``, or None without a usable index.
+
+    An index is used only when it starts at the file's start (the start event at offset 0) and its
+    last entry is where it says: a run continued by a version that wrote none, or a damaged index,
+    is scanned instead.
+    """
+    try:
+        with open(index_path, "rb") as ih:
+            entries, _ = parse_lines(ih.read())
+    except OSError:
+        return None
+    found: list[tuple[int, bytes | dict]] = [
+        (e["at"], e["record"]) for e in entries
+        if isinstance(e.get("at"), int) and isinstance(e.get("record"), dict) and e["at"] < end]
+    if not found or found[0][0] != 0:
+        return None
+    at, record = found[-1]
+    fh.seek(at)
+    line, _ = parse_lines(fh.readline())
+    if not line or not isinstance(record, dict) or any(line[0].get(k) != record.get(k) for k in ("type", "time", "step")):
+        return None
+    return found
+
+
+def _scan_not_steps(fh, end: int, chunk_size: int = 8 << 20) -> list[tuple[int, bytes | dict]]:
+    """Lines of known non-step types, found by a byte search chunk by chunk (no index: older runs)."""
+    found: list[tuple[int, bytes | dict]] = []
+    pos = 0
+    while pos < end:
+        fh.seek(pos)
+        size = chunk_size
+        while (cut := (chunk := fh.read(min(size, end - pos))).rfind(b"\n") + 1) == 0:
+            size *= 2  # a line longer than a chunk
+            fh.seek(pos)
+        for marker in _NOT_STEP:
+            i = chunk.find(marker, 0, cut)
+            while i >= 0:
+                begin = chunk.rfind(b"\n", 0, i) + 1
+                stop = chunk.find(b"\n", i)
+                found.append((pos + begin, chunk[begin:stop]))
+                i = chunk.find(marker, stop, cut)
+        pos += cut  # the partial line at the chunk's end is read again with the next chunk
+    return found
+
+
+def _unique_records(found: list[tuple[int, bytes | dict]]) -> list[dict]:
+    """Records in offset order, each once; lines that are not JSON objects are skipped."""
+    records, last_at = [], -1
+    for at, item in found:
+        if at == last_at:
+            continue
+        last_at = at
+        if isinstance(item, bytes):
+            try:
+                item = json.loads(item)
+            except ValueError:
+                continue
+        if isinstance(item, dict):
+            records.append(item)
+    return records
 
 
 def read_last(path: str | Path) -> tuple[dict | None, Follower]:
