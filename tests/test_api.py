@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import torch
 
+from tests.helpers import ROOT
 from tuitrain.compare import CompareApp, expand_runs
 from tuitrain.widgets.compare import CompareCurves
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _example():

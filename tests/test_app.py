@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.fakes import FakeBackend
+from tests.helpers import ready
 from tuitrain.app import TuiTrainApp
 from tuitrain.commands import Load, Pause, Resume, Save, SetDevice, SetLR
 from tuitrain.widgets.curves import Curves
@@ -20,19 +21,13 @@ def _event(name: str, step: int = 150, **details) -> dict:
     return {"type": "event", "event": name, "step": step, "epoch": 1, "time": 0.0, "ok": True, **details}
 
 
-async def _ready(pilot, app) -> None:
-    for _ in range(50):
-        await pilot.pause()
-        if app.query_one(StatusLine).state == "RUNNING" and len(app.query_one(Curves).train_loss):
-            return
-    raise AssertionError("the scripted records never arrived")
 
 
 async def test_widgets_show_what_they_were_given():
     backend = FakeBackend()
     app = TuiTrainApp(backend)
     async with app.run_test(size=(160, 48)) as pilot:
-        await _ready(pilot, app)
+        await ready(pilot, app)
         curves = app.query_one(Curves)
         assert curves.train_loss.xs[-1] == 150 and curves.val_acc.ys == [0.85]
         assert app.query_one(Histograms).record["layers"][0]["name"] == "conv1.weight"
@@ -54,7 +49,7 @@ async def test_pause_resume_save_keys():
     backend = FakeBackend()
     app = TuiTrainApp(backend)
     async with app.run_test() as pilot:
-        await _ready(pilot, app)
+        await ready(pilot, app)
         await pilot.press("p")
         assert isinstance(backend.sent[-1], Pause)
         backend.push(_event("pause", cmd_id=backend.sent[-1].id))
@@ -71,7 +66,7 @@ async def test_set_lr_prompt_sends_and_refuses():
     backend = FakeBackend()
     app = TuiTrainApp(backend)
     async with app.run_test() as pilot:
-        await _ready(pilot, app)
+        await ready(pilot, app)
         await pilot.press("r")
         assert isinstance(app.screen, LRPrompt)
         assert app.screen.query_one("Input").value == "0.001"
@@ -93,7 +88,7 @@ async def test_load_prompt_lists_newest_first():
     backend = FakeBackend(checkpoints=["runs/fake/checkpoints/step-90.pt", "runs/fake/checkpoints/last.pt"])
     app = TuiTrainApp(backend)
     async with app.run_test() as pilot:
-        await _ready(pilot, app)
+        await ready(pilot, app)
         await pilot.press("l", "enter")
         await pilot.pause()
         assert backend.sent[-1].path == "runs/fake/checkpoints/step-90.pt" and isinstance(backend.sent[-1], Load)
@@ -103,10 +98,10 @@ async def test_load_without_checkpoints_says_so():
     backend = FakeBackend()
     app = TuiTrainApp(backend)
     async with app.run_test() as pilot:
-        await _ready(pilot, app)
+        await ready(pilot, app)
         await pilot.press("l")
         assert backend.sent == []
-        assert any("no checkpoints" in n.message for n in app._notifications)
+        assert any("no checkpoints" in n for n in app.notices())
 
 
 @pytest.mark.parametrize("devices,expected", [(("cpu",), None), (("cpu", "cuda:0"), "cuda:0")])
@@ -114,11 +109,11 @@ async def test_device_key(devices, expected):
     backend = FakeBackend(devices=devices)
     app = TuiTrainApp(backend)
     async with app.run_test() as pilot:
-        await _ready(pilot, app)
+        await ready(pilot, app)
         await pilot.press("d")
         if expected is None:
             assert backend.sent == []
-            assert any("no other device" in n.message for n in app._notifications)
+            assert any("no other device" in n for n in app.notices())
         else:
             await pilot.press("enter")
             await pilot.pause()
@@ -129,7 +124,7 @@ async def test_quit_stops_then_exits_when_the_run_ends():
     backend = FakeBackend()
     app = TuiTrainApp(backend)
     async with app.run_test() as pilot:
-        await _ready(pilot, app)
+        await ready(pilot, app)
         await pilot.press("q")
         assert backend.quits == ["quit"]
         for _ in range(20):
@@ -141,7 +136,7 @@ async def test_ctrl_c_stops_and_exits_130():
     backend = FakeBackend()
     app = TuiTrainApp(backend)
     async with app.run_test() as pilot:
-        await _ready(pilot, app)
+        await ready(pilot, app)
         await pilot.press("ctrl+c")
         for _ in range(20):
             await pilot.pause()
@@ -152,7 +147,7 @@ async def test_done_stays_on_screen_until_q():
     backend = FakeBackend()
     app = TuiTrainApp(backend)
     async with app.run_test() as pilot:
-        await _ready(pilot, app)
+        await ready(pilot, app)
         backend.push(_event("end", status="done", best_val_acc=0.91))
         await pilot.pause()
         status = app.query_one(StatusLine)
@@ -166,7 +161,7 @@ async def test_done_stays_on_screen_until_q():
 async def test_narrow_terminal_cycles_lower_panel():
     app = TuiTrainApp(FakeBackend())
     async with app.run_test(size=(80, 24)) as pilot:
-        await _ready(pilot, app)
+        await ready(pilot, app)
         assert app.screen.has_class("narrow")
         assert app.query_one(Histograms).display and not app.query_one("#right").display
         await pilot.press("v")
@@ -179,7 +174,7 @@ async def test_records_arriving_while_a_prompt_is_open():
     backend = FakeBackend()
     app = TuiTrainApp(backend)
     async with app.run_test() as pilot:
-        await _ready(pilot, app)
+        await ready(pilot, app)
         await pilot.press("r")
         assert isinstance(app.screen, LRPrompt)
         backend.push({"type": "step", "step": 160, "epoch": 2, "loss": 0.3, "acc": 0.9, "lr": 0.001,

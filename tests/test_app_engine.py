@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from tests.helpers import until
 from tuitrain.app import TuiTrainApp
 from tuitrain.backends import LiveBackend
 from tuitrain.session import Session
 from tuitrain.widgets.lr_prompt import LRPrompt
 from tuitrain.widgets.status import StatusLine
-
-
-async def _until(pilot, condition, what: str, tries: int = 300) -> None:
-    for _ in range(tries):
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def test_real_engine_keys(small_config):
@@ -27,9 +20,9 @@ async def test_real_engine_keys(small_config):
     app = TuiTrainApp(LiveBackend(session))
     async with app.run_test(size=(120, 40)) as pilot:
         status = app.query_one(StatusLine)
-        await _until(pilot, lambda: engine.state.step >= 20, "training to start")
+        await until(pilot, lambda: engine.state.step >= 20, "training to start")
         await pilot.press("p")
-        await _until(pilot, lambda: status.state == "PAUSED", "pause")
+        await until(pilot, lambda: status.state == "PAUSED", "pause")
         frozen = engine.state.step
         await pilot.pause(0.5)
         assert engine.state.step == frozen
@@ -37,15 +30,15 @@ async def test_real_engine_keys(small_config):
         assert isinstance(app.screen, LRPrompt)
         app.screen.query_one("Input").value = "0.005"
         await pilot.press("enter")
-        await _until(pilot, lambda: engine.optimizer.param_groups[0]["lr"] == 0.005, "the new LR")
+        await until(pilot, lambda: engine.optimizer.param_groups[0]["lr"] == 0.005, "the new LR")
         await pilot.press("s")
         saved = engine.checkpoint_dir / f"step-{frozen}.pt"
-        await _until(pilot, saved.exists, "the saved checkpoint")
+        await until(pilot, saved.exists, "the saved checkpoint")
         await pilot.press("p")
-        await _until(pilot, lambda: engine.state.step > frozen + 5, "training to resume")
+        await until(pilot, lambda: engine.state.step > frozen + 5, "training to resume")
         assert status.state == "RUNNING"
         await pilot.press("q")
-        await _until(pilot, lambda: not app.is_running, "the app to exit")
+        await until(pilot, lambda: not app.is_running, "the app to exit")
     assert app.return_value == 0
     assert session.result.status == "stopped"
     last = torch.load(engine.checkpoint_dir / "last.pt", weights_only=True)

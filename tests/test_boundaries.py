@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
+
 HEADLESS = ["tuitrain.engine", "tuitrain.models", "tuitrain.data", "tuitrain.checkpoints", "tuitrain.config",
             "tuitrain.runlog", "tuitrain.session", "tuitrain.progress", "tuitrain.runs", "tuitrain.system",
             "tuitrain.runstate"]

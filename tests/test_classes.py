@@ -8,7 +8,8 @@ import json
 
 from tests.fake_classes import FASHION, confusion_record, samples_record
 from tests.fakes import FakeBackend, scripted_run
-from tests.test_watch import _record_run, _until
+from tests.helpers import until
+from tests.test_watch import _record_run
 from tuitrain.app import TuiTrainApp
 from tuitrain.backends import WatchBackend
 from tuitrain.confusion import MAX_SAMPLES, confused_pairs, per_class, read_confusion, read_samples
@@ -66,7 +67,7 @@ def test_rgb_samples_are_planar():
 
 
 async def _ready(pilot, app) -> None:
-    await _until(pilot, lambda: app.dashboard.query_one(ClassesPanel).confusion is not None, "the confusion record")
+    await until(pilot, lambda: app.dashboard.query_one(ClassesPanel).confusion is not None, "the confusion record")
     await pilot.pause()
 
 
@@ -125,7 +126,7 @@ async def test_watch_shows_the_latest_samples(tmp_path):
     app = TuiTrainApp(WatchBackend(tmp_path / "run"), watch_mode=True)
     async with app.run_test(size=(160, 48)) as pilot:
         gallery = app.dashboard.query_one(Gallery)
-        await _until(pilot, lambda: gallery.epoch == 2, "the latest samples")
+        await until(pilot, lambda: gallery.epoch == 2, "the latest samples")
         await pilot.pause()
         assert len(app.dashboard.query(SampleCard)) == 5
         assert app.dashboard.query_one(ClassesPanel).confusion.epoch == 1

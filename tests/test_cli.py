@@ -14,11 +14,10 @@ import pytest
 import torch
 
 from tests.conftest import write_fashion_mnist
+from tests.helpers import ROOT
 from tuitrain import checkpoints
 from tuitrain.cli import main
 from tuitrain.models import build_model
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _cli(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import ROOT, wait
 from tuitrain.cli import main
 from tuitrain.runlog import read_records
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _ctl(run_dir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -27,13 +26,6 @@ def _steps(run_dir: Path) -> list[dict]:
     return [r for r in read_records(run_dir / "metrics.jsonl") if r["type"] == "step"]
 
 
-def _wait(condition, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -42,7 +34,7 @@ def live_run(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "tuitrain", "synthetic", "--headless", "--epochs", "500",
                              "--limit", "2000", "--log-every", "2", "--run-dir", str(run_dir)], cwd=ROOT,
                             stderr=subprocess.PIPE, text=True)
-    _wait(lambda: (run_dir / "metrics.jsonl").exists() and _steps(run_dir), "the first step")
+    wait(lambda: (run_dir / "metrics.jsonl").exists() and _steps(run_dir), "the first step")
     yield run_dir, proc
     if proc.poll() is None:
         proc.kill()
@@ -69,7 +61,7 @@ def test_ctl_controls_a_live_headless_run(live_run):
     assert bad.returncode == 2 and "learning rate" in bad.stderr
     assert _ctl(run_dir, "device", "cuda:9").returncode == 1
     assert _ctl(run_dir, "resume").returncode == 0
-    _wait(lambda: len(_steps(run_dir)) > n + 3, "steps after resume")
+    wait(lambda: len(_steps(run_dir)) > n + 3, "steps after resume")
     assert _steps(run_dir)[-1]["lr"] == 0.0042  # the optimizer took the new LR
     stopped = _ctl(run_dir, "stop")
     assert stopped.returncode == 0

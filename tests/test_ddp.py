@@ -6,11 +6,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+from tests.helpers import ROOT
 from tuitrain.runlog import read_records
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_two_process_gloo_ddp_with_a_command(tmp_path):

@@ -17,12 +17,11 @@ import pytest
 import torch
 
 from tests.conftest import EngineRun
+from tests.helpers import ROOT
 from tuitrain import checkpoints
 from tuitrain.commands import Load, Save, Stop
 from tuitrain.errors import CheckpointError
 from tuitrain.models import build_model
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")

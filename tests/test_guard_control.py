@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import ROOT, wait
 from tuitrain import control
 from tuitrain.cli import main
 from tuitrain.commands import Load, Save, SetLR
 from tuitrain.control import ChannelError, ControlServer
 
-ROOT = Path(__file__).resolve().parent.parent
 UID = os.getuid()
 
 
@@ -358,13 +358,6 @@ def _events(run_dir: Path, name: str) -> list[dict]:
     return [r for r in read_records(run_dir / "metrics.jsonl") if r["type"] == "event" and r["event"] == name]
 
 
-def _wait(condition, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _ctl(run_dir: Path, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -378,7 +371,7 @@ def test_a_live_run_survives_bad_messages_loads_from_the_callers_folder_and_igno
                              "--limit", "2000", "--log-every", "2", "--device", "cpu", "--run-dir", str(run_dir)],
                             cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
-        _wait(lambda: (run_dir / "metrics.jsonl").exists() and _steps(run_dir), "the first step")
+        wait(lambda: (run_dir / "metrics.jsonl").exists() and _steps(run_dir), "the first step")
         lr = _steps(run_dir)[-1]["lr"]
         sock = run_dir / "control.sock"
         for fields in ({"cmd": "lr", "arg": True}, {"cmd": "save", "arg": "a\u0000b.pt"}, {"cmd": "save", "arg": 123},
@@ -386,7 +379,7 @@ def test_a_live_run_survives_bad_messages_loads_from_the_callers_folder_and_igno
             assert raw(sock, message(run_dir, **fields))["ok"] is False
         assert raw(sock, b"\xff" * 100 + b"\n")["ok"] is False
         n = len(_steps(run_dir))
-        _wait(lambda: len(_steps(run_dir)) > n + 2, "steps after the bad messages")
+        wait(lambda: len(_steps(run_dir)) > n + 2, "steps after the bad messages")
         assert proc.poll() is None and _steps(run_dir)[-1]["lr"] == lr
 
         # item 11: `ctl load last.pt` is the caller's last.pt, never the training process's folder's.

@@ -11,6 +11,7 @@ from textual import events
 from textual.keys import REPLACED_KEYS, _character_to_key, _get_unicode_name_from_key
 
 from tests.fakes import FakeBackend, scripted_run
+from tests.helpers import ready
 from tuitrain.app import TuiTrainApp
 from tuitrain.commands import SetLR
 from tuitrain.keys import KEYS
@@ -25,12 +26,6 @@ def _event(name: str, step: int = 150, **details) -> dict:
     return {"type": "event", "event": name, "step": step, "epoch": 1, "time": 0.0, "ok": True, **details}
 
 
-async def _ready(pilot, app) -> None:
-    for _ in range(50):
-        await pilot.pause()
-        if app.run_state.state == "RUNNING" and app.run_state.step == 150:
-            return
-    raise AssertionError("the scripted records never arrived")
 
 
 async def _settle(pilot, rounds: int = 10) -> None:
@@ -75,7 +70,7 @@ async def test_keys_typed_right_after_r_land_in_the_prompt(keys, lr, how):
     backend = FakeBackend()
     app = TuiTrainApp(backend)
     async with app.run_test() as pilot:
-        await _ready(pilot, app)
+        await ready(pilot, app)
         if how == "burst":
             _burst(app, *keys)
         else:
@@ -89,7 +84,7 @@ async def test_typed_ahead_refusal_keeps_the_prompt_and_sends_nothing():
     backend = FakeBackend()
     app = TuiTrainApp(backend)
     async with app.run_test() as pilot:
-        await _ready(pilot, app)
+        await ready(pilot, app)
         _burst(app, "r", "0", "enter")
         await _settle(pilot)
         assert backend.sent == [] and isinstance(app.screen, LRPrompt)
@@ -101,7 +96,7 @@ async def test_escape_typed_ahead_cancels():
     backend = FakeBackend()
     app = TuiTrainApp(backend)
     async with app.run_test() as pilot:
-        await _ready(pilot, app)
+        await ready(pilot, app)
         _burst(app, "r", "3", "escape")
         await _settle(pilot)
         assert backend.sent == [] and app.screen is app.dashboard
@@ -113,7 +108,7 @@ async def test_keys_typed_right_after_l_and_d(how):
                           checkpoints=["runs/fake/checkpoints/step-90.pt", "runs/fake/checkpoints/last.pt"])
     app = TuiTrainApp(backend)
     async with app.run_test() as pilot:
-        await _ready(pilot, app)
+        await ready(pilot, app)
         keys = ("l", "down", "enter", "d", "down", "enter")
         if how == "burst":
             _burst(app, *keys[:3])
@@ -130,7 +125,7 @@ async def test_prompt_keys_do_nothing_while_a_prompt_is_open():
     backend = FakeBackend(checkpoints=["runs/fake/checkpoints/last.pt"])
     app = TuiTrainApp(backend)
     async with app.run_test() as pilot:
-        await _ready(pilot, app)
+        await ready(pilot, app)
         await pilot.press("l", "r", "d")
         assert isinstance(app.screen, ChoicePrompt) and len(app.screen_stack) == 2
         await pilot.press("escape", "question_mark", "r")
@@ -142,7 +137,7 @@ async def test_paused_status_shows_no_eta_and_no_stale_throughput():
     backend = FakeBackend()
     app = TuiTrainApp(backend)
     async with app.run_test(size=(160, 48)) as pilot:
-        await _ready(pilot, app)
+        await ready(pilot, app)
         status = app.dashboard.query_one(StatusLine)
         status.refresh_text()
         running = str(status.render())
@@ -163,7 +158,7 @@ async def test_a_run_ended_before_the_first_system_sample_says_so():
     backend = FakeBackend(records=records)
     app = TuiTrainApp(backend)
     async with app.run_test() as pilot:
-        await _ready(pilot, app)
+        await ready(pilot, app)
         panel = app.dashboard.query_one(SystemPanel)
         assert "waiting for the first sample" in str(panel.render())
         backend.push(_event("end", status="done", best_val_acc=0.9))
@@ -174,10 +169,10 @@ async def test_a_run_ended_before_the_first_system_sample_says_so():
 async def test_v_on_a_wide_terminal_says_what_it_does():
     app = TuiTrainApp(FakeBackend())
     async with app.run_test(size=(160, 48)) as pilot:
-        await _ready(pilot, app)
+        await ready(pilot, app)
         await pilot.press("v")
         await _settle(pilot, 2)
-        assert any("under 120 columns" in n.message for n in app._notifications)
+        assert any("under 120 columns" in n for n in app.notices())
         assert app.dashboard.view == 0
 
 
@@ -185,11 +180,11 @@ async def test_at_most_two_notifications_newest_first():
     backend = FakeBackend()
     app = TuiTrainApp(backend)
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
-        await _ready(pilot, app)
+        await ready(pilot, app)
         for i in range(6):
             backend.push(_event("pause" if i % 2 == 0 else "resume", step=200 + i))
             await _settle(pilot, 2)
-        messages = [n.message for n in app._notifications]
+        messages = app.notices()
         assert messages == ["resumed at step 205", "paused at step 204"]
         screen = _screen_text(app)
         assert screen.index("resumed at step 205") < screen.index("paused at step 204")  # newest on top
@@ -211,7 +206,7 @@ async def test_load_dialog_tells_checkpoints_apart(tmp_path):
     backend = FakeBackend(records=records, run_dir=str(tmp_path), checkpoints=[str(p) for p in paths.values()])
     app = TuiTrainApp(backend)
     async with app.run_test(size=(100, 30)) as pilot:
-        await _ready(pilot, app)
+        await ready(pilot, app)
         await pilot.press("l")
         prompt = app.screen
         assert isinstance(prompt, ChoicePrompt)
@@ -239,7 +234,7 @@ def test_help_lines_fit_and_come_from_the_key_list():
 async def test_help_screen_fits_80x24_and_lists_every_bound_key():
     app = TuiTrainApp(FakeBackend())
     async with app.run_test(size=(80, 24)) as pilot:
-        await _ready(pilot, app)
+        await ready(pilot, app)
         await pilot.press("question_mark")
         await _settle(pilot, 2)
         assert isinstance(app.screen, HelpScreen)
@@ -260,7 +255,7 @@ async def test_help_screen_fits_80x24_and_lists_every_bound_key():
 async def test_lr_prompt_title_and_refusals_are_whole_at_80x24():
     app = TuiTrainApp(FakeBackend())
     async with app.run_test(size=(80, 24)) as pilot:
-        await _ready(pilot, app)
+        await ready(pilot, app)
         await pilot.press("r")
         await _settle(pilot, 2)
         assert "New learning rate (now 0.001)" in _screen_text(app)
@@ -278,7 +273,7 @@ async def test_footer_at_80x24_shows_every_key_with_the_classes_view():
 
     app = WithClasses(FakeBackend())
     async with app.run_test(size=(80, 24)) as pilot:
-        await _ready(pilot, app)
+        await ready(pilot, app)
         footer = _screen_text(app).splitlines()[-1]
         for label in ("p Pause", "c Classes", "v View", "? Help", "q Quit"):
             assert label in footer, (label, footer)
@@ -289,7 +284,7 @@ async def test_saved_path_is_shown_whole():
     app = TuiTrainApp(backend)
     path = "runs/synthetic-cnn-20250101-120000/checkpoints/step-150.pt"
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
-        await _ready(pilot, app)
+        await ready(pilot, app)
         backend.push(_event("save", path=path))
         await pilot.pause(0.3)
         assert any(line.endswith("saved checkpoints/step-150.pt") for line in

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or torch.get_num_threads() < 2,
                                 reason="libgomp's thread pools: Linux with 2 or more torch threads")
@@ -27,6 +26,7 @@ def run_python(code: str) -> list[str]:
 def test_release_ends_the_calling_threads_pool_workers():
     code = r"""
 import os, torch
+from tests.helpers import ROOT
 from tuitrain.threads import release_thread_pool
 torch.randn(4_000_000).mul_(2).sum()  # a parallel region on the main thread: its pool starts
 with_pool = len(os.listdir("/proc/self/task"))

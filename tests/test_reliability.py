@@ -15,11 +15,10 @@ import pytest
 import torch
 
 from tests.conftest import EngineRun
+from tests.helpers import ROOT
 from tuitrain import checkpoints
 from tuitrain.commands import Load, Pause, Save, Stop
 from tuitrain.runlog import read_records
-
-ROOT = Path(__file__).resolve().parent.parent
 
 NAN_MODEL = textwrap.dedent("""
     import torch

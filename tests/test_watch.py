@@ -7,6 +7,7 @@ import os
 import socket
 
 from tests.fakes import scripted_run
+from tests.helpers import until
 from tuitrain.app import TuiTrainApp
 from tuitrain.backends import WatchBackend
 from tuitrain.runlog import RunLog
@@ -25,12 +26,6 @@ def _record_run(run_dir, records, state: str) -> RunLog:
     return log
 
 
-async def _until(pilot, condition, what: str) -> None:
-    for _ in range(200):
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def test_watch_recorded_run_is_read_only(tmp_path):
@@ -43,14 +38,14 @@ async def test_watch_recorded_run_is_read_only(tmp_path):
     app = TuiTrainApp(backend, watch_mode=True)
     async with app.run_test(size=(160, 48)) as pilot:
         status = app.query_one(StatusLine)
-        await _until(pilot, lambda: status.state == "DONE", "the end state")
+        await until(pilot, lambda: status.state == "DONE", "the end state")
         assert "read-only" in status.note and "85.00%" in status.note
         assert app.query_one(Curves).train_loss.xs[-1] == 150
         assert app.query_one(Histograms).record is not None
         assert app.query_one(SummaryPanel).query_one("DataTable").row_count == 3
-        assert not app._notifications  # replayed history raises no notifications
+        assert not app.notices()  # replayed history raises no notifications
         await pilot.press("p")
-        assert any("nothing to control" in n.message for n in app._notifications)
+        assert any("nothing to control" in n for n in app.notices())
         await pilot.press("q")
     assert app.return_value == 0
 
@@ -63,14 +58,14 @@ async def test_watch_follows_a_growing_run(tmp_path):
     app = TuiTrainApp(backend, watch_mode=True)
     async with app.run_test(size=(120, 40)) as pilot:
         curves = app.query_one(Curves)
-        await _until(pilot, lambda: len(curves.train_loss) == 5, "the history")
+        await until(pilot, lambda: len(curves.train_loss) == 5, "the history")
         for step in range(60, 110, 10):
             log.write({"type": "step", "step": step, "epoch": 1, "loss": 0.5, "acc": 0.8, "lr": 0.001,
                        "samples_per_s": 9000.0, "time": float(step)})
         log.write({"type": "event", "event": "lr", "step": 100, "time": 3.0, "ok": True, "old": 0.001, "new": 0.01})
-        await _until(pilot, lambda: curves.train_loss.xs[-1] == 100, "the new steps")
-        await _until(pilot, lambda: app.query_one(StatusLine).lr == 0.01, "the lr event")
-        assert any("learning rate" in n.message for n in app._notifications)
+        await until(pilot, lambda: curves.train_loss.xs[-1] == 100, "the new steps")
+        await until(pilot, lambda: app.query_one(StatusLine).lr == 0.01, "the lr event")
+        assert any("learning rate" in n for n in app.notices())
         await pilot.press("q")  # leaves the viewer; the run is not touched
     assert app.return_value == 0
     status = json.loads((tmp_path / "run" / "status.json").read_text())
@@ -85,5 +80,5 @@ async def test_watch_marks_a_dead_run(tmp_path, monkeypatch):
     monkeypatch.setattr("tuitrain.runs.pid_alive", lambda pid: False)
     app = TuiTrainApp(backend, watch_mode=True)
     async with app.run_test() as pilot:
-        await _until(pilot, lambda: app.query_one(StatusLine).state == "DEAD", "the dead state")
+        await until(pilot, lambda: app.query_one(StatusLine).state == "DEAD", "the dead state")
         assert "process is gone" in app.query_one(StatusLine).note

@@ -66,6 +66,10 @@ class TuiTrainApp(App[int]):
             return False  # a prompt or the help is open: the key goes to it instead
         return hasattr(self, f"action_{action}")
 
+    def notices(self) -> list[str]:
+        """The messages of the notifications on screen now, newest first (tests and the help)."""
+        return [n.message for n in self._notifications]
+
     def _on_notify(self, event: Notify) -> None:
         # Textual stacks every toast (textual#5129): keep the newest few, newest on top. The older
         # ones are re-added as copies (same time left) so they are drawn again below the new one.
