@@ -80,12 +80,19 @@ class Session:
 
     def run(self):
         """Train (blocking) while sampling system usage; return the engine's Result."""
+        # Samples go to the run dir and the UI; a DDP worker (rank > 0) has neither. The sampler is joined before returning:
+        # its bound method holds this session (and through it the DDP model); a daemon thread that
+        # dropped the last reference during interpreter shutdown freed the gloo process group there
+        # and aborted the process ("terminate called without an active exception", issue 12 #14).
         sampler = threading.Thread(target=self._sample_system, name="tuitrain-system", daemon=True)
-        sampler.start()
+        if self.log or self.on_record:
+            sampler.start()
         try:
             self.result = self.engine.run()
         finally:
             self._done.set()
+            if sampler.is_alive():
+                sampler.join()
             if self.control:
                 self.control.close()
         self._write_status("failed" if self.result.status == "failed" else
