@@ -41,14 +41,18 @@ def run(config: TrainConfig, ui: UI = "auto", *, model=None, dataset=None, task=
     print(f"tuitrain: loading {config.dataset} and building {config.model}...", file=sys.stderr)
     session = Session(config, on_record=Progress() if headless else None, model=model, dataset=dataset, task=task)
     session.prepare()
-    session.open_run_dir()
     if headless:
-        _train_in_thread(session)
+        with _signals(session):
+            session.open_run_dir()
+            _train_in_thread(session)
     else:
         from tuitrain.app import TuiTrainApp
         from tuitrain.backends import LiveBackend
 
-        TuiTrainApp(LiveBackend(session)).run()
+        app = TuiTrainApp(LiveBackend(session))
+        with _signals(session, app):
+            session.open_run_dir()
+            app.run()
     if show_traceback and session.result is not None and session.result.error is not None:
         print(user_traceback(session.result.error), file=sys.stderr)
     print(final_line(session.result, config.run_dir), file=sys.stderr)
@@ -57,6 +61,26 @@ def run(config: TrainConfig, ui: UI = "auto", *, model=None, dataset=None, task=
 
         return Result("failed", 0, 0, None, "the dashboard crashed", run_dir=config.run_dir)
     return session.result
+
+
+def _signals(session, app=None):
+    """SIGTERM/SIGHUP stop the run like Ctrl-C (the dashboard leaves once last.pt is written);
+    SIGUSR1 saves a checkpoint and training goes on."""
+    from tuitrain.commands import Save, Stop
+    from tuitrain.signals import SignalRelay
+
+    def stop(reason: str) -> None:
+        if app is not None:
+            try:
+                app.call_from_thread(app.stop_run, reason)
+                return
+            except RuntimeError:  # the dashboard is not running (yet, or any more): stop the engine directly
+                pass
+        else:
+            print(f"\ntuitrain: {reason.upper()}: stopping at the next step, saving last.pt", file=sys.stderr)
+        session.send(Stop(reason))
+
+    return SignalRelay(on_stop=stop, on_save=lambda: session.send(Save()))
 
 
 def _train_in_thread(session) -> None:

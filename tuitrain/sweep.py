@@ -15,6 +15,7 @@ import re
 import sys
 from pathlib import Path
 
+from tuitrain.records import EXIT_SIGNALS
 from tuitrain.runlog import METRICS, read_records
 
 RESULT_FIELDS = ["status", "best_val_acc", "final_val_acc", "best_val_loss", "final_val_loss", "epochs_done",
@@ -97,9 +98,9 @@ def run_sweep(base, grid: dict[str, list], sweep_dir: Path, train) -> int:
         status = result.status if result else "failed"
         rows.append({**params, **summarize_run(Path(cfg.run_dir), status)})
         write_results(sweep_dir, rows)
-        if code == 130:
+        if code in EXIT_SIGNALS.values():  # Ctrl-C, SIGTERM, SIGHUP end the sweep, not just this run
             print(f"tuitrain sweep: interrupted after {i - 1} complete runs of {len(runs)}", file=sys.stderr)
             break
     print(format_table(rows, list(grid)))
     print(f"results: {sweep_dir / 'results.csv'} and results.json", file=sys.stderr)
-    return 130 if code == 130 else 0
+    return code if code in EXIT_SIGNALS.values() else 0
