@@ -54,7 +54,7 @@ class Session:
         from tuitrain.engine import available_devices
 
         self._refuse_if_in_use()
-        self.log = RunLog(self.config.run_dir)
+        self.log = RunLog(self.config.run_dir, on_problem=self._write_problem)
         from tuitrain.tboard import TensorBoardSink
 
         self.log.sinks.append(TensorBoardSink(self.config.run_dir))
@@ -117,7 +117,23 @@ class Session:
             state: RunStatus = {"pause": "paused", "resume": "running"}.get(record["event"], self._state)  # type: ignore[assignment]
             self._write_status(state)
         if self.on_record:
-            self.on_record(record)
+            try:
+                self.on_record(record)
+            except OSError:  # progress lines to a full disk or a closed terminal: the run dir has the record
+                pass
+
+    def _write_problem(self, target: str, error: OSError | None, lost: int) -> None:
+        """A run-dir file or TensorBoard stopped (or started again) taking writes: one event each
+        way, shown by the dashboard and the progress lines; training goes on (issue 12 #2)."""
+        st = self.engine.state
+        if error is not None:
+            record = records.event_record("write", st.step, self.engine._epoch_now(), ok=False, target=target,
+                                          reason=f"cannot write {target}: {error}; training goes on, "
+                                                 f"writing is retried")
+        else:
+            record = records.event_record("write", st.step, self.engine._epoch_now(), ok=True, target=target,
+                                          lost=lost, reason=f"writing {target} again")
+        self._report(dict(record))
 
     def _write_status(self, state: RunStatus) -> None:
         self._state = state

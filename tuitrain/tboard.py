@@ -7,19 +7,63 @@ engine's histogram records (the same bins the dashboard draws). tensorboard is a
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
+
+RETRY_S = 10.0
+"""After a failed write (disk full, too many open files), a new event file is tried this much later."""
 
 
 class TensorBoardSink:
-    """A RunLog sink: ``write(record)`` turns records into TensorBoard summaries."""
+    """A RunLog sink: ``write(record)`` turns records into TensorBoard summaries.
+
+    TensorBoard is a second copy of the curves: when its writer fails, the records it misses stay
+    in metrics.jsonl. ``write`` then raises OSError (RunLog reports it once, training goes on) until
+    a new writer, tried every RETRY_S, works again.
+    """
 
     def __init__(self, run_dir: str | Path):
+        _quiet_writer_threads()
+        self.log_dir = str(Path(run_dir) / "tensorboard")
+        self.writer = None
+        self.error: BaseException | None = None
+        """Why the last writer failed."""
+        self._retry_at = 0.0
+        self._open()
+
+    def _open(self) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"), flush_secs=10)
+        try:
+            self.writer = SummaryWriter(log_dir=self.log_dir, flush_secs=10)
+            self.error = None
+        except OSError as exc:  # the folder or the event file cannot be created now (disk full, EMFILE)
+            self._drop(exc)
+
+    def _drop(self, exc: BaseException) -> None:
+        writer, self.writer = self.writer, None
+        self._retry_at = time.monotonic() + RETRY_S
+        self.error = exc
+        if writer is not None:
+            try:
+                writer.close()
+            except OSError:  # the writer already failed; closing it only releases what it holds
+                pass
 
     def write(self, record: dict) -> None:
-        """Write what TensorBoard can show of one record; other records are skipped."""
+        """Write what TensorBoard can show of one record; OSError while TensorBoard cannot be written."""
+        if self.writer is None and time.monotonic() >= self._retry_at:
+            self._open()
+        if self.writer is None:
+            raise OSError(str(self.error))
+        try:
+            self._write(record)
+        except OSError as exc:  # ENOSPC/EMFILE, met by the writer's thread and re-raised here
+            self._drop(exc)
+            raise
+
+    def _write(self, record: dict) -> None:
         kind = record.get("type")
         w = self.writer
         if kind == "step":
@@ -51,5 +95,36 @@ class TensorBoardSink:
                                       global_step=step)
 
     def close(self) -> None:
-        """Flush and close the event file."""
-        self.writer.close()
+        """Flush and close the event file; OSError when the last events cannot be written (or
+        the writer had failed: closing must not look like a recovery)."""
+        writer, self.writer = self.writer, None
+        if writer is None:
+            if self.error is not None:
+                raise OSError(str(self.error))
+            return
+        try:
+            writer.close()
+        except OSError as exc:
+            self.error = exc
+            raise
+
+
+_hook_lock = threading.Lock()
+
+
+def _quiet_writer_threads() -> None:
+    """TensorBoard's writer thread keeps a write error for the next ``add_*`` call (which the sink
+    reports) and also lets it escape the thread, where threading prints a traceback. Leave only the
+    first: an error from that thread goes unprinted; every other thread's goes to the previous hook."""
+    with _hook_lock:
+        if getattr(threading.excepthook, "_tuitrain", False):
+            return
+        previous = threading.excepthook
+
+        def hook(args) -> None:
+            if type(args.thread).__module__.startswith("tensorboard.") and isinstance(args.exc_value, OSError):
+                return
+            previous(args)
+
+        hook._tuitrain = True  # type: ignore[attr-defined]
+        threading.excepthook = hook
