@@ -23,6 +23,8 @@ from tuitrain.records import RunStatus
 from tuitrain.runlog import STATUS, RunLog, read_json
 
 SYSTEM_EVERY_S = 2.0
+LOCK = ".lock"
+"""RUN_DIR/.lock: flocked by the process writing the run."""
 
 
 class Session:
@@ -41,6 +43,7 @@ class Session:
         self.result: Result | None = None
         self._state: RunStatus = "starting"
         self._done = threading.Event()
+        self._lock_fd: int | None = None
 
     def prepare(self) -> None:
         """Load data and model, check --resume; raises UsageError before anything is written."""
@@ -53,14 +56,19 @@ class Session:
         from tuitrain import checkpoints
         from tuitrain.engine import available_devices
 
-        self._refuse_if_in_use()
-        self.log = RunLog(self.config.run_dir, on_problem=self._write_problem)
-        from tuitrain.tboard import TensorBoardSink
+        self._lock_run_dir()
+        try:
+            self._refuse_if_in_use()
+            self.log = RunLog(self.config.run_dir, on_problem=self._write_problem)
+            from tuitrain.tboard import TensorBoardSink
 
-        self.log.sinks.append(TensorBoardSink(self.config.run_dir))
-        checkpoints.cleanup_temp(self.engine.checkpoint_dir)
-        self.control = ControlServer(self.config.run_dir, self.send)
-        self.control.start()
+            self.log.sinks.append(TensorBoardSink(self.config.run_dir))
+            checkpoints.cleanup_temp(self.engine.checkpoint_dir)
+            self.control = ControlServer(self.config.run_dir, self.send)
+            self.control.start()
+        except BaseException:
+            self._unlock_run_dir()
+            raise
         eng = self.engine
         self.log.write_config({
             **self.config.to_dict(),
@@ -99,6 +107,7 @@ class Session:
                            "done" if self.result.status == "done" else "stopped")
         if self.log:
             self.log.close()
+        self._unlock_run_dir()
         return self.result
 
     def send(self, command) -> None:
@@ -146,6 +155,37 @@ class Session:
             "best_val_acc": st.best_val_acc, "best": st.best, "monitor": eng.monitor, "device": str(eng.device),
             "control": str(self.control.path) if self.control and state in ("running", "paused") else None,
         })
+
+    def _lock_run_dir(self) -> None:
+        """Hold RUN_DIR/.lock (flock, exclusive) for the run's life, taken before anything else is
+        written: of two runs started on one directory, one trains and the other is refused. The
+        kernel drops the lock with the process, so a killed run never leaves a stale one."""
+        import fcntl
+
+        path = Path(self.config.run_dir)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise UsageError(f"cannot create run dir {self.config.run_dir}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise UsageError(f"run dir {self.config.run_dir} is in use by another tuitrain run (pid {holder}); "
+                             f"choose another --run-dir") from None
+        try:  # the holder's pid, for the message above (the lock itself is the flock)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:  # a full disk: the lock holds all the same
+            pass
+        self._lock_fd = fd
+
+    def _unlock_run_dir(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
 
     def _refuse_if_in_use(self) -> None:
         """Two live processes must never write one run directory, and a fresh run must not be mixed
