@@ -163,10 +163,17 @@ class Session:
         import fcntl
 
         path = Path(self.config.run_dir)
+        made = []  # the folders this call creates, deepest first: removed again when it fails
         try:
+            made = [p for p in (path, *path.parents) if not p.exists()]
             path.mkdir(parents=True, exist_ok=True)
             fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
+            for folder in made:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
             raise UsageError(f"cannot create run dir {self.config.run_dir}: {exc.strerror or exc}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -15,6 +15,7 @@ import re
 import sys
 from pathlib import Path
 
+from tuitrain.errors import UsageError
 from tuitrain.records import EXIT_SIGNALS
 from tuitrain.runlog import METRICS, read_records
 
@@ -88,7 +89,10 @@ def run_sweep(base, grid: dict[str, list], sweep_dir: Path, train) -> int:
     runs = combinations(grid)
     configs = [validate(base.replace(**params, run_dir=str(sweep_dir / run_name(i, params))))
                for i, params in enumerate(runs, start=1)]  # every combination checked before the first run
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create sweep dir {sweep_dir}: {exc.strerror or exc}") from None
     rows: list[dict] = []
     code = 0
     for i, (params, cfg) in enumerate(zip(runs, configs, strict=True), start=1):
