@@ -33,3 +33,28 @@ def test_two_process_gloo_ddp_with_a_command(tmp_path):
     steps = [r for r in read_records(metrics) if r["type"] == "step"]
     assert steps[-1]["lr"] == 0.004
     assert (run_dir / "checkpoints" / "last.pt").is_file()
+
+
+def test_session_run_leaves_no_thread_holding_the_model(small_config, monkeypatch):
+    """The system sampler's bound method holds the session (and a DDP model with it); a daemon thread
+    that dropped it during interpreter shutdown aborted rank 1 (issue 12 #14). run() joins it."""
+    import threading
+
+    from tuitrain import session as session_module
+    from tuitrain.session import Session
+    from tuitrain.system import SystemSampler
+
+    real_sample = SystemSampler.sample
+
+    def slow_sample(self):
+        time.sleep(0.3)  # the sampler is mid-sample when training ends
+        return real_sample(self)
+
+    monkeypatch.setattr(SystemSampler, "sample", slow_sample)
+    monkeypatch.setattr(session_module, "SYSTEM_EVERY_S", 0.01)
+
+    session = Session(small_config(epochs=1, limit=200), on_record=lambda record: None)
+    session.prepare()
+    session.open_run_dir()
+    assert session.run().status == "done"
+    assert not [t for t in threading.enumerate() if t.name == "tuitrain-system"]

@@ -223,6 +223,10 @@ class TuiTrainApp(App[int]):
         """Ctrl-C: like q, and the process exits 130 (SPEC)."""
         self._leave("interrupt")
 
+    def stop_run(self, reason: str) -> None:
+        """SIGTERM or SIGHUP (launch.py): like q, the reason kept for the exit code (143, 129)."""
+        self._leave(reason)
+
     def _leave(self, reason: str) -> None:
         run = self.run_state
         if run.finished or not self.backend.quit_stops_run:

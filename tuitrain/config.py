@@ -6,6 +6,7 @@ This module must not import torch: the CLI builds and checks a config before dec
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import re
@@ -21,7 +22,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adadelta", "adagrad", "nadam",
 SCHEDULERS = ("none", "step", "cosine", "onecycle", "plateau")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 MONITOR_RE = re.compile(r"^val_[A-Za-z_][A-Za-z0-9_]*$")
-_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_DEVICE_RE = re.compile(r"(auto|cpu|mps|cuda(:[0-9]+)?)")  # fullmatch; [0-9], not \d (any Unicode digit)
 
 
 def default_data_dir() -> str:
@@ -123,29 +124,102 @@ def validate(cfg: TrainConfig, custom: bool = False) -> TrainConfig:
         raise UsageError(f"unknown scheduler {cfg.scheduler!r} (choose from {', '.join(SCHEDULERS)})")
     if cfg.precision not in PRECISIONS:
         raise UsageError(f"unknown precision {cfg.precision!r} (choose from {', '.join(PRECISIONS)})")
-    if cfg.monitor and not MONITOR_RE.match(cfg.monitor):
+    _check_text(cfg)
+    if cfg.monitor and not MONITOR_RE.fullmatch(cfg.monitor):
         raise UsageError(f"--monitor must be val_loss, val_acc or val_<metric>, got {cfg.monitor!r}")
     if cfg.mode not in ("", "min", "max"):
         raise UsageError(f"mode must be min or max, got {cfg.mode!r}")
     check_lr(cfg.lr)
     for name in ("epochs", "batch_size", "log_every", "hist_every", "accumulate"):
         value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be a positive whole number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_COUNT:
+            raise UsageError(f"--{name.replace('_', '-')} must be a whole number from 1 to 2**53, got {value!r}")
     for name in ("early_stopping", "val_batch_size"):
         value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be 0 or a positive whole number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+            raise UsageError(f"--{name.replace('_', '-')} must be a whole number from 0 to 2**53, got {value!r}")
     for name in ("grad_clip", "weight_decay"):
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be a finite number, 0 or more, got {value!r}")
-    if cfg.limit < 0:
-        raise UsageError(f"--limit must be 0 or more, got {cfg.limit}")
+    if isinstance(cfg.limit, bool) or not isinstance(cfg.limit, int) or not 0 <= cfg.limit <= MAX_COUNT:
+        raise UsageError(f"--limit must be a whole number from 0 to 2**53, got {cfg.limit!r}")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed <= MAX_SEED:
+        raise UsageError(f"--seed must be a whole number from 0 to 2**63-1, got {cfg.seed!r}")
+    _check_model_args(cfg, custom)
     check_device_name(cfg.device)
     if not cfg.run_dir:
         cfg = cfg.replace(run_dir=default_run_dir(cfg.dataset, cfg.model))
+    check_path(cfg.run_dir, "--run-dir")
+    check_lengths(cfg.data_dir, "--data-dir")
+    check_lengths(cfg.resume, "--resume")
     return cfg
+
+
+MAX_COUNT = 2**53
+"""The largest count (epochs, batch size, steps...): what a float, JSON and every reader hold exactly."""
+MAX_SEED = 2**63 - 1
+"""torch seeds take 64 bits; the top half of the unsigned range is left out so every seed also fits a signed int64."""
+NAME_MAX = 255
+"""The longest file name (bytes) of Linux and macOS file systems."""
+PATH_MAX = 4096
+"""The longest path (bytes) Linux takes."""
+
+
+def _check_text(cfg: TrainConfig) -> None:
+    """Every text setting is written to config.json and used in paths: it must be UTF-8 (a file
+    name of other bytes reaches Python as lone surrogates) without NUL or other control characters."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if not isinstance(value, str):
+            continue
+        option = f"--{f.name.replace('_', '-')}"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"{option} must be UTF-8 text, got {value!r}") from None
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise UsageError(f"{option} must not hold control characters (newline, NUL...), got {value!r}")
+
+
+def check_lengths(path: str, option: str) -> str:
+    """Each name of ``path`` at most NAME_MAX bytes, the whole at most PATH_MAX: longer ones fail
+    every file call with ENAMETOOLONG, somewhere it would be a traceback."""
+    if len(path.encode("utf-8", "surrogateescape")) >= PATH_MAX:
+        raise UsageError(f"{option}: the path is longer than {PATH_MAX} bytes")
+    for part in Path(path).parts:
+        if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX:
+            raise UsageError(f"{option}: the name {part[:40]!r}... is longer than {NAME_MAX} bytes")
+    return path
+
+
+def check_path(path: str, option: str) -> str:
+    """A folder to create: names not too long, and not under a file (checked before anything is
+    loaded or made; what only creating it tells is refused then, in one line too)."""
+    check_lengths(path, option)
+    for parent in Path(path).parents:
+        try:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise UsageError(f"{option} {path} is under {parent}, which is a file, not a folder")
+                break
+        except OSError as exc:
+            raise UsageError(f"{option} {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def _check_model_args(cfg: TrainConfig, custom: bool) -> None:
+    """--model-arg goes to a path.py:NAME model's constructor and into config.json."""
+    if not cfg.model_args:
+        return
+    if not isinstance(cfg.model_args, dict) or not all(isinstance(k, str) and k.isidentifier() for k in cfg.model_args):
+        raise UsageError(f"--model-arg: keys must be Python names, got {cfg.model_args!r}"[:300])
+    if cfg.model in MODELS and not custom:
+        raise UsageError(f"--model-arg is for a path/to/file.py:NAME model; the built-in {cfg.model} takes none")
+    try:
+        json.dumps(cfg.model_args, default=str).encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise UsageError(f"--model-arg: a value cannot be written to config.json ({exc})"[:300]) from None
 
 
 def default_run_dir(dataset: str, model: str, root: str = "runs") -> str:
@@ -180,7 +254,7 @@ def parse_lr(text: str) -> float:
 
 def check_device_name(name: str) -> str:
     """Only the syntax: whether the device exists is checked where torch is loaded."""
-    if not _DEVICE_RE.match(name):
+    if not isinstance(name, str) or not _DEVICE_RE.fullmatch(name):
         raise UsageError(f"unknown device {name!r} (auto, cpu, cuda, cuda:N or mps)")
     return name
 

@@ -272,6 +272,7 @@ class Engine:
             self.error = exc
             self._event("error", ok=False, reason=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
             self._event("end", status="failed", best_val_acc=st.best_val_acc, epochs_done=st.epoch)
+            self._leave_group()
             return self._result("failed", f"{type(exc).__name__}: {exc}")
         if self.stop_reason == "nonfinite":
             self._save_quietly("last.pt")  # refused if the weights are not finite: the old file stays
@@ -285,10 +286,17 @@ class Engine:
         extra = {}
         if self.dist:
             extra = {"world_size": self.dist.world, "ranks_in_sync": distributed.ranks_in_sync(self.model)}
-            distributed.close()
+            self._leave_group()
         self._event("end", status=status, best_val_acc=st.best_val_acc, best=st.best, monitor=self.monitor,
                     epochs_done=st.epoch, **extra)
         return self._result(status)
+
+    def _leave_group(self) -> None:
+        """Leave the process group and free the DDP wrapper here, in this thread, while Python runs:
+        its reducer holds the process group, whose destructor must not run at interpreter shutdown."""
+        if self.dist:
+            distributed.close()
+            self.net = self.model
 
     def _result(self, status: str, message: str = "") -> Result:
         st = self.state

@@ -39,9 +39,9 @@ def run(config: TrainConfig, ui: UI = "auto", *, model=None, dataset=None, task=
         # A person is there to lower the LR and go on, so divergence pauses rather than stops.
         config = config.replace(on_nonfinite="pause")
     print(f"tuitrain: loading {config.dataset} and building {config.model}...", file=sys.stderr)
-    session = Session(config, on_record=Progress(run_dir=config.run_dir) if headless else None, model=model, dataset=dataset, task=task)
+    session = Session(config, on_record=Progress(run_dir=config.run_dir) if headless else None, model=model,
+                      dataset=dataset, task=task)
     session.prepare()
-    session.open_run_dir()
     from tuitrain.threads import release_thread_pool
 
     # The thread that trains must own torch's only CPU thread pool: preparing here started one on
@@ -49,12 +49,17 @@ def run(config: TrainConfig, ui: UI = "auto", *, model=None, dataset=None, task=
     # parallel region (about a third of the throughput; threads.py has the measurements).
     release_thread_pool()
     if headless:
-        _train_in_thread(session)
+        with _signals(session):
+            session.open_run_dir()
+            _train_in_thread(session)
     else:
         from tuitrain.app import TuiTrainApp
         from tuitrain.backends import LiveBackend
 
-        TuiTrainApp(LiveBackend(session)).run()
+        app = TuiTrainApp(LiveBackend(session))
+        with _signals(session, app):
+            session.open_run_dir()
+            app.run()
     if show_traceback and session.result is not None and session.result.error is not None:
         print(user_traceback(session.result.error), file=sys.stderr)
     print(final_line(session.result, config.run_dir), file=sys.stderr)
@@ -63,6 +68,26 @@ def run(config: TrainConfig, ui: UI = "auto", *, model=None, dataset=None, task=
 
         return Result("failed", 0, 0, None, "the dashboard crashed", run_dir=config.run_dir)
     return session.result
+
+
+def _signals(session, app=None):
+    """SIGTERM/SIGHUP stop the run like Ctrl-C (the dashboard leaves once last.pt is written);
+    SIGUSR1 saves a checkpoint and training goes on."""
+    from tuitrain.commands import Save, Stop
+    from tuitrain.signals import SignalRelay
+
+    def stop(reason: str) -> None:
+        if app is not None:
+            try:
+                app.call_from_thread(app.stop_run, reason)
+                return
+            except RuntimeError:  # the dashboard is not running (yet, or any more): stop the engine directly
+                pass
+        else:
+            print(f"\ntuitrain: {reason.upper()}: stopping at the next step, saving last.pt", file=sys.stderr)
+        session.send(Stop(reason))
+
+    return SignalRelay(on_stop=stop, on_save=lambda: session.send(Save()))
 
 
 def _train_in_thread(session) -> None:

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 
 from tuitrain import fmt
+from tuitrain.errors import UsageError
+from tuitrain.records import EXIT_SIGNALS
 from tuitrain.runlog import METRICS, read_records
 
 CELL_FORMATS = {"best_val_acc": fmt.acc, "final_val_acc": fmt.acc, "best_val_loss": fmt.loss,
@@ -91,7 +93,10 @@ def run_sweep(base, grid: dict[str, list], sweep_dir: Path, train) -> int:
     runs = combinations(grid)
     configs = [validate(base.replace(**params, run_dir=str(sweep_dir / run_name(i, params))))
                for i, params in enumerate(runs, start=1)]  # every combination checked before the first run
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create sweep dir {sweep_dir}: {exc.strerror or exc}") from None
     rows: list[dict] = []
     code = 0
     for i, (params, cfg) in enumerate(zip(runs, configs, strict=True), start=1):
@@ -101,9 +106,9 @@ def run_sweep(base, grid: dict[str, list], sweep_dir: Path, train) -> int:
         status = result.status if result else "failed"
         rows.append({**params, **summarize_run(Path(cfg.run_dir), status)})
         write_results(sweep_dir, rows)
-        if code == 130:
+        if code in EXIT_SIGNALS.values():  # Ctrl-C, SIGTERM, SIGHUP end the sweep, not just this run
             print(f"tuitrain sweep: interrupted after {i - 1} complete runs of {len(runs)}", file=sys.stderr)
             break
     print(format_table(rows, list(grid)))
     print(f"results: {sweep_dir / 'results.csv'} and results.json", file=sys.stderr)
-    return 130 if code == 130 else 0
+    return code if code in EXIT_SIGNALS.values() else 0

@@ -1,0 +1,54 @@
+"""Two runs started on one new run dir: one trains, the other exits 2 with one line and writes
+nothing (issue 12 #4). The run holds an flock on RUN_DIR/.lock for its life."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tuitrain.errors import UsageError
+from tuitrain.runlog import read_records
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_second_session_is_refused_while_the_first_holds_the_dir(small_config):
+    from tuitrain.session import Session
+
+    config = small_config(epochs=1, limit=200)
+    first = Session(config)
+    first.prepare()
+    first.open_run_dir()
+    with pytest.raises(UsageError, match="in use by another tuitrain run"):
+        Session(config).open_run_dir()  # refused before it writes anything
+    assert first.run().status == "done"
+    with pytest.raises(UsageError, match="already holds a run"):  # the lock is gone, the records stay
+        Session(config).open_run_dir()
+    starts = [r for r in read_records(Path(config.run_dir) / "metrics.jsonl") if r.get("event") == "start"]
+    assert len(starts) == 1
+
+
+def test_two_processes_started_together_on_one_run_dir(tmp_path):
+    """Two races at once, each of two CLI runs on one new directory."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = []
+    for race in range(2):
+        run_dir = tmp_path / f"race{race}" / "run"
+        cmd = [sys.executable, "-m", "tuitrain", "synthetic", "--headless", "--epochs", "1", "--limit", "100",
+               "--model", "mlp", "--device", "cpu", "--run-dir", str(run_dir)]
+        procs.append((run_dir, [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]))
+    for run_dir, pair in procs:
+        results = [(p.wait(timeout=180), *p.communicate()) for p in pair]
+        codes = sorted(code for code, _, _ in results)
+        assert codes == [0, 2], results
+        loser = next(err for code, _, err in results if code == 2)
+        errors = [line for line in loser.splitlines() if line.startswith("tuitrain: error:")]
+        assert len(errors) == 1 and "Traceback" not in loser, loser
+        records = read_records(run_dir / "metrics.jsonl")
+        assert len([r for r in records if r.get("event") == "start"]) == 1
+        assert [r["epoch"] for r in records if r["type"] == "epoch"] == [1]
