@@ -220,7 +220,7 @@ class TuiTrainApp(App[int]):
         self._leave("quit")
 
     def action_interrupt(self) -> None:
-        """Ctrl-C: like q, and the process exits 130 (SPEC)."""
+        """Ctrl-C: like q, and the process exits 130 (README, Exit codes)."""
         self._leave("interrupt")
 
     def stop_run(self, reason: str) -> None:

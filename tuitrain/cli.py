@@ -1,6 +1,6 @@
 """The ``tuitrain`` command: parse, build the config, hand over. Imports torch only to train.
 
-Exit codes (SPEC): 0 done, 1 the run failed, 2 bad usage or input (one line, no traceback),
+Exit codes (README, Exit codes): 0 done, 1 the run failed, 2 bad usage or input (one line, no traceback),
 130 interrupted after saving checkpoints/last.pt.
 """
 
@@ -67,7 +67,7 @@ NOT_SUBCOMMANDS = {"train", "fit", "run", "start"}
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line (SPEC: no usage dump, no traceback), exit 2."""
+    """argparse whose errors are one line (README: no usage dump, no traceback), exit 2."""
 
     def error(self, message: str):
         raise UsageError(f"{message}{self._hint(message)} (see {self.prog} --help)")

@@ -1,4 +1,4 @@
-"""Reading the `confusion` and `samples` records (SPEC): checks, per-class accuracy, confused pairs, images.
+"""Reading the `confusion` and `samples` records (README, The run directory): checks, per-class accuracy, confused pairs, images.
 
 Pure Python (no textual, no torch): the classes view, the gallery and TensorBoard all use these, and a
 record that does not have the documented shape is refused here (None) rather than crashing a reader.

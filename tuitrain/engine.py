@@ -62,7 +62,7 @@ class Result:
 
     @property
     def exit_code(self) -> int:
-        """The process exit code for this ending (SPEC)."""
+        """The process exit code for this ending (README, Exit codes)."""
         return records.exit_code(self.status, self.stop_reason)
 
 

@@ -1,4 +1,4 @@
-"""Errors a user can fix: the CLI prints them on one line and exits 2 (SPEC: bad usage or input)."""
+"""Errors a user can fix: the CLI prints them on one line and exits 2 (README, Exit codes: bad usage or input)."""
 
 from __future__ import annotations
 

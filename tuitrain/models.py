@@ -1,4 +1,7 @@
-"""The built-in models, the loader for a user's own nn.Module, and the summary table."""
+"""The built-in models, the loader for a user's own nn.Module, and the summary table.
+
+"The notes" are the classic PyTorch course notes on Fashion-MNIST (docs/ARCHITECTURE.md, Words).
+"""
 
 from __future__ import annotations
 

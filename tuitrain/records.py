@@ -31,11 +31,11 @@ END_STATES: tuple[RunStatus, ...] = ("done", "failed", "stopped", "interrupted",
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_SIGNALS = {"interrupt": 130, "sigterm": 143, "sighup": 129}
-"""SPEC's exit codes of a run stopped by a signal (after last.pt was saved)."""
+"""The README's exit codes of a run stopped by a signal (after last.pt was saved)."""
 
 
 def exit_code(status: str, stop_reason: str = "") -> int:
-    """The process exit code (SPEC) of a run that ended with ``status`` (and why it stopped)."""
+    """The process exit code (README, Exit codes) of a run that ended with ``status`` (and why it stopped)."""
     if status == "failed":
         return EXIT_FAILED
     if status == "interrupted":
@@ -171,7 +171,7 @@ OPTIONAL_NUMBERS = ("acc", "lr", "grad_norm", "samples_per_s", "time", "train_lo
 def valid(record: Any) -> bool:
     """Whether a parsed line is a record a reader can use without checking further.
 
-    Unknown types pass (readers skip types they do not know, SPEC); known types must carry their
+    Unknown types pass (readers skip types they do not know, as the README says); known types must carry their
     required fields with the right types, optional numeric fields must be numbers, and integer
     counters must be non-negative and sane.
     """

@@ -1,6 +1,6 @@
 """The run directory: one writer for every record, and readers that tolerate a torn last line.
 
-Layout (SPEC): config.json, metrics.jsonl (step, epoch and event records), checkpoints/, plus
+Layout (README, The run directory): config.json, metrics.jsonl (step, epoch and event records), checkpoints/, plus
 histograms.jsonl (per-layer weight/gradient histograms), system.jsonl (CPU/RAM/GPU samples),
 index.jsonl (every metrics.jsonl record that is not a step record, with its byte offset there, so a
 viewer finds epochs and events of a long run without parsing it whole) and status.json (the run's

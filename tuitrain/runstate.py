@@ -17,7 +17,7 @@ END_STATES = {"done": "DONE", "failed": "FAILED", "stopped": "STOPPED", "interru
               "dead": "DEAD"}
 """The ``end`` event's status as the state the dashboard shows."""
 EXIT_CODES = {"DONE": 0, "STOPPED": 0, "FAILED": 1, "INTERRUPTED": 130}
-"""The exit code of the dashboard once the run ended in a state (SPEC)."""
+"""The exit code of the dashboard once the run ended in a state (README, Exit codes)."""
 DIVERGED_NOTE = "diverged: lower the LR (r) or load a checkpoint (l), then p"
 
 

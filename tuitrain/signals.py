@@ -1,4 +1,4 @@
-"""SIGTERM, SIGHUP and SIGUSR1 for a training process (SPEC, exit codes).
+"""SIGTERM, SIGHUP and SIGUSR1 for a training process (README, Exit codes).
 
 SIGTERM and SIGHUP (systemd, Slurm, ``timeout``, a dropped SSH session) stop the run like Ctrl-C:
 last.pt is written at the next step and the process exits 143 / 129. SIGUSR1 saves a checkpoint
