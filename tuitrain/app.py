@@ -153,7 +153,7 @@ class TuiTrainApp(App[int]):
         """The worker returned: show why if it failed; keep the screen until q."""
         if message.error:
             self._finish("FAILED", message.error)
-            self.notify(message.error, title="failed", severity="error", timeout=30)
+            self.notify(message.error, title="failed", severity="error", timeout=30, markup=False)
         if self._quit_requested:
             self.exit(EXIT_CODES.get(self.finished, 0))
 
@@ -162,7 +162,8 @@ class TuiTrainApp(App[int]):
         self.curves.add_event(record)
         if event == "start":
             self.lr, self.device = record.get("lr"), record["device"]
-            self.summary_panel.update_summary(record["summary"], self.device)
+            if record.get("summary"):  # None when the summary could not be taken (summary_error says why)
+                self.summary_panel.update_summary(record["summary"], self.device)
             self.status_line.state = "RUNNING"
         elif event == "pause" and ok:
             self.paused = True
@@ -200,10 +201,11 @@ class TuiTrainApp(App[int]):
             return
         event, ok = record["event"], record.get("ok", True)
         if event == "nonfinite":
-            self.notify(record.get("reason", ""), title="training diverged", severity="error", timeout=30)
+            self.notify(str(record.get("reason", "")), title="training diverged", severity="error", timeout=30,
+                        markup=False)  # record text is shown as text, never parsed as markup
             return
         if not ok:
-            self.notify(f"{event} refused: {record.get('reason', '')}", severity="error", timeout=8)
+            self.notify(f"{event} refused: {record.get('reason', '')}", severity="error", timeout=8, markup=False)
             return
         if record.get("auto") or event in ("start", "stop"):
             return
@@ -219,7 +221,7 @@ class TuiTrainApp(App[int]):
         }
         if event in messages:
             severity = "error" if event == "error" or record.get("status") == "failed" else "information"
-            self.notify(messages[event], severity=severity)
+            self.notify(messages[event], severity=severity, markup=False)
 
     # ----------------------------------------------------------------- keys
     def _can_control(self) -> bool:
@@ -267,7 +269,8 @@ class TuiTrainApp(App[int]):
             return
         others = [d for d in self.backend.devices() if d != self.device]
         if not others:
-            self.notify(f"only {self.device or 'a CPU'} here: no other device to switch to", severity="warning")
+            self.notify(f"only {self.device or 'a CPU'} here: no other device to switch to", severity="warning",
+                        markup=False)
             return
         self.push_screen(ChoicePrompt(f"Move from {self.device} to:", [(d, d) for d in others]),
                          lambda device: device and self._send(SetDevice, device))

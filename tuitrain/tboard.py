@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 RETRY_S = 10.0
 """After a failed write (disk full, too many open files), a new event file is tried this much later."""
@@ -26,7 +27,8 @@ class TensorBoardSink:
     def __init__(self, run_dir: str | Path):
         _quiet_writer_threads()
         self.log_dir = str(Path(run_dir) / "tensorboard")
-        self.writer = None
+        self.writer: Any = None
+        """The SummaryWriter; None while writing fails (until the next try)."""
         self.error: BaseException | None = None
         """Why the last writer failed."""
         self._retry_at = 0.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Label, OptionList
 from textual.widgets.option_list import Option
@@ -28,8 +29,9 @@ class ChoicePrompt(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.title_text)
-            yield OptionList(*[Option(label, id=str(i)) for i, (_, label) in enumerate(self.choices)])
+            # Content, not str: titles and labels quote file and device names, shown as text, never markup.
+            yield Label(Content(self.title_text))
+            yield OptionList(*[Option(Content(label), id=str(i)) for i, (_, label) in enumerate(self.choices)])
 
     def on_mount(self) -> None:
         options = self.query_one(OptionList)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
@@ -22,6 +23,18 @@ def fit_width(values: list[float], width: int) -> list[float]:
         return values
     step = -(-len(values) // width)
     return [sum(values[i : i + step]) / len(values[i : i + step]) for i in range(0, len(values), step)]
+
+
+PLOT_LIMIT = 1e100
+"""Larger values (and inf, NaN: a diverged loss) are left out of the plots: plotext's axes overflow on them."""
+
+
+def plottable(xs: list[float], ys: list[float]) -> tuple[list[float], list[float]]:
+    """The points plotext can draw: finite y below PLOT_LIMIT (the numbers beside still show the rest)."""
+    if all(-PLOT_LIMIT < y < PLOT_LIMIT for y in ys):  # the common case: no copy; NaN fails both tests
+        return xs, ys
+    kept = [(x, y) for x, y in zip(xs, ys, strict=True) if -PLOT_LIMIT < y < PLOT_LIMIT]
+    return [x for x, _ in kept], [y for _, y in kept]
 
 
 class Curves(Vertical):
@@ -60,8 +73,10 @@ class Curves(Vertical):
 
     def add_epoch(self, record: dict) -> None:
         """An epoch record: one validation point on each curve."""
-        self.val_loss.append(record["step"], record["val_loss"])
-        self.val_acc.append(record["step"], record["val_acc"])
+        if "val_loss" in record:
+            self.val_loss.append(record["step"], record["val_loss"])
+        if "val_acc" in record:  # classification only
+            self.val_acc.append(record["step"], record["val_acc"])
         self._epoch = record["epoch"]
         self._dirty = True
 
@@ -89,28 +104,30 @@ class Curves(Vertical):
         plt.clear_data()
         plt.clear_figure()
         plt.title(title)
-        if train.xs:
+        train_xs, train_ys = plottable(train.xs, train.ys)
+        val_xs, val_ys = plottable(val.xs, val.ys)
+        if train_xs:
             # Lighter smoothing while there are few points, so the smoothed curve does not lag far behind.
-            smoothed = smooth(train.ys, 0.9 if len(train.ys) > 200 else 0.6)
+            smoothed = smooth(train_ys, 0.9 if len(train_ys) > 200 else 0.6)
             # A braille plot shows 2 points a column: plotting more only costs time (and plotext is
             # pure Python, sharing the GIL with training).
             width = max(plot.size.width * 2, 20)
-            xs, raw, smoothed = fit_width(train.xs, width), fit_width(train.ys, width), fit_width(smoothed, width)
+            xs, raw, smoothed = fit_width(train_xs, width), fit_width(train_ys, width), fit_width(smoothed, width)
             plt.plot(xs, raw, color="gray", marker="dot")
             plt.plot(xs, smoothed, color="blue", marker="braille", label="train")
-        if val.xs:
-            plt.plot(val.xs, val.ys, color="red", marker="hd", label="val")
-            plt.scatter(val.xs, val.ys, color="red", marker="o")
+        if val_xs:
+            plt.plot(val_xs, val_ys, color="red", marker="hd", label="val")
+            plt.scatter(val_xs, val_ys, color="red", marker="o")
         for step, kind, _label in self.markers.items:
             plt.vline(step, MARK_COLORS[kind])
-        if train.xs:
-            lo, hi = train.xs[0], train.xs[-1]
+        if train_xs:
+            lo, hi = train_xs[0], train_xs[-1]
             ticks = [lo + (hi - lo) * i / 4 for i in range(5)]
             plt.xticks(ticks, [f"{t:,.0f}" for t in ticks])  # steps are whole numbers, even averaged
         plt.xlabel("step")
         plot.refresh()
 
-    def _numbers(self) -> str:
+    def _numbers(self) -> Content:
         def fmt(value: float | None, pct: bool = False) -> str:
             if value is None:
                 return "-"
@@ -126,8 +143,10 @@ class Curves(Vertical):
         ]
         if self.val_acc.ys:
             lines.append(f" best {fmt(max(self.val_acc.ys), True)}")
+        labels: dict[str, str] = {}  # marker labels quote records (lr, device): $variables, never markup
         if self.markers.items:
             lines.append("[b]marks[/b]")
-            for step, kind, label in self.markers.items[-5:]:
-                lines.append(f" [{MARK_COLORS[kind]}]|[/] {step}: {label}")
-        return "\n".join(lines)
+            for i, (step, kind, label) in enumerate(self.markers.items[-5:]):
+                labels[f"label{i}"] = str(label)
+                lines.append(f" [{MARK_COLORS[kind]}]|[/] {step}: $label{i}")
+        return Content.from_markup("\n".join(lines), **labels)

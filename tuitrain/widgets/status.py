@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+from textual.content import Content
 from textual.reactive import reactive
 from textual.widgets import Static
 
@@ -13,7 +16,7 @@ STATE_STYLE = {"RUNNING": "green", "PAUSED": "yellow", "DONE": "cyan", "FAILED":
 
 def format_eta(seconds: float | None) -> str:
     """``1h02m``, ``3m20s``, ``45s`` or ``-``."""
-    if seconds is None or seconds != seconds or seconds < 0:
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:  # NaN, or inf from a tiny samples/s
         return "-"
     seconds = int(seconds)
     if seconds >= 3600:
@@ -79,6 +82,9 @@ class StatusLine(Static):
         lr = "-" if self.lr is None else f"{self.lr:.3g}"
         first = (f"[b {color}]{self.state}[/]  epoch {self.epoch}/{self.epochs}  step {self.step}/{self.total} "
                  f"{bar(frac, 20)} {100 * frac:5.1f}%  ETA {format_eta(self.eta_seconds())}")
-        second = (f"{self.samples_per_s:,.0f} samples/s  lr {lr}  device {self.device or '-'}  "
-                  f"run {self.run_dir}" + (f"  [b]{self.note}[/b]" if self.note else ""))
-        self.update(f"{first}\n{second}", layout=False)  # fixed height: no relayout
+        second = f"{self.samples_per_s:,.0f} samples/s  lr {lr}  device $device  run $run" + (
+            "  [b]$note[/b]" if self.note else "")
+        # Device, run dir and note come from records and paths: $variables are inserted as text, never markup.
+        text = Content.from_markup(f"{first}\n{second}", device=str(self.device or "-"), run=str(self.run_dir),
+                                   note=str(self.note))
+        self.update(text, layout=False)  # fixed height: no relayout

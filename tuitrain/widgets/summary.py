@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.content import Content
 from textual.widgets import DataTable, Static
 
 
@@ -31,7 +33,8 @@ class SummaryPanel(Vertical):
         table.clear()
         for name, kind, depth, shape, params, trainable in summary["rows"]:
             label = "  " * max(depth - 1, 0) + f"{name} ({kind})"
-            table.add_row(label, "x".join(str(d) for d in shape[1:]) or "-", f"{params:,}", trainable)
+            # Text, not str: a DataTable parses str cells as markup, and these come from a record.
+            table.add_row(Text(label), "x".join(str(d) for d in shape[1:]) or "-", f"{params:,}", Text(str(trainable)))
         self._totals = (f"total {summary['total_params']:,} params ({summary['trainable_params']:,} trainable), "
                         f"{summary['size_mb']:.2f} MB, {dtype}")
         self.set_device(device)
@@ -39,4 +42,5 @@ class SummaryPanel(Vertical):
     def set_device(self, device: str) -> None:
         """Show the device the model is on now."""
         self._device = device
-        self.query_one("#summary-totals", Static).update(f"{self._totals}\non [b]{device}[/b]")
+        self.query_one("#summary-totals", Static).update(
+            Content.from_markup(f"{self._totals}\non [b]$device[/b]", device=str(device)))  # $device: text, not markup
