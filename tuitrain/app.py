@@ -115,7 +115,9 @@ class TuiTrainApp(App[int]):
             self.dashboard.show(record)
             notice = None if run.replaying else notice_for(record)
             if notice:
-                self.notify(notice.message, title=notice.title, severity=notice.severity, timeout=notice.timeout)
+                # Record text (reasons, paths) is shown as text, never parsed as markup.
+                self.notify(notice.message, title=notice.title, severity=notice.severity, timeout=notice.timeout,
+                            markup=False)
         self.dashboard.status_changed(at_once=before != (run.state, run.note))
 
     @on(BackendFinished)
@@ -124,7 +126,7 @@ class TuiTrainApp(App[int]):
         if message.error:
             self.run_state.finish("FAILED", message.error)
             self.dashboard.status_changed(at_once=True)
-            self.notify(message.error, title="failed", severity="error", timeout=10)
+            self.notify(message.error, title="failed", severity="error", timeout=10, markup=False)
         if self.run_state.quit_requested:
             self.exit(self.run_state.exit_code)
 
@@ -183,7 +185,8 @@ class TuiTrainApp(App[int]):
         device = self.run_state.device
         others = [d for d in self.backend.devices() if d != device]
         if not others:
-            self.notify(f"only {device or 'a CPU'} here: no other device to switch to", severity="warning")
+            self.notify(f"only {device or 'a CPU'} here: no other device to switch to", severity="warning",
+                        markup=False)
             return
         self.push_screen(ChoicePrompt(f"Move from {device} to:", [(d, d) for d in others]), self._device_chosen)
 

@@ -91,6 +91,8 @@ class WatchBackend:
     POLL_S = 0.25
     ALIVE_CHECK_S = 2.0
 
+    SKIP_NOTICE_S = 10.0
+
     def __init__(self, run_dir: str | Path):
         from tuitrain.runs import require_run_dir, run_state
 
@@ -98,6 +100,28 @@ class WatchBackend:
         self.controls = run_state(self.run_dir) in ("running", "paused")
         self._stop = threading.Event()
         self._emit: Emit | None = None
+        self.skipped = 0
+        """Records read but not shown: they lack a field the panels need or carry a wrong type."""
+        self._skipped_told = 0
+        self._skip_told_at = 0.0
+
+    def _valid(self, records: list[dict]) -> list[dict]:
+        """The records that fit records.valid; the others are counted and left out (a tampered or
+        foreign line must not crash the viewer)."""
+        from tuitrain.records import valid
+
+        kept = [r for r in records if valid(r)]
+        self.skipped += len(records) - len(kept)
+        return kept
+
+    def _skip_notice(self) -> list[dict]:
+        """One notice when records were skipped since the last one (at most every SKIP_NOTICE_S)."""
+        now = time.monotonic()
+        if self.skipped == self._skipped_told or now - self._skip_told_at < self.SKIP_NOTICE_S:
+            return []
+        self._skipped_told, self._skip_told_at = self.skipped, now
+        return [{"type": "event", "event": "error", "ok": True, "local": True, "step": 0, "time": time.time(),
+                 "reason": f"{self.skipped} records of this run do not fit the record format and are not shown"}]
 
     def run(self, emit: Emit) -> None:
         """Emit the history (replayed), then follow until the run ends or the viewer leaves."""
@@ -110,12 +134,14 @@ class WatchBackend:
         hist, hist_follow = read_last(root / HISTOGRAMS)
         system, system_follow = read_last(root / SYSTEM)
         samples, samples_follow = read_last(root / SAMPLES)  # only the latest epoch's gallery is shown
+        history = self._valid(history + [r for r in (hist, system, samples) if r is not None])
         ended = any(r.get("event") == "end" for r in history)
-        emit([{"type": "replay", "begin": True}, *history, *(r for r in (hist, system, samples) if r),
-              {"type": "replay", "begin": False}])
+        emit([{"type": "replay", "begin": True}, *history, {"type": "replay", "begin": False}, *self._skip_notice()])
         last_check = time.monotonic()
         while not ended and not self._stop.wait(self.POLL_S):
-            new = metrics.poll() + hist_follow.poll()[-1:] + system_follow.poll()[-1:] + samples_follow.poll()[-1:]
+            new = (self._valid(metrics.poll()) + self._valid(hist_follow.poll())[-1:]
+                   + self._valid(system_follow.poll())[-1:] + self._valid(samples_follow.poll())[-1:])
+            new += self._skip_notice()
             if new:
                 emit(new)
                 ended = any(r.get("event") == "end" for r in new)

@@ -14,6 +14,7 @@ summarise. ``epochs_done`` (end events, status.json) counts completed epochs.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Literal, TypedDict
 
@@ -151,29 +152,72 @@ def event_record(event: EventName, step: int, epoch: int, **details: Any) -> Eve
             **details}  # type: ignore[typeddict-item]
 
 
-# What a reader needs of each type: field -> accepted Python types. Records that lack a required
-# field, or carry one of the wrong type, are skipped (and counted) instead of crashing a viewer.
-_NUM = (int, float)
+# What a reader needs of each record: field -> accepted Python types (bool is never a number).
+# Records that lack a required field, or carry one of the wrong type, are skipped (and counted) by
+# readers instead of crashing a viewer (issue 12 #12).
+_INT: tuple[type, ...] = (int,)
+_NUM: tuple[type, ...] = (int, float)
+_OPT_NUM: tuple[type, ...] = (int, float, type(None))
+_STR: tuple[type, ...] = (str,)
+COUNTS = ("step", "epoch", "batch", "epochs", "total_steps", "batch_size", "start_epoch", "epochs_done")
+"""Whole numbers from 0 to 2**53 wherever they appear."""
 REQUIRED: dict[str, dict[str, tuple[type, ...]]] = {
-    "step": {"step": (int,), "loss": _NUM},
-    "epoch": {"epoch": (int,), "step": (int,)},
-    "event": {"event": (str,)},
-    "confusion": {"epoch": (int,), "classes": (list,), "matrix": (list,)},
-    "samples": {"epoch": (int,), "classes": (list,), "items": (list,)},
-    "hist": {"step": (int,), "layers": (list,)},
+    "step": {"step": _INT, "epoch": _INT, "loss": _NUM},
+    "epoch": {"epoch": _INT, "step": _INT},
+    "event": {"event": _STR, "step": _INT},
+    "confusion": {"epoch": _INT, "classes": (list,), "matrix": (list,)},
+    "samples": {"epoch": _INT, "classes": (list,), "items": (list,)},
+    "hist": {"step": _INT, "layers": (list,)},
     "system": {},
     "replay": {"begin": (bool,)},
 }
-OPTIONAL_NUMBERS = ("acc", "lr", "grad_norm", "samples_per_s", "time", "train_loss", "train_acc", "val_loss",
-                    "val_acc", "train_seconds", "paused_seconds", "epoch", "batch")
+OPTIONAL: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("acc", "lr", "grad_norm", "samples_per_s", "time", "train_loss", "train_acc", "val_loss",
+                     "val_acc", "train_seconds", "paused_seconds"), _NUM),
+    **dict.fromkeys(COUNTS, _INT),
+    "best_val_acc": _OPT_NUM, "ok": (bool,), "summary": (dict, type(None)),
+}
+"""Fields any record may carry, checked where present (``lr`` of a start event...)."""
+KIND_OPTIONAL: dict[str, dict[str, tuple[type, ...]]] = {"epoch": {"best": (bool,)},
+                                                          "event": {"best": _OPT_NUM, "status": _STR}}
+"""``best``: whether an epoch improved the monitor; in an end event, the best value."""
+EVENT_REQUIRED: dict[str, dict[str, tuple[type, ...]]] = {
+    "start": {"epochs": _INT, "total_steps": _INT, "device": _STR},
+}
+EVENT_OK_REQUIRED: dict[str, dict[str, tuple[type, ...]]] = {"lr": {"new": _NUM}, "device": {"new": _STR}}
+"""What a command's answer carries when it succeeded."""
+SYSTEM_NUMBERS = ("rss_mb", "ram_used_mb", "ram_total_mb")
+GPU_FIELDS = {"index": _INT, "name": _STR, "util_percent": _NUM, "mem_used_mb": _NUM, "mem_total_mb": _NUM,
+              "temp_c": _OPT_NUM, "power_w": _OPT_NUM}
+SUMMARY_FIELDS = {"rows": (list,), "total_params": _INT, "trainable_params": _INT, "size_mb": _NUM}
+SAMPLE_FIELDS = {"index": _INT, "true": _INT, "pred": _INT, "confidence": _NUM, "shape": (list,), "image": _STR}
+MAX_COUNT = 1 << 53
+MAX_BINS = 4096
+BIN_LIMIT = 1e100
+"""Histogram bounds beyond this cannot be drawn (the plot's axis arithmetic overflows)."""
+
+
+def _is(value: Any, types: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):
+        return bool in types
+    return isinstance(value, types)
+
+
+def _has(record: Any, fields: dict[str, tuple[type, ...]]) -> bool:
+    return isinstance(record, dict) and all(_is(record.get(name), types) for name, types in fields.items())
+
+
+def _finite(*values: Any) -> bool:
+    return all(_is(v, _NUM) and math.isfinite(v) for v in values)
 
 
 def valid(record: Any) -> bool:
     """Whether a parsed line is a record a reader can use without checking further.
 
     Unknown types pass (readers skip types they do not know, as the README says); known types must carry their
-    required fields with the right types, optional numeric fields must be numbers, and integer
-    counters must be non-negative and sane.
+    required fields with the right types, optional fields must have theirs, counters must be
+    whole numbers from 0 to 2**53, and nested parts (histogram bins, system samples, the model
+    summary, confusion matrices, samples) must have the shape the panels draw.
     """
     if not isinstance(record, dict):
         return False
@@ -183,28 +227,75 @@ def valid(record: Any) -> bool:
     needs = REQUIRED.get(kind)
     if needs is None:
         return True
-    for name, types in needs.items():
-        value = record.get(name)
-        if not isinstance(value, types) or isinstance(value, bool) and bool not in types:
-            return False
-    for name in OPTIONAL_NUMBERS:
-        if name in record:
-            value = record[name]
-            if isinstance(value, bool) or not isinstance(value, _NUM):
-                return False
-    for name in ("step", "epoch", "batch"):
-        value = record.get(name)
-        if isinstance(value, int) and not 0 <= value < 1 << 53:
-            return False
-    if kind == "hist":
-        return all(isinstance(layer, dict) and isinstance(layer.get("name"), str) for layer in record["layers"])
-    if kind == "confusion":
-        n = len(record["classes"])
-        matrix = record["matrix"]
-        return len(matrix) == n and all(
-            isinstance(row, list) and len(row) == n and all(isinstance(c, int) and c >= 0 for c in row)
-            for row in matrix)
-    return True
+    if not _has(record, needs):
+        return False
+    optional = {**OPTIONAL, **KIND_OPTIONAL.get(kind, {})}
+    if not all(_is(record[name], types) for name, types in optional.items() if name in record):
+        return False
+    if not all(0 <= record[name] <= MAX_COUNT for name in COUNTS if name in record):  # ints by now
+        return False
+    check = _KIND_CHECKS.get(kind)
+    return check(record) if check else True
+
+
+def _event_ok(record: dict) -> bool:
+    name = record["event"]
+    if not _has(record, EVENT_REQUIRED.get(name, {})):
+        return False
+    if record.get("ok", True) and not _has(record, EVENT_OK_REQUIRED.get(name, {})):
+        return False
+    summary = record.get("summary")
+    return summary is None or _summary_ok(summary)
+
+
+def _summary_ok(summary: dict) -> bool:
+    return _has(summary, SUMMARY_FIELDS) and all(
+        isinstance(row, list) and len(row) == 6 and _is(row[0], _STR) and _is(row[1], _STR)
+        and _is(row[2], _INT) and isinstance(row[3], list) and all(_is(d, _INT) for d in row[3])
+        and _is(row[4], _INT) and _is(row[5], _STR) for row in summary["rows"])
+
+
+def _bins_ok(h: Any) -> bool:
+    """One histogram (``w`` or ``g`` of a layer): absent, or finite bounds and norm, and 1..MAX_BINS counts."""
+    if h is None:
+        return True
+    if not isinstance(h, dict) or not _finite(h.get("lo"), h.get("hi"), h.get("norm")):
+        return False
+    counts = h.get("counts")
+    return (-BIN_LIMIT < h["lo"] <= h["hi"] < BIN_LIMIT and isinstance(counts, list)
+            and 0 < len(counts) <= MAX_BINS and _finite(*counts) and all(0 <= c <= MAX_COUNT for c in counts)
+            and all(_finite(h[k]) for k in ("sum", "sumsq") if k in h))
+
+
+def _hist_ok(record: dict) -> bool:
+    return all(isinstance(layer, dict) and _is(layer.get("name"), _STR)
+               and _bins_ok(layer.get("w")) and _bins_ok(layer.get("g")) for layer in record["layers"])
+
+
+def _system_ok(record: dict) -> bool:
+    cpus = record.get("cpu_percent", [])
+    gpus = record.get("gpus", [])
+    return (isinstance(cpus, list) and _finite(*cpus) and _finite(*(record[k] for k in SYSTEM_NUMBERS if k in record))
+            and _is(record.get("gpu_note", ""), (str, type(None))) and isinstance(gpus, list)
+            and all(_has(g, GPU_FIELDS) and _finite(g["util_percent"], g["mem_used_mb"], g["mem_total_mb"],
+                                                    *(g[k] for k in ("temp_c", "power_w") if g.get(k) is not None))
+                    for g in gpus))
+
+
+def _confusion_ok(record: dict) -> bool:
+    n = len(record["classes"])
+    matrix = record["matrix"]
+    return all(_is(c, _STR) for c in record["classes"]) and len(matrix) == n and all(
+        isinstance(row, list) and len(row) == n and all(_is(c, _INT) and c >= 0 for c in row) for row in matrix)
+
+
+def _samples_ok(record: dict) -> bool:
+    return all(_is(c, _STR) for c in record["classes"]) and all(
+        _has(item, SAMPLE_FIELDS) and all(_is(d, _INT) and d > 0 for d in item["shape"]) for item in record["items"])
+
+
+_KIND_CHECKS = {"event": _event_ok, "hist": _hist_ok, "system": _system_ok, "confusion": _confusion_ok,
+                "samples": _samples_ok}
 
 
 def epoch_of_event(record: dict, format_version: int) -> int:

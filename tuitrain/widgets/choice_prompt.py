@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.content import Content
 from textual.widget import Widget
 from textual.widgets import Label, OptionList
 from textual.widgets.option_list import Option
@@ -30,10 +31,11 @@ class ChoicePrompt(TypeAheadPrompt[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.title_text)
+            # Content, not str: titles and labels quote file and device names, shown as text, never markup.
+            yield Label(Content(self.title_text))
             if self.header:
-                yield Label(self.header, id="choice-header")
-            yield OptionList(*[Option(label, id=str(i)) for i, (_, label) in enumerate(self.choices)])
+                yield Label(Content(self.header), id="choice-header")
+            yield OptionList(*[Option(Content(label), id=str(i)) for i, (_, label) in enumerate(self.choices)])
 
     def target(self) -> Widget:
         options = self.query_one(OptionList)

@@ -12,6 +12,7 @@ import math
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
@@ -31,6 +32,11 @@ def fit_width(values: list[float], width: int) -> list[float]:
         return values
     step = -(-len(values) // width)
     return [sum(values[i : i + step]) / len(values[i : i + step]) for i in range(0, len(values), step)]
+
+
+PLOT_LIMIT = 1e100
+"""Larger values (and inf, NaN: a diverged loss) are left out of the plots: plotext's axes overflow on them."""
+
 
 
 class Curves(Vertical):
@@ -92,7 +98,8 @@ class Curves(Vertical):
 
     def add_epoch(self, record: dict) -> None:
         """An epoch record: one validation point on each curve."""
-        self.val_loss.append(record["step"], record["val_loss"])
+        if isinstance(record.get("val_loss"), (int, float)):
+            self.val_loss.append(record["step"], record["val_loss"])
         value = record.get(f"val_{self.second}") if self.second else None
         if isinstance(value, (int, float)):
             self.val_acc.append(record["step"], value)
@@ -137,7 +144,8 @@ class Curves(Vertical):
         plt.clear_figure()
         plt.title(f"{title} (log)" if log else title)
         cut = math.inf if log else spike_cut(train.ys + val.ys)
-        keep = (lambda y: y > 0 and math.isfinite(y)) if log else (lambda y: y <= cut and math.isfinite(y))
+        # Finite and below PLOT_LIMIT (plotext cannot draw 1e308); the numbers beside still show the rest.
+        keep = ((lambda y: 0 < y < PLOT_LIMIT) if log else (lambda y: -PLOT_LIMIT < y <= cut and y < PLOT_LIMIT))
         to_y = (lambda y: math.log10(y)) if log else (lambda y: y)
         spikes = [(x, y) for s in (train, val) for x, y in zip(s.xs, s.ys, strict=True) if not keep(y)]
         shown: list[float] = []
@@ -186,7 +194,7 @@ class Curves(Vertical):
             ticks = nice_ticks(lo, hi, 5)
             plt.yticks(ticks, labels(ticks))
 
-    def _numbers(self) -> str:
+    def _numbers(self) -> Content:
         def value_of(value: float | None, pct: bool = False) -> str:
             if value is not None and not pct and abs(value) >= 1000:
                 return compact(value)  # never 4078280249534579.0000
@@ -213,8 +221,10 @@ class Curves(Vertical):
             lines += ["[red]^[/] off scale (g: log)", f" {compact(y)} at step {compact(x)}"]
         if self.log_scale:
             lines.append("[dim]loss axis: log[/]")
+        marks: dict[str, str] = {}  # marker labels quote records (lr, device): $variables, never markup
         if self.markers.items:
             lines.append("[b]marks[/b]")
-            for step, kind, label in self.markers.items[-5:]:
-                lines.append(f" [{MARK_COLORS[kind]}]|[/] {step}: {label}")
-        return "\n".join(lines)
+            for i, (step, kind, label) in enumerate(self.markers.items[-5:]):
+                marks[f"label{i}"] = str(label)
+                lines.append(f" [{MARK_COLORS[kind]}]|[/] {step}: $label{i}")
+        return Content.from_markup("\n".join(lines), **marks)

@@ -6,6 +6,7 @@ import math
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.reactive import reactive
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
@@ -90,11 +91,13 @@ class Histograms(Vertical):
             return
         layer = self.layer_list[self.layer_index]
         w, g = layer.get("w"), layer.get("g")
-        title = (f"[b]{layer['name']}[/b] ({self.layer_index + 1}/{len(self.layer_list)}, [ ] to change) "
-                 f"step {fmt.count(record['step'])}  |w| {w['norm']:.3f}" if w else layer["name"])
+        title = (f"[b]$name[/b] ({self.layer_index + 1}/{len(self.layer_list)}, [ ] to change) "
+                 f"step {fmt.count(record['step'])}  |w| {w['norm']:.3f}" if w else "$name")
         if g:
             title += f"  |grad| {g['norm']:.3g}"
-        self.query_one("#hist-title", Static).update(title, layout=False)  # one line
+        # The layer name comes from a record: inserted as $name, text and never markup.
+        self.query_one("#hist-title", Static).update(Content.from_markup(title, name=str(layer["name"])),
+                                                     layout=False)  # one line
         self._draw(self.query_one("#hist-w", PlotextPlot), "weights", w, "blue")
         self._draw(self.query_one("#hist-g", PlotextPlot), "gradients", g, "orange")
 

@@ -65,6 +65,6 @@ class StatusLine(Static):
         first = (f"[b {color}]{run.state}[/]  epoch {run.epoch}/{run.epochs}  step {run.step}/{run.total} "
                  f"{bar(frac, 20)} {100 * frac:5.1f}%  ETA {fmt.seconds(run.eta_seconds())}")
         second = (f"{fmt.rate(run.samples_per_s if running else None)} samples/s  lr {fmt.lr(run.lr)}  "
-                  f"device {run.device or '-'}  run {escape(self.run_dir)}"
+                  f"device {escape(str(run.device or '-'))}  run {escape(self.run_dir)}"
                   + (f"  [b]{escape(run.note)}[/b]" if run.note else ""))
         self.update(f"{first}\n{second}", layout=False)  # fixed height: no relayout

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.content import Content
 from textual.widgets import DataTable, Static
 
 from tuitrain import fmt
@@ -37,7 +39,9 @@ class SummaryPanel(Vertical):
             return
         for name, kind, depth, shape, params, trainable in summary["rows"]:
             label = "  " * max(depth - 1, 0) + f"{name} ({kind})"
-            table.add_row(label, "x".join(str(d) for d in shape[1:]) or "-", fmt.count(params), trainable)
+            # Text, not str: a DataTable parses str cells as markup, and these come from a record.
+            table.add_row(Text(label), "x".join(str(d) for d in shape[1:]) or "-", fmt.count(params),
+                          Text(str(trainable)))
         self._totals = (f"total {fmt.count(summary['total_params'])} params "
                         f"({fmt.count(summary['trainable_params'])} trainable), "
                         f"{fmt.size(summary['size_mb'] * 1e6)}, {dtype}")
@@ -46,4 +50,5 @@ class SummaryPanel(Vertical):
     def set_device(self, device: str) -> None:
         """Show the device the model is on now."""
         self._device = device
-        self.query_one("#summary-totals", Static).update(f"{self._totals}\non [b]{device}[/b]")
+        self.query_one("#summary-totals", Static).update(
+            Content.from_markup(f"{self._totals}\non [b]$device[/b]", device=str(device)))  # $device: text, not markup

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from textual.content import Content
 from textual.widgets import Static
 
 
@@ -40,8 +41,10 @@ class SystemPanel(Static):
         lines.append(f"[b]RAM[/b]  {bar(ram_used / ram_total)} {ram_used / 1024:5.1f}/{ram_total / 1024:.1f} GiB")
         lines.append(f"  training process RSS {record.get('rss_mb', 0.0):,.0f} MiB")
         gpus = record.get("gpus") or []
+        names: dict[str, str] = {}  # text from the record, inserted as $variables (never markup)
         if not gpus:
-            lines.append(f"[b]GPU[/b]  {record.get('gpu_note') or 'no GPU found'}")
+            names["note"] = str(record.get("gpu_note") or "no GPU found")
+            lines.append("[b]GPU[/b]  $note")
         for gpu in gpus:
             mem_frac = gpu["mem_used_mb"] / (gpu["mem_total_mb"] or 1.0)
             extras = []
@@ -49,7 +52,8 @@ class SystemPanel(Static):
                 extras.append(f"{gpu['temp_c']:.0f}°C")
             if gpu.get("power_w") is not None:
                 extras.append(f"{gpu['power_w']:.0f} W")
-            lines.append(f"[b]GPU{gpu['index']}[/b] {gpu['name'][:24]}  {' '.join(extras)}")
+            names[f"gpu{len(names)}"] = str(gpu["name"])[:24]
+            lines.append(f"[b]GPU{gpu['index']}[/b] ${next(reversed(names))}  {' '.join(extras)}")
             lines.append(f"  util {bar(gpu['util_percent'] / 100)} {gpu['util_percent']:3.0f}%")
             lines.append(f"  mem  {bar(mem_frac)} {gpu['mem_used_mb'] / 1024:.1f}/{gpu['mem_total_mb'] / 1024:.1f} GiB")
-        self.update("\n".join(lines))
+        self.update(Content.from_markup("\n".join(lines), **names))
