@@ -169,3 +169,9 @@ async def test_watch_skips_and_counts_records_that_do_not_fit(tmp_path):
         assert any("4 records" in n.message for n in app._notifications)
         await pilot.press("q")
     assert app.return_value == 0
+
+
+def test_watch_devices_from_a_tampered_config(tmp_path):
+    _record_run(tmp_path / "run", scripted_run(steps=10), "done").close()
+    (tmp_path / "run" / "config.json").write_text('{"devices": 5}')
+    assert WatchBackend(tmp_path / "run").devices() == ["cpu"]
