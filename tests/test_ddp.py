@@ -58,3 +58,31 @@ def test_session_run_leaves_no_thread_holding_the_model(small_config, monkeypatc
     session.open_run_dir()
     assert session.run().status == "done"
     assert not [t for t in threading.enumerate() if t.name == "tuitrain-system"]
+
+
+def test_sigterm_to_torchrun_stops_every_rank_at_one_step(tmp_path):
+    """torchrun passes SIGTERM to each rank: rank 0 stops them all through its broadcast (the
+    others leave the signal to it), so last.pt is saved and the ranks end in sync."""
+    import signal
+
+    import torch
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29518",
+         "-m", "tuitrain", "synthetic", "--headless", "--epochs", "400", "--limit", "1000", "--log-every", "5",
+         "--device", "cpu", "--run-dir", str(run_dir)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (metrics.exists() and any(r["type"] == "epoch" for r in read_records(metrics))):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    records = read_records(metrics)
+    stop = [r for r in records if r.get("event") == "stop"][-1]
+    end = [r for r in records if r.get("event") == "end"][-1]
+    assert stop["reason"] == "sigterm", out
+    assert end["status"] == "interrupted" and end["world_size"] == 2 and end["ranks_in_sync"] is True, out
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] == stop["step"]
+    assert "Signal 6" not in out and "SIGABRT" not in out

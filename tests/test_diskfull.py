@@ -114,7 +114,7 @@ def test_a_run_goes_on_through_a_full_disk_and_ends_true(small_config, monkeypat
         real_tb_write(self, record)
 
     monkeypatch.setattr(TensorBoardSink, "_write", tb_write)
-    monkeypatch.setattr("tuitrain.tboard.RETRY_S", 0.05)
+    monkeypatch.setattr("tuitrain.tboard.RETRY_S", 0.0)
     seen = []
 
     def on_record(record):  # the disk fills during epoch 1 and is freed during epoch 2

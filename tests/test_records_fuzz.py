@@ -125,7 +125,8 @@ def _fresh_panels(app) -> None:
 async def test_any_valid_record_is_routed_without_error():
     """Hypothesis inside one running app: each example's valid records go through the routing,
     then every panel is drawn at once (plots built, text parsed as markup); the app must live on."""
-    app = TuiTrainApp(FakeBackend(records=[]), watch_mode=True)
+    backend = FakeBackend(records=[])
+    app = TuiTrainApp(backend, watch_mode=True)
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.pause()
         seen = {"kept": 0, "skipped": 0}
@@ -150,6 +151,7 @@ async def test_any_valid_record_is_routed_without_error():
             await pilot.pause(0.05)  # toasts and tables drawn from the fed records
         assert app.is_running and app.return_code is None
         assert seen["kept"] > 100 and seen["skipped"] > 100  # both kinds were exercised
+        backend.quit()  # the fake's run() returns (an end record may have made the app leave it be)
 
 
 async def test_watch_skips_and_counts_records_that_do_not_fit(tmp_path):
@@ -170,3 +172,9 @@ async def test_watch_skips_and_counts_records_that_do_not_fit(tmp_path):
         assert any("4 records" in n.message for n in app._notifications)
         await pilot.press("q")
     assert app.return_value == 0
+
+
+def test_watch_devices_from_a_tampered_config(tmp_path):
+    _record_run(tmp_path / "run", scripted_run(steps=10), "done").close()
+    (tmp_path / "run" / "config.json").write_text('{"devices": 5}')
+    assert WatchBackend(tmp_path / "run").devices() == ["cpu"]

@@ -175,7 +175,10 @@ class WatchBackend:
         """The devices the run's machine had at its start (config.json)."""
         from tuitrain.runlog import CONFIG, read_json
 
-        return (read_json(Path(self.run_dir) / CONFIG) or {}).get("devices", ["cpu"])
+        devices = (read_json(Path(self.run_dir) / CONFIG) or {}).get("devices")
+        if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
+            return ["cpu"]  # a config.json from elsewhere, or tampered with
+        return devices
 
     def checkpoints(self) -> list[str]:
         """The run's checkpoints, newest first."""

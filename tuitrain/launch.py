@@ -32,9 +32,14 @@ def run(config: TrainConfig, ui: UI = "auto", *, model=None, dataset=None, task=
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # started by torchrun
     headless = ui == "headless" or distributed or (ui == "auto" and (config.headless or not sys.stdout.isatty()))
     if int(os.environ.get("RANK", "0")):  # a DDP worker: trains its shard; rank 0 writes and reports
+        from tuitrain.signals import SignalRelay
+
         session = Session(config, model=model, dataset=dataset, task=task)
         session.prepare()
-        return session.run()
+        # torchrun passes SIGTERM to every rank; rank 0's Stop (or Save) reaches this one at the same
+        # step through the broadcast, so here the signals are left to rank 0, not obeyed alone.
+        with SignalRelay(on_stop=lambda reason: None, on_save=lambda: None):
+            return session.run()
     if not headless:
         # A person is there to lower the LR and go on, so divergence pauses rather than stops.
         config = config.replace(on_nonfinite="pause")
