@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import copy
 import math
 import queue
 import random
@@ -25,15 +24,15 @@ from typing import Any
 import torch
 
 from tuitrain import checkpoints, data, distributed, evaluation, models, records
-from tuitrain.commands import Command, Load, Pause, Resume, Save, SetDevice, SetLR, Stop
-from tuitrain.config import TrainConfig, check_lr
-from tuitrain.errors import CheckpointError, UsageError
+from tuitrain.commands import Command
+from tuitrain.config import TrainConfig
+from tuitrain.errors import UsageError
 from tuitrain.runlog import list_checkpoints
+from tuitrain.steering import Steering
 from tuitrain.task import Task, batch_size_of, forward, monitor_mode, primary
 from tuitrain.window import MetricWindow
 
 Report = Callable[[dict], None]
-PAUSE_POLL_S = 0.5
 LOG_MAX_INTERVAL_S = 1.0
 PRECISIONS = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
@@ -144,6 +143,8 @@ class Engine:
         self.error: BaseException | None = None
         self.nonfinite_message = ""
         self._hist_due = False
+        self.steering = Steering(self)
+        """Applies commands between steps (steering.py)."""
         self._epoch_started = 0.0
         self._paused_seconds = 0.0
 
@@ -499,86 +500,13 @@ class Engine:
     def _event(self, name: records.EventName, **details: Any) -> None:
         self.report(dict(records.event_record(name, self.state.step, self._epoch_now(), **details)))
 
-    # ----------------------------------------------------------------- commands
     def poll_commands(self) -> None:
-        """Apply queued commands; while paused, block on the queue (never spin)."""
-        if self.dist:
-            self._poll_commands_distributed()
-            return
-        while True:
-            try:
-                if self.paused:
-                    started = time.monotonic()
-                    try:
-                        cmd = self.commands.get(timeout=PAUSE_POLL_S)
-                    finally:
-                        self._paused_seconds += time.monotonic() - started
-                else:
-                    cmd = self.commands.get_nowait()
-            except queue.Empty:
-                if self.paused:
-                    continue
-                return
-            self.apply(cmd)
-            if self.stop_reason:
-                return
-
-    def _poll_commands_distributed(self) -> None:
-        """Rank 0's commands reach every rank at the same step: at logging steps, and while paused."""
-        assert self.dist is not None
-        if self.state.step % self.config.log_every and not self.paused:
-            return
-        while True:
-            pending = []
-            if self.dist.is_main:
-                try:
-                    pending.append(self.commands.get(timeout=PAUSE_POLL_S) if self.paused else self.commands.get_nowait())
-                    while True:
-                        pending.append(self.commands.get_nowait())
-                except queue.Empty:
-                    pass
-            for cmd in distributed.broadcast_commands(pending, self.dist):
-                self.apply(cmd)
-            if self.stop_reason or not self.paused:
-                return
+        """Apply queued commands (steering.py); while paused, wait for them here."""
+        self.steering.poll()
 
     def apply(self, cmd: Command) -> None:
-        """One command, answered by an event (ok, or refused with the reason)."""
-        match cmd:
-            case Pause():
-                ok = not self.paused
-                self.paused = True
-                self._answer(cmd, ok, reason="" if ok else "already paused")
-            case Resume():
-                ok = self.paused
-                self.paused = False
-                self.window.started = time.monotonic()  # a pause must not count against samples/s
-                self._answer(cmd, ok, reason="" if ok else "not paused")
-            case SetLR(lr=lr):
-                old = self.lr
-                try:
-                    self.set_lr(check_lr(lr))
-                except UsageError as exc:
-                    self._answer(cmd, False, reason=str(exc), old=old)
-                else:
-                    self._answer(cmd, True, old=old, new=self.lr)
-            case Save():
-                self._command_save(cmd)
-            case Load():
-                self._command_load(cmd)
-            case SetDevice():
-                self._command_device(cmd)
-            case Stop(reason=reason):
-                self.stop_reason = reason or "stop"
-                self.stop_id = cmd.id
-                self.paused = False
-            case _:
-                self._event("error", ok=False, reason=f"unknown command {cmd!r}")
-
-    def _answer(self, cmd: Command, ok: bool, reason: str = "", **details: Any) -> None:
-        """The event answering ``cmd``: named as the command is on the wire (commands.WIRE_NAMES)."""
-        extra = {"reason": reason} if reason else {}
-        self._event(cmd.wire, ok=ok, cmd_id=cmd.id, **extra, **details)
+        """Apply one command now (steering.py)."""
+        self.steering.apply(cmd)
 
     def set_lr(self, lr: float) -> None:
         """Set the learning rate; a schedule goes on from the new value (every LR it would set is
@@ -605,65 +533,6 @@ class Engine:
         if total is not None and sched.last_epoch + 1 >= total:
             return  # OneCycleLR ends at its last step (a run resumed with more epochs stays there)
         sched.step()
-
-    def _command_save(self, cmd: Save) -> None:
-        from tuitrain.control import save_name_problem
-
-        name = cmd.name or f"step-{self.state.step}.pt"
-        if problem := save_name_problem(name):  # the dashboard sends straight here, not through ctl
-            self._answer(cmd, False, reason=f"bad checkpoint name {name!r}: {problem}")
-            return
-        try:
-            path = self.save(name)
-        except OSError as exc:
-            self._answer(cmd, False, reason=f"saving failed: {exc}")
-        else:
-            self._answer(cmd, True, path=str(path))
-
-    def _command_load(self, cmd: Load) -> None:
-        found = list_checkpoints(self.config.run_dir)
-        path = cmd.path or (found[0] if found else "")
-        if not path:
-            self._answer(cmd, False, reason="no checkpoint in this run yet")
-            return
-        lr = self.lr
-        # Copies, not references: a load that fails half-way puts these back.
-        backup = {"model": {k: v.clone() for k, v in self.model.state_dict().items()},
-                  "optimizer": copy.deepcopy(self.optimizer.state_dict())}
-        try:
-            ckpt = checkpoints.load_checkpoint(path, map_location=self.device,
-                                               max_bytes=checkpoints.size_bound(self.model))
-            self._restore(ckpt, path, resume=False)
-        except (CheckpointError, ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
-            checkpoints.restore(backup, "(state before the load)", self, resume=False)  # untouched
-            self._answer(cmd, False, reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                         path=str(path))
-            return
-        self.set_lr(lr)  # the LR a person set goes on; a load restores weights and moments
-        self._answer(cmd, True, path=str(path), from_step=int(ckpt["step"]))
-
-    def _command_device(self, cmd: SetDevice) -> None:
-        old = str(self.device)
-        try:
-            if self.dist:
-                raise UsageError("a distributed run cannot switch device")
-            if self.scaler is not None:
-                raise UsageError("a 16-mixed run stays on its GPU (its GradScaler is per device)")
-            device = resolve_device(cmd.device)
-            if device == self.device:
-                raise UsageError(f"already on {old}")
-        except UsageError as exc:
-            self._answer(cmd, False, reason=str(exc), old=old)
-            return
-        opt_state = self.optimizer.state_dict()
-        self.model.to(device)
-        # Round-tripping the state dict moves every optimizer tensor to its parameter's device.
-        self.optimizer.load_state_dict(opt_state)
-        self.data.place(device)
-        self.device = device
-        self.window.to(device)
-        self._arm_guard()
-        self._answer(cmd, True, old=old, new=str(device))
 
     # ----------------------------------------------------------------- checkpoints
     def save(self, name: str) -> Path:
