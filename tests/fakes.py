@@ -56,13 +56,17 @@ class FakeBackend:
         self._done = threading.Event()
 
     def run(self, emit) -> None:
+        """Like the engine: returns once the run has ended (an end record), else when told to quit."""
         self._emit = emit
         emit(self.records)
-        self._done.wait(30)
+        if not any(r.get("event") == "end" for r in self.records):
+            self._done.wait(30)
 
     def push(self, *records: dict) -> None:
-        """Emit more records, as the engine would later."""
+        """Emit more records, as the engine would later (an end record ends run(), as it would)."""
         self._emit(list(records))
+        if any(r.get("event") == "end" for r in records):
+            self._done.set()
 
     def send(self, command) -> None:
         self.sent.append(command)

@@ -27,8 +27,12 @@ import random
 import stat
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from tuitrain.engine import Engine
 
 from tuitrain.errors import CheckpointError
 
@@ -468,7 +472,7 @@ def _write_atomic(path: Path, data: bytes | str) -> None:
 # The one pair that turns a run's state into a checkpoint dict and back, used by --resume, the
 # `load` command, and the rollback of a load that failed half-way.
 
-def capture(engine) -> dict:
+def capture(engine: Engine) -> dict:
     """The checkpoint dict (plain values and tensors only) of an engine at a step boundary."""
     st = engine.state
     rng = rng_state()
@@ -494,7 +498,7 @@ def capture(engine) -> dict:
     return payload
 
 
-def restore(ckpt: dict, path: str | Path, engine, resume: bool) -> None:
+def restore(ckpt: dict, path: str | Path, engine: Engine, resume: bool) -> None:
     """Apply a checkpoint to an engine. ``resume``: also the position, best values and random
     states (a `load` command restores weights and optimizer moments only and keeps going)."""
     engine.model.load_state_dict(ckpt["model"])
@@ -503,7 +507,7 @@ def restore(ckpt: dict, path: str | Path, engine, resume: bool) -> None:
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise CheckpointError(f"checkpoint {path}: optimizer state does not fit ({exc})") from None
     if engine.fused:
-        engine.optimizer.found_inf = engine.found_inf  # the guard's flag survives a state reload
+        engine.optimizer.found_inf = engine.found_inf  # the guard's flag survives a state reload  # type: ignore[attr-defined]
     if not resume:
         return
     st = engine.state

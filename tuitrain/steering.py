@@ -139,7 +139,7 @@ class Steering:
                                                max_bytes=checkpoints.size_bound(self.engine.model))
             self.engine._restore(ckpt, path, resume=False)
         except (CheckpointError, ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
-            checkpoints.restore(backup, "(state before the load)", self, resume=False)  # untouched
+            checkpoints.restore(backup, "(state before the load)", self.engine, resume=False)  # untouched
             self._answer(cmd, False, reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
                          path=str(path))
             return
