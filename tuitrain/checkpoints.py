@@ -507,7 +507,8 @@ def restore(ckpt: dict, path: str | Path, engine: Engine, resume: bool) -> None:
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise CheckpointError(f"checkpoint {path}: optimizer state does not fit ({exc})") from None
     if engine.fused:
-        engine.optimizer.found_inf = engine.found_inf  # the guard's flag survives a state reload  # type: ignore[attr-defined]
+        # The guard's flag survives a state reload (the fused step reads the attribute).
+        engine.optimizer.found_inf = engine.found_inf  # type: ignore[attr-defined]
     if not resume:
         return
     st = engine.state
