@@ -314,3 +314,15 @@ def test_regression_example_writes_predictions(tmp_path):
     events.Reload()
     assert {"val/loss", "val/mae", "epoch/train_loss"} <= set(events.Tags()["scalars"])
     assert len(events.Scalars("val/mae")) == 4
+
+
+def test_weights_overflowing_on_an_epochs_last_step_fail_the_run(tmp_path):
+    # One step an epoch with an absurd LR: the gradients were finite, the update was not.
+    x, y = _classes(40)
+    torch.manual_seed(0)
+    result = tuitrain.fit(nn.Linear(16, 3), (x, y), (x[:10], y[:10]), optimizer="sgd", lr=1e308, batch_size=40,
+                          epochs=3, headless=True, run_dir=str(tmp_path / "run"), device="cpu")
+    assert result.status == "failed" and "non-finite" in result.message and result.exit_code == 1
+    records = read_records(tmp_path / "run" / "metrics.jsonl")
+    assert any(r.get("event") == "nonfinite" for r in records)
+    assert not (tmp_path / "run" / "checkpoints" / "best.pt").exists()  # never a diverged best model

@@ -20,6 +20,7 @@ from textual.widgets import DataTable, Footer
 
 from tuitrain.errors import UsageError
 from tuitrain.plotscale import compact
+from tuitrain.records import valid
 from tuitrain.runlog import CONFIG, METRICS, read_history, read_json
 from tuitrain.runs import is_run_dir, run_state
 from tuitrain.widgets.compare import AXES, COLORS, CompareCurves
@@ -194,10 +195,10 @@ class CompareApp(App[str]):
         for i, run in enumerate(self.runs):
             records, follower = read_history(run / METRICS)
             followers.append(follower)
-            self.post_message(RunRecords(i, records))
+            self.post_message(RunRecords(i, [r for r in records if valid(r)]))
         while not self._stop.wait(POLL_S):
             for i, follower in enumerate(followers):
-                records = follower.poll()
+                records = [r for r in follower.poll() if valid(r)]  # a line that does not fit is skipped
                 if records:
                     self.post_message(RunRecords(i, records))
 

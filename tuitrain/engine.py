@@ -393,6 +393,10 @@ class Engine:
         self.window.reset_epoch()
         lr = self.lr
         val, confusion, wrong = self.evaluate()
+        if not math.isfinite(val["val_loss"]) and not self._weights_finite():
+            # The guard watches gradients and the training loss; an update can still overflow the
+            # weights on the last step of an epoch (an LR of 1e308): that is divergence too.
+            self._nonfinite(val["val_loss"], math.nan)
         st.epoch += 1
         st.batch = 0
         st.data_order = self.data_gen.get_state()
@@ -483,6 +487,11 @@ class Engine:
         names = list(self.task.classes)
         width = max(n, len(names))
         return [names[i] if i < len(names) else str(i) for i in range(width)]
+
+    def _weights_finite(self) -> bool:
+        """Whether every floating-point weight is finite (one sync; only asked after a non-finite loss)."""
+        floats = [p.detach() for p in self.model.parameters() if p.is_floating_point()]
+        return not floats or bool(torch.stack([torch.isfinite(p).all() for p in floats]).all())
 
     def _nonfinite(self, loss: float, grad_norm: float) -> None:
         """The divergence guard: stop (headless) or pause (dashboard), and say what to do."""
