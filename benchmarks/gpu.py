@@ -129,16 +129,14 @@ def cli_has(option: str) -> bool:
     return option in out.stdout
 
 
-def tuitrain_rates(root: Path, run_dir: Path, device: str, epochs: int, batch_size: int, limit: int) -> list[float]:
+def tuitrain_rates(root: Path, run_dir: Path, device: str, epochs: int, batch_size: int, n_train: int) -> list[float]:
     args = ["fashion-mnist", "--headless", "--device", device, "--epochs", str(epochs), "--lr", "0.01",
             "--batch-size", str(batch_size), "--data-dir", str(root), "--run-dir", str(run_dir)]
-    if limit:
-        args += ["--limit", str(limit)]
     if cli_has("--precision"):
         args += ["--precision", "bf16-mixed"]
     subprocess.run([sys.executable, "-m", "tuitrain", *args], env=ENV, check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
-    return run_rates(run_dir)
+    return run_rates(run_dir, n_train)
 
 
 def machine(device: torch.device) -> str:
@@ -185,7 +183,7 @@ def main() -> None:
                 print(f"  round {round_no + 1} {name}: {rates[name][-1] if rates[name] else 0:,.0f} samples/s",
                       file=sys.stderr)
             found = tuitrain_rates(root, Path(tmp) / f"tuitrain-{round_no}", device.type, max(epochs, 2),
-                                   opts.batch_size, 0)
+                                   opts.batch_size, n_train)
             rates["tuitrain --headless"] += found
             print(f"  round {round_no + 1} tuitrain --headless: {found}", file=sys.stderr)
     print(machine(device))

@@ -17,7 +17,7 @@ Adam, lr 0.01, seed 0:
 
 Loops time their epochs; tuitrain paths are read from the run's metrics.jsonl (epoch records'
 train_seconds: the training steps, without evaluation and start-up). Each run's first epoch is
-warm-up and left out when there are more; the table shows the median over the rest, and the range.
+warm-up and left out when there are more; the table shows the median over the rest and the best.
 Usage: python benchmarks/throughput.py [--epochs N] [--rounds N] [--paths notes,bare,...] [--device cpu]
 """
 
@@ -136,6 +136,7 @@ class Bench:
     tmp: Path
     device: str
     epochs: int
+    samples: int
     rates: dict[str, list[float]] = field(default_factory=lambda: {p: [] for p in PATHS})
     ui_cpu: list[tuple[float, float, float]] = field(default_factory=list)
     """Per dashboard run: (UI thread CPU s, process CPU s, wall s) while training."""
@@ -172,11 +173,9 @@ def run_loop(code: str, b: Bench) -> list[float]:
     return warm([result["samples"] / s for s in result["seconds"]])
 
 
-def run_rates(run_dir: Path) -> list[float]:
-    """samples/s of each epoch of a tuitrain run, from its metrics.jsonl."""
+def run_rates(run_dir: Path, samples: int) -> list[float]:
+    """samples/s of each epoch of a tuitrain run of ``samples`` a epoch, from its metrics.jsonl."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
-    start = next((r for r in records if r.get("event") == "start"), {})
-    samples = start.get("samples", TRAIN)
     return warm([samples / r["train_seconds"] for r in records if r.get("type") == "epoch"])
 
 
@@ -188,13 +187,13 @@ def tuitrain_args(b: Bench, run_dir: Path) -> list[str]:
 def run_headless(b: Bench, run_dir: Path) -> list[float]:
     subprocess.run([sys.executable, "-m", "tuitrain", *tuitrain_args(b, run_dir), "--headless"], env=ENV,
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return run_rates(run_dir)
+    return run_rates(run_dir, b.samples)
 
 
 def run_fit(b: Bench, run_dir: Path) -> list[float]:
     subprocess.run([sys.executable, "-c", FIT, str(b.root), b.device, str(b.epochs), str(run_dir)], env=ENV,
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return run_rates(run_dir)
+    return run_rates(run_dir, b.samples)
 
 
 def thread_cpu(pid: int) -> tuple[float, float]:
@@ -215,7 +214,9 @@ def tmux(*args: str) -> str:
 def run_dashboard(b: Bench, run_dir: Path) -> list[float]:
     """The dashboard in a detached tmux session; q once DONE shows. Measures the UI thread's CPU."""
     session = f"tuitrain-bench-{os.getpid()}"
-    cmd = " ".join([f"PYTHONPATH={ROOT}", sys.executable, "-m", "tuitrain", *tuitrain_args(b, run_dir)])
+    # The tmux server runs commands in its own environment: pass this benchmark's settings explicitly.
+    settings = [f"{k}={ENV[k]}" for k in ("PYTHONPATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in ENV]
+    cmd = " ".join(["env", *settings, sys.executable, "-m", "tuitrain", *tuitrain_args(b, run_dir)])
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "48", cmd], check=True)
     pid, start = None, None
     try:
@@ -246,7 +247,7 @@ def run_dashboard(b: Bench, run_dir: Path) -> list[float]:
             time.sleep(0.1)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], stderr=subprocess.DEVNULL)
-    return run_rates(run_dir)
+    return run_rates(run_dir, b.samples)
 
 
 def run_path(path: str, b: Bench, round_no: int) -> list[float]:
@@ -268,21 +269,27 @@ def machine(device: str) -> str:
             f"torch {torch.__version__} ({torch.get_num_threads()} threads); device {device}")
 
 
-def report(b: Bench, rounds: int, loads: tuple[float, float]) -> None:
+def report(b: Bench, opts: argparse.Namespace, loads: tuple[float, float]) -> None:
     done = {p: r for p, r in b.rates.items() if r}
     median = {p: statistics.median(r) for p, r in done.items()}
-    print(machine(b.device))
-    print(f"{TRAIN:,} samples, batch 100, cnn, Adam lr 0.01; {rounds} alternating rounds of {b.epochs} epochs; "
+    print(machine(b.device) + (f"; OMP_NUM_THREADS={opts.threads} in every run" if opts.threads else ""))
+    print(f"{opts.samples:,} samples, batch 100, cnn, Adam lr 0.01; {opts.rounds} alternating rounds of {b.epochs} epochs; "
           f"median of the epochs after each run's first; load average {loads[0]:.1f} at the start, "
           f"{loads[1]:.1f} at the end")
-    print(f"{'path':<36}{'samples/s':>10}{'range':>18}{'vs bare':>9}{'vs notes':>9}")
-    for path, value in median.items():
-        spread = f"{min(done[path]):,.0f}-{max(done[path]):,.0f}"
-        vs_bare = f"{value / median['bare']:.2f}x" if "bare" in median else "-"
-        vs_notes = f"{value / median['notes']:.2f}x" if "notes" in median else "-"
-        print(f"{LABELS[path]:<36}{value:>10,.0f}{spread:>18}{vs_bare:>9}{vs_notes:>9}")
+    best = {p: max(r) for p, r in done.items()}
+    print(f"{'path':<36}{'samples/s':>10}{'vs bare':>9}{'vs notes':>9}   {'best':>7}{'vs bare':>9}{'vs notes':>9}")
+    for path in done:
+        row = f"{LABELS[path]:<36}"
+        for stat in (median, best):
+            row += f"{stat[path]:>10,.0f}" if stat is median else f"   {stat[path]:>7,.0f}"
+            row += f"{stat[path] / stat['bare']:>8.2f}x" if "bare" in stat else f"{'-':>9}"
+            row += f"{stat[path] / stat['notes']:>8.2f}x" if "notes" in stat else f"{'-':>9}"
+        print(row)
+    print("(median: over every measured epoch; best: the fastest epoch, what a quiet machine gives: load from "
+          "other processes only ever slows a run down)")
     if "dashboard" in median and "headless" in median:
-        print(f"dashboard vs headless: {100 * (median['dashboard'] / median['headless'] - 1):+.1f}% samples/s")
+        print(f"dashboard vs headless: {100 * (median['dashboard'] / median['headless'] - 1):+.1f}% samples/s "
+              f"(median), {100 * (best['dashboard'] / best['headless'] - 1):+.1f}% (best)")
     if b.ui_cpu:
         ui, total, wall = (sum(x) for x in zip(*b.ui_cpu, strict=True))
         print(f"dashboard UI thread while training: {ui:.2f} CPU s in {wall:.1f} s ({100 * ui / wall:.1f}% of one "
@@ -292,10 +299,15 @@ def report(b: Bench, rounds: int, loads: tuple[float, float]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per run (the first is left out as warm-up)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternate the paths this many times")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per run (the first is left out as warm-up)")
+    parser.add_argument("--rounds", type=int, default=4, help="alternate the paths this many times")
     parser.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated subset of {','.join(PATHS)}")
+    parser.add_argument("--samples", type=int, default=TRAIN, help="training images written (and trained on)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads in every run (OMP_NUM_THREADS; 0: torch's default, one per core)")
     opts = parser.parse_args()
+    if opts.threads:
+        ENV.update(OMP_NUM_THREADS=str(opts.threads), MKL_NUM_THREADS=str(opts.threads))
     paths = [p for p in opts.paths.split(",") if p]
     unknown = set(paths) - set(PATHS)
     if unknown:
@@ -304,16 +316,16 @@ def main() -> None:
         sys.exit("the dashboard path needs tmux (or leave it out with --paths)")
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        b = Bench(Path(tmp) / "data", Path(tmp), opts.device, opts.epochs)
-        write_data(b.root)
+        b = Bench(Path(tmp) / "data", Path(tmp), opts.device, opts.epochs, opts.samples)
+        write_data(b.root, n_train=opts.samples)
         for round_no in range(opts.rounds):
             order = paths[round_no % len(paths):] + paths[:round_no % len(paths)]  # rotate: no path always first
             for path in order:
                 rates = run_path(path, b, round_no)
                 b.rates[path] += rates
-                print(f"  round {round_no + 1} {path}: {', '.join(f'{r:,.0f}' for r in rates)} samples/s",
-                      file=sys.stderr)
-    report(b, opts.rounds, (load_start, os.getloadavg()[0]))
+                print(f"  round {round_no + 1} {path}: {', '.join(f'{r:,.0f}' for r in rates)} samples/s "
+                      f"(load average {os.getloadavg()[0]:.1f})", file=sys.stderr)
+    report(b, opts, (load_start, os.getloadavg()[0]))
 
 
 if __name__ == "__main__":
