@@ -136,6 +136,7 @@ class Engine:
         self.data_gen = torch.Generator()
         self.window = MetricWindow(self.device)
         self.found_inf = torch.zeros(())
+        self._one = torch.ones(())
         self.history: list[dict] = []
         self.paused = False
         self.stop_reason = ""
