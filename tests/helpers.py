@@ -6,9 +6,13 @@ test slower, not flaky.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from tuitrain.runlog import RunLog
 
 ROOT = Path(__file__).resolve().parent.parent
 """The repository root (the working folder of the CLI subprocesses)."""
@@ -38,3 +42,14 @@ async def ready(pilot, app, step: int = 150) -> None:
     await until(pilot, lambda: app.run_state.state == "RUNNING" and app.run_state.step == step,
                 "the scripted records", tries=100)
     await pilot.pause()  # and one frame drawn with them
+
+
+def record_run(run_dir: Path | str, records: list[dict], state: str) -> RunLog:
+    """A run directory written by hand: config.json, ``records``, and status.json in ``state``
+    (alive: this process's pid). Returns the open RunLog, to write more as a live run would."""
+    log = RunLog(run_dir)
+    log.write_config({"dataset": "synthetic", "devices": ["cpu"]})
+    for record in records:
+        log.write(record)
+    log.write_status({"state": state, "pid": os.getpid(), "host": socket.gethostname()})
+    return log

@@ -8,8 +8,7 @@ import json
 
 from tests.fake_classes import FASHION, confusion_record, samples_record
 from tests.fakes import FakeBackend, scripted_run
-from tests.helpers import until
-from tests.test_watch import _record_run
+from tests.helpers import record_run, until
 from tuitrain.app import TuiTrainApp
 from tuitrain.backends import WatchBackend
 from tuitrain.confusion import MAX_SAMPLES, confused_pairs, per_class, read_confusion, read_samples
@@ -118,7 +117,7 @@ async def test_narrow_v_reaches_the_classes_view():
 async def test_watch_shows_the_latest_samples(tmp_path):
     records = scripted_run() + [confusion_record(epoch=1, step=100),
                                 {"type": "event", "event": "end", "step": 150, "time": 2.0, "status": "done"}]
-    _record_run(tmp_path / "run", records, "done").close()
+    record_run(tmp_path / "run", records, "done").close()
     with open(tmp_path / "run" / SAMPLES, "w") as fh:
         fh.write(json.dumps(samples_record(epoch=1, count=2)) + "\n")
         fh.write(json.dumps(samples_record(epoch=2, count=5)) + "\n")

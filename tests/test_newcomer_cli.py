@@ -4,8 +4,6 @@ and numbers and tables that read the same everywhere."""
 from __future__ import annotations
 
 import io
-import os
-import socket
 import threading
 import time
 from pathlib import Path
@@ -14,10 +12,10 @@ from types import SimpleNamespace
 import pytest
 
 from tests.fakes import scripted_run
+from tests.helpers import record_run
 from tuitrain import fmt, progress
 from tuitrain.cli import main
 from tuitrain.keys import KEYS
-from tuitrain.runlog import RunLog
 from tuitrain.runs import RunInfo, format_runs
 
 
@@ -132,19 +130,12 @@ def test_headless_log_starts_with_the_run_dir_and_the_watch_command(monkeypatch)
 
 
 # ------------------------------------------------------------------------------- watch into a file
-def _record_run(run_dir: Path, records: list[dict], state: str) -> RunLog:
-    log = RunLog(run_dir)
-    log.write_config({"dataset": "synthetic", "devices": ["cpu"]})
-    for record in records:
-        log.write(record)
-    log.write_status({"state": state, "pid": os.getpid(), "host": socket.gethostname()})
-    return log
 
 
 def test_watch_a_finished_run_into_a_file_prints_its_status_and_exits(tmp_path, capsys):
     records = scripted_run() + [{"type": "event", "event": "end", "step": 150, "time": 2.0, "status": "done",
                                  "best_val_acc": 0.85}]
-    _record_run(tmp_path / "run", records, "done").close()
+    record_run(tmp_path / "run", records, "done").close()
     started = time.monotonic()
     assert main(["watch", str(tmp_path / "run")]) == 0  # stdout is captured: not a terminal
     out = capsys.readouterr().out
@@ -154,7 +145,7 @@ def test_watch_a_finished_run_into_a_file_prints_its_status_and_exits(tmp_path, 
 
 def test_watch_a_live_run_into_a_file_follows_it_until_it_ends(tmp_path, monkeypatch):
     monkeypatch.setattr(progress, "LINE_EVERY_S", 0.0)
-    log = _record_run(tmp_path / "run", scripted_run(steps=50), "running")
+    log = record_run(tmp_path / "run", scripted_run(steps=50), "running")
     out = io.StringIO()
     follower = threading.Thread(target=progress.watch_plain, args=(str(tmp_path / "run"), out, 0.02))
     follower.start()
@@ -174,7 +165,7 @@ def test_watch_a_live_run_into_a_file_follows_it_until_it_ends(tmp_path, monkeyp
 
 def test_watch_several_runs_into_a_file_prints_the_runs_table(tmp_path, capsys):
     for name in ("a", "b"):
-        _record_run(tmp_path / "sweep" / name, scripted_run(), "done").close()
+        record_run(tmp_path / "sweep" / name, scripted_run(), "done").close()
     assert main(["watch", str(tmp_path / "sweep")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:2] == ["run", "status"] and sorted(line.split()[0] for line in lines[2:]) == ["a", "b"]

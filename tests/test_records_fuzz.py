@@ -13,8 +13,7 @@ from hypothesis import strategies as st
 from textual_plotext import PlotextPlot
 
 from tests.fakes import FakeBackend, scripted_run, start_event
-from tests.helpers import until
-from tests.test_watch import _record_run
+from tests.helpers import record_run, until
 from tuitrain.app import TuiTrainApp
 from tuitrain.backends import WatchBackend
 from tuitrain.history import Markers, Series
@@ -161,7 +160,7 @@ async def test_watch_skips_and_counts_records_that_do_not_fit(tmp_path):
            {"type": "hist", "step": 100, "layers": [{"name": "x", "w": {"lo": 0, "hi": 1, "counts": [1]}}]},
            {"type": "event", "event": "lr", "step": 10, "ok": True, "new": "fast"}]
     records = scripted_run() + bad + [{"type": "event", "event": "end", "step": 150, "time": 2.0, "status": "done"}]
-    _record_run(tmp_path / "run", records, "done").close()
+    record_run(tmp_path / "run", records, "done").close()
     backend = WatchBackend(tmp_path / "run")
     app = TuiTrainApp(backend, watch_mode=True)
     async with app.run_test(size=(160, 48)) as pilot:
@@ -175,6 +174,6 @@ async def test_watch_skips_and_counts_records_that_do_not_fit(tmp_path):
 
 
 def test_watch_devices_from_a_tampered_config(tmp_path):
-    _record_run(tmp_path / "run", scripted_run(steps=10), "done").close()
+    record_run(tmp_path / "run", scripted_run(steps=10), "done").close()
     (tmp_path / "run" / "config.json").write_text('{"devices": 5}')
     assert WatchBackend(tmp_path / "run").devices() == ["cpu"]

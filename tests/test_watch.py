@@ -3,36 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 
 from tests.fakes import scripted_run
-from tests.helpers import until
+from tests.helpers import record_run, until
 from tuitrain.app import TuiTrainApp
 from tuitrain.backends import WatchBackend
-from tuitrain.runlog import RunLog
 from tuitrain.widgets.curves import Curves
 from tuitrain.widgets.histograms import Histograms
 from tuitrain.widgets.status import StatusLine
 from tuitrain.widgets.summary import SummaryPanel
 
 
-def _record_run(run_dir, records, state: str) -> RunLog:
-    log = RunLog(run_dir)
-    log.write_config({"dataset": "synthetic", "devices": ["cpu"]})
-    for record in records:
-        log.write(record)
-    log.write_status({"state": state, "pid": os.getpid(), "host": socket.gethostname()})
-    return log
-
-
-
-
 async def test_watch_recorded_run_is_read_only(tmp_path):
     records = scripted_run() + [{"type": "event", "event": "pause", "step": 150, "time": 1.0, "ok": True},
                                 {"type": "event", "event": "end", "step": 150, "time": 2.0, "status": "done",
                                  "best_val_acc": 0.85}]
-    _record_run(tmp_path / "run", records, "done").close()
+    record_run(tmp_path / "run", records, "done").close()
     backend = WatchBackend(tmp_path / "run")
     assert backend.controls is False
     app = TuiTrainApp(backend, watch_mode=True)
@@ -52,7 +38,7 @@ async def test_watch_recorded_run_is_read_only(tmp_path):
 
 async def test_watch_follows_a_growing_run(tmp_path):
     records = scripted_run(steps=50)
-    log = _record_run(tmp_path / "run", records, "running")
+    log = record_run(tmp_path / "run", records, "running")
     backend = WatchBackend(tmp_path / "run")
     assert backend.controls is True
     app = TuiTrainApp(backend, watch_mode=True)
@@ -73,7 +59,7 @@ async def test_watch_follows_a_growing_run(tmp_path):
 
 
 async def test_watch_marks_a_dead_run(tmp_path, monkeypatch):
-    log = _record_run(tmp_path / "run", scripted_run(steps=30), "running")
+    log = record_run(tmp_path / "run", scripted_run(steps=30), "running")
     log.close()
     backend = WatchBackend(tmp_path / "run")
     monkeypatch.setattr(WatchBackend, "ALIVE_CHECK_S", 0.1)

@@ -94,26 +94,26 @@ def _sweep_hint(text: str, option: str = "") -> str:
     return f"one value per run, got {text!r}; {example} trains one run per comma-separated value"
 
 
-def _positive_int(text: str) -> int:
+def _whole(text: str, minimum: int) -> int:
+    """A whole number of at least ``minimum``, or argparse's one-line refusal."""
     try:
         value = int(text)
     except ValueError:
         if "," in text:
             raise argparse.ArgumentTypeError(_sweep_hint(text)) from None
         raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {value}" if minimum == 1 else
+                                         f"must be {minimum} or more, got {value}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _whole(text, 1)
 
 
 def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+    return _whole(text, 0)
 
 
 def _non_negative_float(text: str) -> float:
