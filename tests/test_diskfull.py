@@ -154,8 +154,8 @@ def test_a_real_full_disk_on_tmpfs(tmp_path):
     try:
         run = mnt / "run"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tuitrain", "synthetic", "--headless", "--epochs", "4", "--limit", "3000",
-             "--batch-size", "20", "--log-every", "5", "--hist-every", "20", "--device", "cpu", "--run-dir", str(run)],
+            [sys.executable, "-m", "tuitrain", "synthetic", "--headless", "--epochs", "10", "--limit", "3000",
+             "--batch-size", "50", "--log-every", "5", "--hist-every", "20", "--device", "cpu", "--run-dir", str(run)],
             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True)
         deadline = time.monotonic() + 90
@@ -169,14 +169,17 @@ def test_a_real_full_disk_on_tmpfs(tmp_path):
                     fh.flush()
             except OSError:
                 pass
-        time.sleep(3)
+        time.sleep(1.5)
+        # The disk must be freed while the run still trains (a fast machine could end a short run
+        # within a full disk's seconds, and then nothing is left to write its end with).
+        assert proc.poll() is None, "the run ended while the disk was full: make it longer"
         (mnt / "filler").unlink()
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, out
         assert "Traceback" not in out and "cannot write metrics.jsonl" in out, out
         assert json.loads((run / "status.json").read_text())["state"] == "done"
         records = read_records(run / "metrics.jsonl")
-        assert [r["epoch"] for r in records if r["type"] == "epoch"] == [1, 2, 3, 4]
+        assert [r["epoch"] for r in records if r["type"] == "epoch"] == list(range(1, 11))
         assert any(r.get("event") == "write" and r["ok"] for r in records)
         assert not [p for p in run.rglob("*") if p.name.endswith(".tmp") or (p.is_file() and not p.stat().st_size)]
     finally:
