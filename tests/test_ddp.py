@@ -6,22 +6,29 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from tests.helpers import ROOT
 from tuitrain.runlog import read_records
 
 
-def test_two_process_gloo_ddp_with_a_command(tmp_path):
-    run_dir = tmp_path / "run"
+def _start_two_ranks(run_dir: Path, port: int, limit: int) -> tuple[subprocess.Popen, Path]:
+    """torchrun with 2 CPU ranks on synthetic data; returns once the first epoch record is written."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
-         "-m", "tuitrain", "synthetic", "--headless", "--epochs", "400", "--limit", "2000", "--log-every", "5",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+         "-m", "tuitrain", "synthetic", "--headless", "--epochs", "400", "--limit", str(limit), "--log-every", "5",
          "--device", "cpu", "--run-dir", str(run_dir)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     metrics = run_dir / "metrics.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (metrics.exists() and any(r["type"] == "epoch" for r in read_records(metrics))):
         time.sleep(0.2)
+    return proc, metrics
+
+
+def test_two_process_gloo_ddp_with_a_command(tmp_path):
+    run_dir = tmp_path / "run"
+    proc, metrics = _start_two_ranks(run_dir, port=29517, limit=2000)
     ctl = [sys.executable, "-m", "tuitrain", "ctl", str(run_dir)]
     lr = subprocess.run([*ctl, "lr", "0.004"], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert lr.returncode == 0, lr.stdout + lr.stderr
@@ -68,15 +75,7 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_step(tmp_path):
     import torch
 
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29518",
-         "-m", "tuitrain", "synthetic", "--headless", "--epochs", "400", "--limit", "1000", "--log-every", "5",
-         "--device", "cpu", "--run-dir", str(run_dir)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    metrics = run_dir / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (metrics.exists() and any(r["type"] == "epoch" for r in read_records(metrics))):
-        time.sleep(0.2)
+    proc, metrics = _start_two_ranks(run_dir, port=29518, limit=1000)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     records = read_records(metrics)
