@@ -1,5 +1,8 @@
 """Validation and histograms: computed on the device, read back in one transfer each.
 
+Counts are taken with ``scatter_add_``, never ``torch.bincount``: bincount sizes its output from
+the data, two host syncs per call on a GPU (tests/test_perf_syncs.py counts them there).
+
 Used by the engine at epoch ends and histogram intervals; returns plain Python values.
 """
 
@@ -52,7 +55,7 @@ def evaluate(model: torch.nn.Module, data: Any, task: Task, device: torch.device
             if not len(confusion):
                 confusion = torch.zeros(n_classes * n_classes, device=device, dtype=torch.long)
             conf, pred = out.softmax(dim=1).max(dim=1)
-            confusion += torch.bincount(targets * n_classes + pred, minlength=n_classes * n_classes)
+            confusion.scatter_add_(0, targets * n_classes + pred, torch.ones_like(pred))
             confidence.append(torch.where(pred != targets, conf, -1.0))
             predicted.append(pred * n_classes + targets)
     parts = [loss_sum] + list(sums.values()) + [m.compute().double().reshape(()) for m in stateful.values()]
@@ -109,4 +112,5 @@ def _histc(flat: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tens
     """HIST_BINS counts between lo and hi without a host sync (histc wants Python bounds)."""
     span = (hi - lo).clamp_min(1e-12)
     idx = ((flat - lo) / span * HIST_BINS).long().clamp_(0, HIST_BINS - 1)
-    return torch.bincount(idx, minlength=HIST_BINS).float()
+    counts = torch.zeros(HIST_BINS, dtype=torch.long, device=flat.device)
+    return counts.scatter_add_(0, idx, torch.ones_like(idx)).float()
