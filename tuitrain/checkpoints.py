@@ -27,7 +27,7 @@ import random
 import stat
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -51,7 +51,7 @@ def save_checkpoint(path: str | Path, payload: dict) -> str:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    torch.save(payload, buf)
+    torch.save(on_cpu(payload), buf)
     data = buf.getvalue()
     digest = hashlib.sha256(data).hexdigest()
     sidecar = _sidecar(path)
@@ -64,6 +64,30 @@ def save_checkpoint(path: str | Path, payload: dict) -> str:
         raise
     _write_atomic(sidecar, digest + "\n")
     return digest
+
+
+def on_cpu(value: Any) -> Any:
+    """``value`` with every tensor in it copied to the CPU: a checkpoint from a GPU box loads with a
+    plain ``torch.load(path, weights_only=True)`` on a laptop (load_checkpoint maps it back).
+    CUDA tensors are copied without blocking and waited for once, not one sync per tensor."""
+    waiting: list[bool] = []
+
+    def move(item: Any) -> Any:
+        if isinstance(item, torch.Tensor):
+            if item.device.type == "cuda":
+                waiting.append(True)
+                return item.to("cpu", non_blocking=True)  # into pinned memory; ready after the sync
+            return item if item.device.type in ("cpu", "meta") else item.cpu()
+        if isinstance(item, dict):
+            return {k: move(v) for k, v in item.items()}
+        if type(item) in (list, tuple):
+            return type(item)(move(v) for v in item)
+        return item
+
+    moved = move(value)
+    if waiting:
+        torch.cuda.synchronize()
+    return moved
 
 
 def size_bound(model: torch.nn.Module) -> int:
