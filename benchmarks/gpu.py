@@ -11,9 +11,12 @@ compilation):
                         from a GPU randperm, fused Adam, no host sync in the epoch
 - + bf16 autocast:      the same under torch.autocast(bfloat16)
 - + channels_last:      model and data in NHWC (cuDNN's preferred layout for bf16 convolutions)
-- + torch.compile:      the model compiled (``--compile``; compile time is in the warm-up epoch)
-- tuitrain --headless:  `tuitrain fashion-mnist --headless --device cuda` (with `--precision
-                        bf16-mixed` where the CLI has it), samples/s from its metrics.jsonl
+- fp32 + compile:       the model through torch.compile(mode="reduce-overhead"): forward and backward
+                        replay as CUDA graphs (``--compile``; compiling is in the warm-up epoch)
+- tuitrain --headless:  `tuitrain fashion-mnist --headless --device cuda` as users run it: fp32, with
+                        `--precision bf16-mixed`, with `--batch-size 500`, and (``--compile``) with
+                        `--compile`; samples/s of each epoch after the first, from the train_seconds
+                        of its metrics.jsonl
 
 Prints one table (median samples/s, vs the notes' loop). Sized to finish in about 5 minutes on one
 H100 (`--rounds`, `--epochs` to change). ``--dry-run`` runs every row on the CPU with 2,000 images,
@@ -82,7 +85,7 @@ def notes_epoch(root: Path, device: torch.device, batch_size: int) -> Callable[[
 
 
 def tensor_epoch(root: Path, device: torch.device, batch_size: int, bf16: bool, channels_last: bool,
-                 compile_model: bool) -> Callable[[], tuple[int, float]]:
+                 graphs: bool) -> Callable[[], tuple[int, float]]:
     """Data resident on the device, no per-step host sync; one epoch per call: (samples, seconds)."""
     import torchvision
 
@@ -95,7 +98,7 @@ def tensor_epoch(root: Path, device: torch.device, batch_size: int, bf16: bool, 
         network = network.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(network.parameters(), lr=0.01, fused=True)
-    model = torch.compile(network) if compile_model else network
+    model = torch.compile(network, mode="reduce-overhead") if graphs else network
     correct = torch.zeros((), device=device, dtype=torch.long)
     loss_sum = torch.zeros((), device=device)
 
@@ -106,6 +109,8 @@ def tensor_epoch(root: Path, device: torch.device, batch_size: int, bf16: bool, 
         for i in range(0, len(x), batch_size):
             idx = order[i:i + batch_size]
             images, labels = x[idx], y[idx]
+            if graphs:
+                torch.compiler.cudagraph_mark_step_begin()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 preds = model(images)
                 loss = F.cross_entropy(preds, labels)
@@ -123,17 +128,19 @@ def tensor_epoch(root: Path, device: torch.device, batch_size: int, bf16: bool, 
     return epoch
 
 
-def cli_has(option: str) -> bool:
-    out = subprocess.run([sys.executable, "-m", "tuitrain", "fashion-mnist", "--help"], env=ENV,
-                         capture_output=True, text=True)
-    return option in out.stdout
+TUITRAIN_ROWS = {
+    "tuitrain --headless, fp32": [],
+    "tuitrain --headless, bf16-mixed": ["--precision", "bf16-mixed"],
+    "tuitrain --headless, fp32, --batch-size 500": ["--batch-size", "500"],
+}
+COMPILE_ROW = ("tuitrain --headless, fp32 + --compile", ["--compile"])
 
 
-def tuitrain_rates(root: Path, run_dir: Path, device: str, epochs: int, batch_size: int, n_train: int) -> list[float]:
+def tuitrain_rates(root: Path, run_dir: Path, device: str, epochs: int, batch_size: int, n_train: int,
+                   extra: list[str]) -> list[float]:
+    """The real command in its own process; samples/s of each epoch after the first, from metrics.jsonl."""
     args = ["fashion-mnist", "--headless", "--device", device, "--epochs", str(epochs), "--lr", "0.01",
-            "--batch-size", str(batch_size), "--data-dir", str(root), "--run-dir", str(run_dir)]
-    if cli_has("--precision"):
-        args += ["--precision", "bf16-mixed"]
+            "--batch-size", str(batch_size), "--data-dir", str(root), "--run-dir", str(run_dir), *extra]
     subprocess.run([sys.executable, "-m", "tuitrain", *args], env=ENV, check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     return run_rates(run_dir, n_train)
@@ -171,9 +178,12 @@ def main() -> None:
             "GPU tensors, bf16 + channels_last": tensor_epoch(root, device, opts.batch_size, True, True, False),
         }
         if opts.compile:
-            rows["GPU tensors, bf16 + channels_last + compile"] = tensor_epoch(root, device, opts.batch_size, True,
-                                                                               True, True)
-        rates: dict[str, list[float]] = {name: [] for name in [*rows, "tuitrain --headless"]}
+            rows["GPU tensors, fp32 + compile (CUDA graphs)"] = tensor_epoch(root, device, opts.batch_size, False,
+                                                                             False, True)
+        commands = dict(TUITRAIN_ROWS)
+        if opts.compile:
+            commands[COMPILE_ROW[0]] = COMPILE_ROW[1]
+        rates: dict[str, list[float]] = {name: [] for name in [*rows, *commands]}
         for round_no in range(rounds):
             for name, epoch in rows.items():
                 for e in range(epochs):
@@ -182,10 +192,11 @@ def main() -> None:
                         rates[name].append(samples / seconds)
                 print(f"  round {round_no + 1} {name}: {rates[name][-1] if rates[name] else 0:,.0f} samples/s",
                       file=sys.stderr)
-            found = tuitrain_rates(root, Path(tmp) / f"tuitrain-{round_no}", device.type, max(epochs, 2),
-                                   opts.batch_size, n_train)
-            rates["tuitrain --headless"] += found
-            print(f"  round {round_no + 1} tuitrain --headless: {found}", file=sys.stderr)
+            for i, (name, extra) in enumerate(commands.items()):
+                found = tuitrain_rates(root, Path(tmp) / f"tuitrain-{round_no}-{i}", device.type, max(epochs, 2) + 1,
+                                       opts.batch_size, n_train, extra)
+                rates[name] += found
+                print(f"  round {round_no + 1} {name}: {[round(r) for r in found]}", file=sys.stderr)
     print(machine(device))
     print(f"{n_train:,} Fashion-MNIST-shaped images, the notes' cnn, Adam lr 0.01, batch {opts.batch_size}; "
           f"{rounds} alternating rounds of {epochs} epochs; median samples/s after warm-up")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import time
 
+import pytest
 import torch
 
 from tests.conftest import EngineRun
@@ -112,3 +114,14 @@ def test_stop_writes_last_checkpoint(small_config):
     ckpt = torch.load(run.engine.checkpoint_dir / "last.pt", weights_only=True)
     assert ckpt["step"] == result.step and ckpt["epoch"] == result.epochs_done
     assert run.records[-1]["event"] == "end"
+
+
+@pytest.mark.parametrize("accumulate", [1, 3])
+def test_step_records_carry_the_real_gradient_norm(small_config, accumulate):
+    # The norm is taken before the optimizer step frees the gradients (it once read 0.0 always).
+    run = EngineRun(small_config(epochs=1, log_every=4, accumulate=accumulate)).start()
+    result = run.join()
+    assert result.status == "done"
+    norms = [r["grad_norm"] for r in run.records if r.get("type") == "step"]
+    assert len(norms) >= 4 and all(math.isfinite(n) and n > 0 for n in norms), norms
+    assert max(norms) < 1e3

@@ -326,3 +326,17 @@ def test_weights_overflowing_on_an_epochs_last_step_fail_the_run(tmp_path):
     records = read_records(tmp_path / "run" / "metrics.jsonl")
     assert any(r.get("event") == "nonfinite" for r in records)
     assert not (tmp_path / "run" / "checkpoints" / "best.pt").exists()  # never a diverged best model
+
+
+def test_compile_trains_and_saves_the_plain_models_weights(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+    keys = set(model.state_dict())
+    result = _fit(model, _regression(256, 0), _regression(64, 1), tmp_path, loss_fn=nn.functional.mse_loss,
+                  compile=True, epochs=4)
+    assert result.status == "done", result.message
+    assert result.history[-1]["val_loss"] < result.history[0]["val_loss"] / 2
+    saved = torch.load(result.last_checkpoint, weights_only=True)["model"]
+    assert set(saved) == keys  # the compiled wrapper's `_orig_mod.` names never reach a checkpoint
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["compile"] is True

@@ -29,7 +29,7 @@ def fit(model: torch.nn.Module, train_data: Any, val_data: Any = None, *, loss_f
         metrics: Mapping[str, Any] | None = None, batch_fn: Callable | None = None, optimizer: Any = "adam",
         weight_decay: float = 0.0, scheduler: Any = "none", monitor: str = "", mode: str = "",
         early_stopping: int = 0, restore_best: bool = True, grad_clip: float = 0.0, accumulate: int = 1,
-        precision: str = "32", val_batch_size: int = 0, collate_fn: Callable | None = None, drop_last: bool = False,
+        precision: str = "32", compile: bool = False, val_batch_size: int = 0, collate_fn: Callable | None = None, drop_last: bool = False,
         num_workers: int = 0, epochs: int = 10, batch_size: int = 100, lr: float = 0.001, device: str = "auto",
         seed: int = 0, run_dir: str = "", resume: str = "", headless: bool | None = None, name: str = "custom",
         classes: list[str] | None = None, hist_every: int = 200, log_every: int = 20):
@@ -61,7 +61,7 @@ def fit(model: torch.nn.Module, train_data: Any, val_data: Any = None, *, loss_f
     early_stopping: stop after N epochs without improvement (an ``early_stop`` event; status done).
     restore_best: the model ends with best.pt's weights, in eval mode.
     grad_clip, accumulate (batches per optimizer step), precision (32, bf16-mixed, 16-mixed on
-    CUDA), val_batch_size (default: batch_size), collate_fn, drop_last, num_workers.
+    CUDA), compile (train through ``torch.compile``), val_batch_size (default: batch_size), collate_fn, drop_last, num_workers.
     seed: seeds the data order and the random numbers used while training; the model is yours and
         built before this call, so seed before building it for a repeatable run.
 
@@ -96,7 +96,7 @@ def fit(model: torch.nn.Module, train_data: Any, val_data: Any = None, *, loss_f
         dataset=name, model=f"custom:{type(model).__name__}", epochs=epochs, batch_size=batch_size, lr=lr,
         optimizer=_label(optimizer), weight_decay=weight_decay, scheduler=_label(scheduler or "none"),
         monitor=monitor, mode=mode, early_stopping=early_stopping, grad_clip=grad_clip, accumulate=accumulate,
-        precision=str(precision), val_batch_size=val_batch_size, drop_last=drop_last, device=device, seed=seed,
+        precision=str(precision), compile=bool(compile), val_batch_size=val_batch_size, drop_last=drop_last, device=device, seed=seed,
         run_dir=run_dir, resume=resume, headless=bool(headless), hist_every=hist_every, log_every=log_every,
         loss=_label(loss_fn) if loss_fn is not None else "cross_entropy", metrics=tuple(metrics)), custom=True)
     from tuitrain.launch import run

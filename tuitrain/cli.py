@@ -178,6 +178,7 @@ def train_parser() -> argparse.ArgumentParser:
                    help="clip the gradient norm to X [off]")
     p.add_argument("--accumulate", type=_positive_int, default=1, metavar="N", help="batches per optimizer step [1]")
     p.add_argument("--precision", default="32", choices=PRECISIONS, metavar="P", help=f"{', '.join(PRECISIONS)} [32]")
+    p.add_argument("--compile", action="store_true", help="train through torch.compile (first steps compile) [off]")
     p.add_argument("--model-arg", type=_model_arg, action="append", default=[], metavar="KEY=VALUE",
                    help="keyword argument for a path.py:NAME model (repeatable; VALUE a Python literal)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps [auto]")
@@ -203,7 +204,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         headless=args.headless, log_every=args.log_every, hist_every=args.hist_every, limit=args.limit,
         weight_decay=args.weight_decay, scheduler=args.scheduler, monitor=args.monitor,
         early_stopping=args.early_stopping, grad_clip=args.grad_clip, accumulate=args.accumulate,
-        precision=args.precision, model_args=dict(args.model_arg),
+        precision=args.precision, model_args=dict(args.model_arg), compile=args.compile,
     )
     return validate(cfg)
 

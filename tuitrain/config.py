@@ -66,6 +66,9 @@ class TrainConfig:
     """Batches per optimizer step (gradient accumulation)."""
     precision: str = "32"
     """32, bf16-mixed (autocast to bfloat16) or 16-mixed (float16 with a GradScaler, CUDA only)."""
+    compile: bool = False
+    """Train through ``torch.compile(model)`` (kernels fused; the first steps pay the compilation;
+    evaluation, checkpoints and histograms use the model as it is)."""
     val_batch_size: int = 0
     """Batch size for validation; 0: the training batch size."""
     drop_last: bool = False

@@ -79,8 +79,9 @@ class DataSet:
 
     def train_batches(self, order: torch.Tensor, start: int, batch_size: int, steps: int):
         """(x, y) on the device for batches ``start``..``steps`` of the epoch's ``order``, by index."""
-        order = order.to(self.device)
         for b in range(start, steps):
+            if order.device != self.device:  # the first batch, and after a device switch mid-epoch
+                order = order.to(self.device)
             idx = order[b * batch_size : (b + 1) * batch_size]
             if self._train_f is not None:
                 yield self._train_f[idx], self.train_y[idx]

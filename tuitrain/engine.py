@@ -95,6 +95,13 @@ def available_devices() -> list[str]:
     return found
 
 
+def grad_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The global L2 norm of ``grads`` as a device tensor (no host sync); 0 without gradients."""
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+
+
 def resolve_device(name: str) -> torch.device:
     """auto picks CUDA, then MPS, then CPU; a device that does not exist is a UsageError."""
     present = available_devices()
@@ -148,6 +155,10 @@ class Engine:
         """Applies commands between steps (steering.py)."""
         self._epoch_started = 0.0
         self._paused_seconds = 0.0
+        self._grad_norm: torch.Tensor | None = None
+        """The gradient norm of the last measured optimizer step, on the device, for the next record."""
+        self._graphs = False
+        """Whether the model runs as CUDA graphs (--compile on CUDA): each step starts a new graph run."""
 
     @property
     def _is_main(self) -> bool:
@@ -204,6 +215,12 @@ class Engine:
             distributed.init(self.dist, self.device)
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
+        if cfg.compile:
+            # On CUDA, whole forward and backward passes replay as CUDA graphs: a small model's step
+            # is bound by kernel launches there. Accumulated gradients would outlive a graph's
+            # memory and DDP has its own hooks, so those compile without graphs.
+            self._graphs = self.device.type == "cuda" and cfg.accumulate == 1 and not self.dist
+            self.net = torch.compile(self.net, mode="reduce-overhead" if self._graphs else None)  # type: ignore[assignment]
 
     def _check_on_a_batch(self) -> None:
         """Run the model on two real samples: refuse ill-posed targets, and take the summary there."""
@@ -331,16 +348,19 @@ class Engine:
             st.step += 1
             if st.step == 1 or st.step % cfg.hist_every == 0 or st.batch == self.steps_per_epoch:
                 self._hist_due = True  # drawn after the optimizer step, while gradients exist
-            if st.batch % cfg.accumulate == 0 or st.batch == self.steps_per_epoch:
-                self.optimizer_step()
             # A record at least once a second, except in DDP, where every rank must log at the same step.
             late = not self.dist and self.window.elapsed > LOG_MAX_INTERVAL_S
-            if st.step % cfg.log_every == 0 or late:
+            record = st.step % cfg.log_every == 0 or late
+            if st.batch % cfg.accumulate == 0 or st.batch == self.steps_per_epoch:
+                self.optimizer_step(measure=record or st.batch == self.steps_per_epoch)
+            if record:
                 self._report_step()
 
     def training_step(self, batch: Any) -> None:
         """Forward, loss and backward of one batch; metrics added to the window on the device."""
         inputs, targets = self.task.split(batch)
+        if self._graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are consumed
         with self._autocast():
             outputs = forward(self.net, inputs)
             loss = self.task.loss(outputs, targets)
@@ -351,15 +371,18 @@ class Engine:
             correct = (primary(outputs).argmax(dim=1) == targets).sum()
         self.window.add(loss, batch_size_of(targets), correct)
 
-    def optimizer_step(self) -> None:
-        """Guard, clip, step, schedule. No host sync: the guard's flag stays on the device."""
+    def optimizer_step(self, measure: bool = False) -> None:
+        """Guard, clip, step, schedule. No host sync: the guard's flag stays on the device.
+        ``measure``: keep the gradient norm (on the device) for the next step record."""
         opt, cfg = self.optimizer, self.config
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         if self.scaler is not None:
             # Mixed fp16: the GradScaler owns overflow handling (inf gradients are expected there
             # and skip the step); the guard watches the loss alone.
             self.scaler.unscale_(opt)
-        elif grads:
+        if measure:
+            self._grad_norm = grad_norm(grads)  # before the guard and clipping: what the gradients were
+        if self.scaler is None and grads:
             # The divergence guard (AMP's mechanism): one fused check of every gradient sets found_inf
             # on the device; the fused optimizer skips its update when it is set; others get zeroed
             # gradients. Non-finite values never reach the weights; the flag is read with the next record.
@@ -387,6 +410,8 @@ class Engine:
     def end_epoch(self) -> None:
         """Validate, write the epoch's records, save last.pt (and best.pt), early-stop."""
         st, cfg = self.state, self.config
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # the epoch's time is the device's, not the launches'
         train_seconds = time.monotonic() - self._epoch_started - self._paused_seconds
         if self.window.count:
             self._report_step()
@@ -452,16 +477,18 @@ class Engine:
         return min(st.epoch + 1, self.config.epochs) if st.batch or st.epoch == 0 else max(st.epoch, 1)
 
     def _report_step(self) -> None:
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
+        norm = self._grad_norm
+        if norm is None:  # mid-accumulation: the gradients gathered so far
+            norm = grad_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+        self._grad_norm = None
         all_sum = distributed.window_sum(self.dist) if self.dist else None
-        loss_sum, correct, bad, grad_norm, count = self.window.read(norm, all_sum)
+        loss_sum, correct, bad, norm_read, count = self.window.read(norm, all_sum)
         count = max(count, 1)
         if bad or not math.isfinite(loss_sum):
-            self._nonfinite(loss_sum / count, grad_norm)
+            self._nonfinite(loss_sum / count, norm_read)
         extra = {"acc": correct / count} if self.task.classification else {}
         self.report(dict(records.step_record(step=self.state.step, epoch=self.state.epoch + 1, batch=self.state.batch,
-                                             loss=loss_sum / count, **extra, lr=self.lr, grad_norm=grad_norm,
+                                             loss=loss_sum / count, **extra, lr=self.lr, grad_norm=norm_read,
                                              samples_per_s=round(count / self.window.elapsed, 1))))
         self.window.reset()
 
