@@ -12,6 +12,8 @@ should a plotext release change the internals used here, it draws the slow way i
 
 from __future__ import annotations
 
+from typing import Any
+
 from plotext import _utility as plotext_utility
 from rich.segment import Segment
 from rich.style import Style
@@ -71,7 +73,7 @@ class FastPlot(PlotextPlot):
     def _build(self) -> list[Strip]:
         """Lay out and fill plotext's matrix as ``PlotextPlot.render`` does, then one strip per row."""
         width, height = self.size
-        plot = self.plt
+        plot: Any = self.plt  # plotext's figure: its private steps are not in textual-plotext's stubs
         plot.plotsize(width, height)
         plot._set_size(width, height)  # as PlotextPlot.render: plotsize alone does not always stick
         plot.theme(self._get_plotext_theme_name(self.app.theme))
