@@ -212,3 +212,22 @@ async def test_system_panel_grows_when_a_sample_wraps_longer():
         await pilot.pause()
         assert panel.size.height > height
         assert "went away" in str(panel.render())
+
+
+async def test_the_dashboard_clock_redraws_the_curves_and_the_status():
+    """One clock draws the panels that changed (status twice a second, curves every second)."""
+    from tuitrain.widgets.plot import FastPlot
+
+    backend = FakeBackend()
+    app = TuiTrainApp(backend)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await ready(pilot, app)
+        await pilot.pause(1.1)
+        plot = app.query_one("#loss", FastPlot)
+        before = plot.strips()
+        backend.push({"type": "step", "step": 160, "epoch": 2, "batch": 60, "loss": 9.5, "acc": 0.5, "lr": 0.001,
+                      "grad_norm": 1.0, "samples_per_s": 1234.0, "time": 0.0})
+        await pilot.pause(1.2)
+        assert plot.strips() is not before  # rebuilt by the clock, no explicit redraw
+        assert "9.5" in app.query_one("#numbers").render().plain
+        assert "step 160/300" in app.query_one(StatusLine).render().plain

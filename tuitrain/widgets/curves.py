@@ -21,7 +21,8 @@ from tuitrain.plotscale import compact, labels, log_ticks, nice_ticks, spike_cut
 from tuitrain.widgets.plot import FastPlot
 
 REDRAW_EVERY_S = 1.0
-"""Plots are redrawn at most this often: plotext is pure Python and shares the GIL with training."""
+"""Plots are redrawn at most this often: plotext is pure Python and shares the GIL with training.
+(On the dashboard, its clock calls :meth:`Curves.redraw_if_dirty`, in one frame with the other panels.)"""
 
 MARK_COLORS = {"pause": "orange", "lr": "magenta", "load": "cyan", "device": "green", "nonfinite": "red"}
 
@@ -78,9 +79,6 @@ class Curves(Vertical):
             yield FastPlot(id="acc")
             yield Static("waiting for the first step...", id="numbers")
 
-    def on_mount(self) -> None:
-        self.set_interval(REDRAW_EVERY_S, self._redraw_if_dirty)
-
     def configure(self, start: dict) -> None:
         """From the start event: what the second plot shows and which value is monitored."""
         metrics = [m for m in start.get("metrics") or [] if isinstance(m, str)]
@@ -118,7 +116,8 @@ class Curves(Vertical):
             self.markers.add(record["step"], kind, label)
             self._dirty = True
 
-    def _redraw_if_dirty(self) -> None:
+    def redraw_if_dirty(self) -> None:
+        """Redraw if a record came since the last draw (the dashboard's clock calls this)."""
         if self._dirty and self.display:
             self._dirty = False
             self.redraw()

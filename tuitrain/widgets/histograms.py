@@ -14,7 +14,8 @@ from tuitrain import fmt
 from tuitrain.widgets.plot import FastPlot
 
 REDRAW_EVERY_S = 2.0
-"""Histograms change slowly (one record every --hist-every steps): drawn at most this often."""
+"""Histograms change slowly (one record every --hist-every steps): drawn at most this often
+(on the dashboard, its clock calls :meth:`Histograms.redraw_if_dirty`)."""
 
 
 def count_ticks(top: float, most: int = 4) -> list[int]:
@@ -55,9 +56,6 @@ class Histograms(Vertical):
         """The layers of the newest record."""
         return self.record["layers"] if self.record else []
 
-    def on_mount(self) -> None:
-        self.set_interval(REDRAW_EVERY_S, self._redraw_if_dirty)
-
     def on_resize(self) -> None:
         self.redraw()  # the count ticks depend on the height
 
@@ -70,7 +68,8 @@ class Histograms(Vertical):
         if first:
             self.redraw()
 
-    def _redraw_if_dirty(self) -> None:
+    def redraw_if_dirty(self) -> None:
+        """Redraw if a record came since the last draw (the dashboard's clock calls this)."""
         # Hidden (narrow terminal, other view) or unchanged: nothing to draw.
         if self._dirty and self.display:
             self._dirty = False
