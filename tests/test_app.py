@@ -187,3 +187,47 @@ async def test_records_arriving_while_a_prompt_is_open():
         assert app.dashboard.query_one(StatusLine).state == "PAUSED"
         assert "PAUSED" in str(app.dashboard.query_one(StatusLine).render())  # redrawn behind the prompt
         await pilot.press("escape")
+
+
+async def test_system_panel_grows_when_a_sample_wraps_longer():
+    """A sample of the same shape is drawn without a layout (UI time); one whose lines wrap
+    differently gets one, so the panel's height always fits its text."""
+    backend = FakeBackend()
+    app = TuiTrainApp(backend)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await ready(pilot, app)
+        panel = app.query_one(SystemPanel)
+        sample = {"type": "system", "time": 2.0, "cpu_percent": [50.0, 50.0], "rss_mb": 800.0, "ram_used_mb": 4000.0,
+                  "ram_total_mb": 16000.0, "gpus": [], "gpu_note": "no GPU found"}
+        backend.push(sample)
+        await pilot.pause()
+        await pilot.pause()
+        height = panel.size.height
+        backend.push({**sample, "cpu_percent": [99.0, 12.0], "rss_mb": 900.0})  # same shape: same height
+        await pilot.pause()
+        await pilot.pause()
+        assert panel.size.height == height and "99" in str(panel.render())
+        backend.push({**sample, "gpu_note": "NVML error: " + "the driver went away " * 6})  # wraps over rows
+        await pilot.pause()
+        await pilot.pause()
+        assert panel.size.height > height
+        assert "went away" in str(panel.render())
+
+
+async def test_the_dashboard_clock_redraws_the_curves_and_the_status():
+    """One clock draws the panels that changed (status twice a second, curves every second)."""
+    from tuitrain.widgets.plot import FastPlot
+
+    backend = FakeBackend()
+    app = TuiTrainApp(backend)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await ready(pilot, app)
+        await pilot.pause(1.1)
+        plot = app.query_one("#loss", FastPlot)
+        before = plot.strips()
+        backend.push({"type": "step", "step": 160, "epoch": 2, "batch": 60, "loss": 9.5, "acc": 0.5, "lr": 0.001,
+                      "grad_norm": 1.0, "samples_per_s": 1234.0, "time": 0.0})
+        await pilot.pause(1.2)
+        assert plot.strips() is not before  # rebuilt by the clock, no explicit redraw
+        assert "9.5" in app.query_one("#numbers").render().plain
+        assert "step 160/300" in app.query_one(StatusLine).render().plain

@@ -127,6 +127,8 @@ async def test_watch_shows_the_latest_samples(tmp_path):
         gallery = app.dashboard.query_one(Gallery)
         await until(pilot, lambda: gallery.epoch == 2, "the latest samples")
         await pilot.pause()
-        assert len(app.dashboard.query(SampleCard)) == 5
+        assert not app.dashboard.query(SampleCard)  # the view is hidden: no cards mounted yet (UI time)
+        await pilot.press("c")
+        await until(pilot, lambda: len(app.dashboard.query(SampleCard)) == 5, "the cards, once the view is shown")
         assert app.dashboard.query_one(ClassesPanel).confusion.epoch == 1
         await pilot.press("q")

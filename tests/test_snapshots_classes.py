@@ -9,7 +9,7 @@ from tests.test_snapshots import _settle
 from tuitrain.app import TuiTrainApp
 from tuitrain.widgets.classes import ClassesPanel
 from tuitrain.widgets.curves import Curves
-from tuitrain.widgets.gallery import SampleCard
+from tuitrain.widgets.gallery import Gallery, SampleCard
 
 
 def _app(samples: int = 16) -> TuiTrainApp:
@@ -20,10 +20,14 @@ def _then(*keys: str):
     async def run_before(pilot) -> None:
         await _settle(pilot)
         for _ in range(50):
-            if pilot.app.dashboard.query_one(ClassesPanel).confusion and pilot.app.dashboard.query(SampleCard):
+            if pilot.app.dashboard.query_one(ClassesPanel).confusion and pilot.app.dashboard.query_one(Gallery).samples:
                 break
             await pilot.pause()
         await pilot.press(*keys)
+        for _ in range(50):  # the cards are mounted when the view is shown
+            await pilot.pause()
+            if pilot.app.dashboard.query(SampleCard):
+                break
         await pilot.pause()
 
     return run_before

@@ -14,14 +14,15 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.widgets import Static
-from textual_plotext import PlotextPlot
 
 from tuitrain import fmt
 from tuitrain.history import Markers, Series, smooth
 from tuitrain.plotscale import compact, labels, log_ticks, nice_ticks, spike_cut, without
+from tuitrain.widgets.plot import FastPlot
 
 REDRAW_EVERY_S = 1.0
-"""Plots are redrawn at most this often: plotext is pure Python and shares the GIL with training."""
+"""Plots are redrawn at most this often: plotext is pure Python and shares the GIL with training.
+(On the dashboard, its clock calls :meth:`Curves.redraw_if_dirty`, in one frame with the other panels.)"""
 
 MARK_COLORS = {"pause": "orange", "lr": "magenta", "load": "cyan", "device": "green", "nonfinite": "red"}
 
@@ -74,12 +75,9 @@ class Curves(Vertical):
 
     def compose(self) -> ComposeResult:
         with Horizontal():
-            yield PlotextPlot(id="loss")
-            yield PlotextPlot(id="acc")
+            yield FastPlot(id="loss")
+            yield FastPlot(id="acc")
             yield Static("waiting for the first step...", id="numbers")
-
-    def on_mount(self) -> None:
-        self.set_interval(REDRAW_EVERY_S, self._redraw_if_dirty)
 
     def configure(self, start: dict) -> None:
         """From the start event: what the second plot shows and which value is monitored."""
@@ -118,7 +116,8 @@ class Curves(Vertical):
             self.markers.add(record["step"], kind, label)
             self._dirty = True
 
-    def _redraw_if_dirty(self) -> None:
+    def redraw_if_dirty(self) -> None:
+        """Redraw if a record came since the last draw (the dashboard's clock calls this)."""
         if self._dirty and self.display:
             self._dirty = False
             self.redraw()
@@ -131,13 +130,13 @@ class Curves(Vertical):
 
     def redraw(self) -> None:
         """Draw both plots and the numbers from the history."""
-        self.spikes = self._draw(self.query_one("#loss", PlotextPlot), "loss", self.train_loss, self.val_loss,
+        self.spikes = self._draw(self.query_one("#loss", FastPlot), "loss", self.train_loss, self.val_loss,
                                  self.log_scale)
         title = {"acc": "accuracy", "": "no accuracy (fit: metrics=)"}.get(self.second, f"val {self.second}")
-        self._draw(self.query_one("#acc", PlotextPlot), title, self.train_acc, self.val_acc, False)
+        self._draw(self.query_one("#acc", FastPlot), title, self.train_acc, self.val_acc, False)
         self.query_one("#numbers", Static).update(self._numbers(), layout=False)  # fixed width
 
-    def _draw(self, plot: PlotextPlot, title: str, train: Series, val: Series, log: bool) -> list:
+    def _draw(self, plot: FastPlot, title: str, train: Series, val: Series, log: bool) -> list:
         """Draw one plot; returns the (x, y) points left off its y-range as spikes."""
         plt = plot.plt
         plt.clear_data()

@@ -9,6 +9,7 @@ from textual.screen import Screen
 from textual.widgets import Footer
 
 from tuitrain.runstate import RunState
+from tuitrain.widgets import curves, histograms
 from tuitrain.widgets.classes import ClassesPanel
 from tuitrain.widgets.curves import Curves
 from tuitrain.widgets.gallery import Gallery
@@ -41,6 +42,7 @@ class DashboardScreen(Screen[None]):
         self.view = 0
         """Index in VIEWS of the lower panel shown on a narrow terminal."""
         self._status_dirty = False
+        self._ticks = 0
 
     def compose(self) -> ComposeResult:
         yield StatusLine(self.run_dir, self.run, id="status")
@@ -60,7 +62,10 @@ class DashboardScreen(Screen[None]):
     def on_mount(self) -> None:
         for widget_id, title in TITLES.items():
             self.query_one(f"#{widget_id}").border_title = title
-        self.set_interval(STATUS_EVERY_S, self._refresh_status_if_dirty)
+        # One clock for all panels, so the status line, the curves and the histograms that change are
+        # drawn in one frame: each frame costs the UI thread (which shares the GIL and the cores with
+        # training) a few ms beyond its panels' own drawing.
+        self.set_interval(STATUS_EVERY_S, self._tick)
 
     def show(self, record: dict) -> None:
         """Hand one record to the panels that show it (call :meth:`status_changed` after a batch)."""
@@ -102,9 +107,14 @@ class DashboardScreen(Screen[None]):
         else:
             self._status_dirty = True  # metrics arrive many times a second; drawn a few times a second
 
-    def _refresh_status_if_dirty(self) -> None:
+    def _tick(self) -> None:
+        self._ticks += 1
         if self._status_dirty:
             self.status_changed(at_once=True)
+        if self._ticks % round(curves.REDRAW_EVERY_S / STATUS_EVERY_S) == 0:
+            self.query_one(Curves).redraw_if_dirty()
+        if self._ticks % round(histograms.REDRAW_EVERY_S / STATUS_EVERY_S) == 0:
+            self.query_one(Histograms).redraw_if_dirty()
 
     def cycle_view(self) -> None:
         """Show the next lower panel (on a narrow terminal; a wide one shows them all)."""

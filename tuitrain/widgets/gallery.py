@@ -82,6 +82,8 @@ class Gallery(Vertical):
         self.samples: list[Sample] = []
         """The samples shown (the latest record's usable items)."""
         self.epoch = 0
+        self._cards_stale = False
+        """A record came while the view was hidden: its cards are mounted when it is shown."""
 
     def compose(self) -> ComposeResult:
         yield Static(WAITING, id="gallery-note")
@@ -96,7 +98,20 @@ class Gallery(Vertical):
         self.epoch = record.get("epoch", 0) if isinstance(record.get("epoch"), int) else 0
         note = f"epoch {self.epoch}: the {len(samples)} most confidently wrong (true / predicted)"
         self.query_one("#gallery-note", Static).update(note if samples else f"epoch {self.epoch}: nothing wrong")
+        self._cards_stale = True
+        if self.is_on_screen:
+            self._mount_cards()
+        return True
+
+    def on_show(self) -> None:
+        """The classes view opened: the cards of the latest record, if they are not there yet."""
+        if self._cards_stale:
+            self._mount_cards()
+
+    def _mount_cards(self) -> None:
+        # Only while the view is shown: each epoch's 15 cards take the UI thread (which shares the GIL
+        # and the cores with training) 70 to 200 ms to mount, just as the next epoch starts training.
+        self._cards_stale = False
         grid = self.query_one("#gallery-grid", ItemGrid)
         grid.remove_children()
-        grid.mount_all(SampleCard(s) for s in samples)  # after the removal: Textual keeps the order
-        return True
+        grid.mount_all(SampleCard(s) for s in self.samples)  # after the removal: Textual keeps the order

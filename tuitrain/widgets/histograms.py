@@ -9,12 +9,13 @@ from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.reactive import reactive
 from textual.widgets import Static
-from textual_plotext import PlotextPlot
 
 from tuitrain import fmt
+from tuitrain.widgets.plot import FastPlot
 
 REDRAW_EVERY_S = 2.0
-"""Histograms change slowly (one record every --hist-every steps): drawn at most this often."""
+"""Histograms change slowly (one record every --hist-every steps): drawn at most this often
+(on the dashboard, its clock calls :meth:`Histograms.redraw_if_dirty`)."""
 
 
 def count_ticks(top: float, most: int = 4) -> list[int]:
@@ -47,16 +48,13 @@ class Histograms(Vertical):
     def compose(self) -> ComposeResult:
         yield Static("histograms: waiting for the first record...", id="hist-title")
         with Horizontal():
-            yield PlotextPlot(id="hist-w")
-            yield PlotextPlot(id="hist-g")
+            yield FastPlot(id="hist-w")
+            yield FastPlot(id="hist-g")
 
     @property
     def layer_list(self) -> list[dict]:
         """The layers of the newest record."""
         return self.record["layers"] if self.record else []
-
-    def on_mount(self) -> None:
-        self.set_interval(REDRAW_EVERY_S, self._redraw_if_dirty)
 
     def on_resize(self) -> None:
         self.redraw()  # the count ticks depend on the height
@@ -70,7 +68,8 @@ class Histograms(Vertical):
         if first:
             self.redraw()
 
-    def _redraw_if_dirty(self) -> None:
+    def redraw_if_dirty(self) -> None:
+        """Redraw if a record came since the last draw (the dashboard's clock calls this)."""
         # Hidden (narrow terminal, other view) or unchanged: nothing to draw.
         if self._dirty and self.display:
             self._dirty = False
@@ -98,11 +97,11 @@ class Histograms(Vertical):
         # The layer name comes from a record: inserted as $name, text and never markup.
         self.query_one("#hist-title", Static).update(Content.from_markup(title, name=str(layer["name"])),
                                                      layout=False)  # one line
-        self._draw(self.query_one("#hist-w", PlotextPlot), "weights", w, "blue")
-        self._draw(self.query_one("#hist-g", PlotextPlot), "gradients", g, "orange")
+        self._draw(self.query_one("#hist-w", FastPlot), "weights", w, "blue")
+        self._draw(self.query_one("#hist-g", FastPlot), "gradients", g, "orange")
 
     @staticmethod
-    def _draw(plot: PlotextPlot, title: str, hist: dict | None, color: str) -> None:
+    def _draw(plot: FastPlot, title: str, hist: dict | None, color: str) -> None:
         plt = plot.plt
         plt.clear_data()
         plt.clear_figure()

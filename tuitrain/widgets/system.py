@@ -22,6 +22,8 @@ class SystemPanel(Static):
         super().__init__(*args, **kwargs)
         self.sampled = False
         """Whether a system record has been shown."""
+        self._shape: tuple[int, ...] = ()
+        """Cell length of each line shown: a sample of the same shape wraps the same, so needs no layout."""
 
     def run_ended(self) -> None:
         """The run ended: if it never sent a sample (it lasted under one interval), say so."""
@@ -56,4 +58,10 @@ class SystemPanel(Static):
             lines.append(f"[b]GPU{gpu['index']}[/b] ${next(reversed(names))}  {' '.join(extras)}")
             lines.append(f"  util {bar(gpu['util_percent'] / 100)} {gpu['util_percent']:3.0f}%")
             lines.append(f"  mem  {bar(mem_frac)} {gpu['mem_used_mb'] / 1024:.1f}/{gpu['mem_total_mb'] / 1024:.1f} GiB")
-        self.update(Content.from_markup("\n".join(lines), **names))
+        content = Content.from_markup("\n".join(lines), **names)
+        # A sample every 2 s: a layout of the screen costs the UI thread (which shares the GIL and the
+        # cores with training) about 8 ms, and this panel (height auto) only needs one when its height
+        # can change: lines of other lengths may wrap otherwise.
+        shape = tuple(map(len, content.plain.split("\n")))
+        self.update(content, layout=shape != self._shape)
+        self._shape = shape
