@@ -78,3 +78,21 @@ def test_reader_tolerates_partial_last_line(tmp_path):
         fh.write('ep": 3}\n{"type": "epoch"}\n')
     assert [r["type"] for r in follower.poll()] == ["step", "epoch"]
     assert follower.poll() == []
+
+
+def test_histogram_counts_stay_exact_past_float32s_whole_numbers():
+    # A bin holding 2**24 + 1 values: a float32 count read 2**24 (the counts no longer summed to numel).
+    import torch
+
+    from tuitrain.evaluation import histograms
+
+    n = 2**24 + 2
+    weights = torch.zeros(n)
+    weights[0] = 1.0
+    model = torch.nn.Module()
+    model.p = torch.nn.Parameter(weights, requires_grad=False)
+    entry = histograms(model)[0]["w"]
+    assert entry["counts"][0] == n - 1 and entry["counts"][-1] == 1 and sum(entry["counts"]) == n
+    for values in ([2.0], [0.3] * 7, [1.0, float("nan"), 2.0], [1.0, float("inf"), -float("inf")]):
+        model.p = torch.nn.Parameter(torch.tensor(values), requires_grad=False)
+        assert sum(histograms(model)[0]["w"]["counts"]) == len(values)  # every value in some bin

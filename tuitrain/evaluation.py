@@ -95,7 +95,8 @@ def histograms(model: torch.nn.Module) -> list[dict]:
             lo, hi = flat.min(), flat.max()
             counts = _histc(flat, lo, hi)
             stats = torch.stack([lo, hi, flat.norm(), flat.sum(), flat.square().sum()])
-            parts.append(torch.cat([stats, counts]))
+            # float64: a float32 count is exact only up to 2**24 (a bin of a large layer rounded off).
+            parts.append(torch.cat([stats.double(), counts.double()]))
             names.append((name, kind))
     if not parts:
         return []
@@ -113,4 +114,4 @@ def _histc(flat: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tens
     span = (hi - lo).clamp_min(1e-12)
     idx = ((flat - lo) / span * HIST_BINS).long().clamp_(0, HIST_BINS - 1)
     counts = torch.zeros(HIST_BINS, dtype=torch.long, device=flat.device)
-    return counts.scatter_add_(0, idx, torch.ones_like(idx)).float()
+    return counts.scatter_add_(0, idx, torch.ones_like(idx))
