@@ -125,3 +125,24 @@ def test_step_records_carry_the_real_gradient_norm(small_config, accumulate):
     norms = [r["grad_norm"] for r in run.records if r.get("type") == "step"]
     assert len(norms) >= 4 and all(math.isfinite(n) and n > 0 for n in norms), norms
     assert max(norms) < 1e3
+
+
+def test_a_compile_failure_is_one_line_that_names_compile(small_config, monkeypatch, capsys):
+    from tuitrain.launch import run
+
+    class InvalidCxxCompiler(RuntimeError):
+        """As torch._inductor raises it when no C++ compiler works."""
+
+    InvalidCxxCompiler.__module__ = "torch._inductor.exc"
+
+    def broken(model, **kwargs):
+        def forward(*args, **kw):
+            raise InvalidCxxCompiler("No working C++ compiler found\n\nSet TORCHDYNAMO_VERBOSE=1 for more")
+        return forward
+
+    monkeypatch.setattr(torch, "compile", broken)
+    result = run(small_config(compile=True), ui="headless", show_traceback=True)
+    assert result.status == "failed" and result.exit_code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "TORCHDYNAMO" not in err
+    assert "--compile failed (InvalidCxxCompiler: No working C++ compiler found); run without --compile" in err

@@ -44,6 +44,19 @@ def test_sweep_bad_value_is_exit_2_before_any_run(tmp_path, capsys):
     assert main(["sweep", "synthetic", "--sweep-dir", str(tmp_path / "s")]) == 2
 
 
+def test_sweep_compile_applies_to_every_run(tmp_path, monkeypatch):
+    seen = []
+
+    def fake_run_sweep(base, grid, sweep_dir, train):
+        seen.append((base, grid))
+        return 0
+
+    monkeypatch.setattr("tuitrain.sweep.run_sweep", fake_run_sweep)
+    assert main(["sweep", "synthetic", "--lr", "0.01,0.001", "--compile", "--sweep-dir", str(tmp_path / "s")]) == 0
+    (base, grid), = seen
+    assert base.compile is True and grid == {"lr": [0.01, 0.001]}
+
+
 def test_tensorboard_events_read_back(small_config):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -278,6 +278,7 @@ def cmd_sweep(argv: list[str]) -> int:
     p.add_argument("--device", default="auto", help="[auto]")
     p.add_argument("--data-dir", default=None, help=f"[{default_data_dir()}]")
     p.add_argument("--sweep-dir", default="", help="[runs/sweep-DATASET-YYYYmmdd-HHMMSS]")
+    p.add_argument("--compile", action="store_true", help="every run through torch.compile [off]")
     p.add_argument("--limit", type=_positive_int, default=0, metavar="N",
                    help="use only the first N training samples and N/5 validation samples [all]")
     args = p.parse_args(argv)
@@ -296,7 +297,7 @@ def cmd_sweep(argv: list[str]) -> int:
     if not grid:
         raise UsageError("give at least one option with values to sweep, e.g. --lr 0.01,0.001")
     base = TrainConfig(dataset=args.dataset, device=args.device, data_dir=args.data_dir or default_data_dir(),
-                       limit=args.limit, headless=True, run_dir="unused")
+                       limit=args.limit, headless=True, run_dir="unused", compile=args.compile)
     sweep_dir = Path(args.sweep_dir or f"runs/sweep-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
     return run_sweep(base, grid, sweep_dir, train_headless)
 

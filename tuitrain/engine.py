@@ -95,6 +95,17 @@ def available_devices() -> list[str]:
     return found
 
 
+def compiler_error(exc: BaseException) -> bool:
+    """Whether ``exc`` came from torch.compile's machinery (no C++ compiler, an unsupported
+    construct...) rather than from the user's code running as it is."""
+    return type(exc).__module__.startswith(("torch._dynamo", "torch._inductor"))
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception's message."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+
+
 def grad_norm(grads: list[torch.Tensor]) -> torch.Tensor:
     """The global L2 norm of ``grads`` as a device tensor (no host sync); 0 without gradients."""
     if not grads:
@@ -289,10 +300,13 @@ class Engine:
             self.stop_reason = "interrupt"
         except Exception as exc:  # user code or torch: record where, keep what was saved
             self.error = exc
-            self._event("error", ok=False, reason=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+            reason = f"{type(exc).__name__}: {exc}"
+            if cfg.compile and compiler_error(exc):
+                reason = f"--compile failed ({type(exc).__name__}: {first_line(exc)}); run without --compile"
+            self._event("error", ok=False, reason=reason, traceback=traceback.format_exc())
             self._event("end", status="failed", best_val_acc=st.best_val_acc, epochs_done=st.epoch)
             self._leave_group()
-            return self._result("failed", f"{type(exc).__name__}: {exc}")
+            return self._result("failed", reason)
         if self.stop_reason == "nonfinite":
             self._save_quietly("last.pt")  # refused if the weights are not finite: the old file stays
             self._event("end", status="failed", best_val_acc=st.best_val_acc, epochs_done=st.epoch)

@@ -26,6 +26,7 @@ def run(config: TrainConfig, ui: UI = "auto", *, model=None, dataset=None, task=
     ``show_traceback``: print the frames of user code of a failure before the final line (the CLI;
     ``fit`` re-raises the exception instead).
     """
+    from tuitrain.engine import compiler_error
     from tuitrain.progress import Progress, final_line
     from tuitrain.session import Session
 
@@ -65,8 +66,9 @@ def run(config: TrainConfig, ui: UI = "auto", *, model=None, dataset=None, task=
         with _signals(session, app):
             session.open_run_dir()
             app.run()
-    if show_traceback and session.result is not None and session.result.error is not None:
-        print(user_traceback(session.result.error), file=sys.stderr)
+    error = session.result.error if session.result is not None else None
+    if show_traceback and error is not None and not (config.compile and compiler_error(error)):
+        print(user_traceback(error), file=sys.stderr)  # a --compile failure is the final line alone
     print(final_line(session.result, config.run_dir), file=sys.stderr)
     if session.result is None:  # the app itself crashed before training ended; Textual printed why
         from tuitrain.engine import Result
