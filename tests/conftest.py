@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import queue
 import struct
 import threading
@@ -11,6 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
+
+# CI (and any plain `pytest`) runs Hypothesis derandomized: a landing never turns on a random seed.
+# Explore with random seeds while developing: HYPOTHESIS_PROFILE=explore python -m pytest ...
+# (a failure found there is a bug: fix it and keep the example with @example).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def write_idx(path: Path, array: torch.Tensor) -> None:

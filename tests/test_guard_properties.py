@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.test_guard_checkpoints import _same
@@ -259,6 +259,9 @@ byte_edits = st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(edits=byte_edits, cut=st.none() | st.floats(0, 1), insert=st.none() | st.tuples(st.floats(0, 1), st.binary(min_size=1, max_size=8)))
+# Found by Hypothesis: the ZIP64 end-of-central-directory locator's "total number of disks" byte set
+# to 2 made zipfile.is_zipfile raise BadZipFile instead of answering False (torch 2.15's file layout).
+@example(edits=[(0.9988503155996393, 2)], cut=None, insert=None)
 def test_a_damaged_lone_file_is_refused_or_loads_exactly_the_original(valid, edits, cut, insert):
     """No .sha256 beside it: the CRC-32s, the sizes and torch's own parse must catch every change
     that matters; a change that passes must be one that changed nothing loaded."""
@@ -280,6 +283,21 @@ def test_a_damaged_lone_file_is_refused_or_loads_exactly_the_original(valid, edi
             assert "\n" not in str(exc)
             return
     assert _same(loaded, payload)
+
+
+def test_a_zip64_locator_naming_several_disks_is_refused(valid):
+    """The Hypothesis example above, found by position rather than by fraction (file layouts change
+    with torch versions): zipfile raises BadZipFile there, which must become a CheckpointError."""
+    model, _, _, original = valid
+    data = bytearray(original)
+    locator = data.rfind(b"PK\x06\x07")
+    assert locator > 0
+    data[locator + 16] = 2  # total number of disks
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "disks.pt"
+        path.write_bytes(bytes(data))
+        with pytest.raises(CheckpointError, match="truncated or not a PyTorch file"):
+            checkpoints.load_checkpoint(path, max_bytes=checkpoints.size_bound(model))
 
 
 # ----------------------------------------------------------------- status.json / config.json

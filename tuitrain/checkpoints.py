@@ -158,7 +158,11 @@ def _read_bounded(path: Path, max_bytes: int) -> bytes:
 def _check_archive(path: Path, data: bytes, max_bytes: int) -> None:
     """torch's zip archive: what it is when it is not one; the record sizes its directory declares
     against ``max_bytes`` (torch allocates what they say); every record's CRC-32."""
-    if not zipfile.is_zipfile(io.BytesIO(data)):
+    try:
+        is_zip = zipfile.is_zipfile(io.BytesIO(data))
+    except Exception as exc:  # is_zipfile raises on some damaged directories (a ZIP64 locator naming several disks)
+        raise CheckpointError(f"checkpoint {path} is truncated or not a PyTorch file ({_one_line(exc)})") from None
+    if not is_zip:
         if data[:1] == b"\x80":
             raise CheckpointError(f"checkpoint {path} is a raw pickle file (pickle.dump, or torch.save's legacy "
                                   f"format), not torch's zip format; load it and torch.save it again")
