@@ -54,7 +54,8 @@ BAD_VALUES = [
     (["--monitor", "val_acc\n"], "control characters"),
     (["--accumulate", str(10**23)], "--accumulate"),  # used to overflow in the first step
     (["--resume", "9" * 5000], "longer than 4096 bytes"),
-    (["--model-arg", "x=("], "built-in mlp takes none"),
+    (["--model-arg", "x=("], "not a Python literal"),
+    (["--model", "net.py:Net", "--model-arg", "x=three"], "quote it: --model-arg \"x='three'\""),  # issue 24
     (["--model-arg", "x=1"], "built-in mlp takes none"),
     (["--model-arg", "1x=2"], "KEY=VALUE"),
     (["--model", "net.py:Net", "--model-arg", "x={(1, 2): 3}"], "config.json"),

@@ -14,14 +14,16 @@ Everything the CLI gives applies: the live dashboard on a terminal (headless oth
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
-from tuitrain.config import TrainConfig, validate
+from tuitrain.config import OPTIONS, TrainConfig, validate
 from tuitrain.data import TensorData, UserData
 from tuitrain.errors import UsageError
+from tuitrain.options import SAME
 from tuitrain.task import Task, default_batch_fn, forward, metric_names_clash, primary, to_device
 
 
@@ -50,38 +52,29 @@ def fit(model: torch.nn.Module, train_data: Any, val_data: Any = None, *, loss_f
         keys. Inputs that are a tuple or dict are passed as ``*args``/``**kwargs``. Outputs that
         are a tuple use element 0, a dict its ``logits``, for the default loss, accuracy, metrics
         and predictions; ``loss_fn`` gets them as they are.
-    optimizer: a name (adam, adamw, sgd, rmsprop, adadelta, adagrad, nadam, radam, adamax), an
-        Optimizer over ``model``'s parameters, or ``params -> Optimizer``. weight_decay: for names.
-    scheduler: none, step, cosine, onecycle, plateau, or ``optimizer -> scheduler`` (any torch LR
-        scheduler; OneCycleLR/CyclicLR step per optimizer step, others per epoch, ReduceLROnPlateau
-        with the monitored value). Its state is in checkpoints. A manual LR change (``r``,
-        ``tuitrain ctl lr``) rescales the schedule from the new value.
-    monitor / mode: val_loss, val_acc or val_<metric> (default val_acc for the default loss, else
-        val_loss); mode min/max inferred. Picks best.pt, drives early stopping and plateau.
-    early_stopping: stop after N epochs without improvement (an ``early_stop`` event; status done).
     restore_best: the model ends with best.pt's weights, in eval mode.
-    grad_clip, accumulate (batches per optimizer step), precision (32, bf16-mixed, 16-mixed on
-    CUDA), compile (train through ``torch.compile``), val_batch_size (default: batch_size), collate_fn, drop_last, num_workers.
-    seed: seeds the data order and the random numbers used while training; the model is yours and
-        built before this call, so seed before building it for a repeatable run.
+    collate_fn, num_workers: for the DataLoader that reads a Dataset (not tensors).
+    name: the data's label in config.json and the run directory's name. classes: the class names
+        the dashboard shows.
 
     An exception in your code (model, loss, metric, dataset) is written with its traceback to the
     run's ``error`` event, then re-raised here (same type, same traceback).
+
+    The settings, as ``tuitrain --help`` and config.json have them (config.py declares them):
     """
+    given = dict(locals())  # the arguments by name: the settings are read from here, not listed again
     if not isinstance(model, torch.nn.Module):
         raise UsageError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     metrics = dict(metrics or {})
     metric_names_clash(metrics)
     train, loader_opts = _as_data(train_data, "train_data")
-    batch_size = loader_opts.get("batch_size", batch_size)
-    collate_fn = collate_fn or loader_opts.get("collate_fn")
-    drop_last = drop_last or loader_opts.get("drop_last", False)
     if val_data is None:
         train, val = _hold_out(train, seed)
     else:
         val, _ = _as_data(val_data, "val_data")
     if isinstance(train, tuple) != isinstance(val, tuple):
         train, val = [_as_dataset(d) for d in (train, val)]
+    collate_fn = collate_fn or loader_opts.get("collate_fn")
     if isinstance(train, tuple):
         dataset: Any = TensorData(name, train, val, list(classes or []))
     else:
@@ -92,13 +85,13 @@ def fit(model: torch.nn.Module, train_data: Any, val_data: Any = None, *, loss_f
                 classes=list(classes or []))
     if isinstance(optimizer, torch.optim.Optimizer):
         _check_optimizer_params(optimizer, model)
-    cfg = validate(TrainConfig(
-        dataset=name, model=f"custom:{type(model).__name__}", epochs=epochs, batch_size=batch_size, lr=lr,
-        optimizer=_label(optimizer), weight_decay=weight_decay, scheduler=_label(scheduler or "none"),
-        monitor=monitor, mode=mode, early_stopping=early_stopping, grad_clip=grad_clip, accumulate=accumulate,
-        precision=str(precision), compile=bool(compile), val_batch_size=val_batch_size, drop_last=drop_last, device=device, seed=seed,
-        run_dir=run_dir, resume=resume, headless=bool(headless), hist_every=hist_every, log_every=log_every,
-        loss=_label(loss_fn) if loss_fn is not None else "cross_entropy", metrics=tuple(metrics)), custom=True)
+    settings = {n: opt.from_fit(given[n]) for n, opt in OPTIONS.items() if opt.fit == SAME}
+    settings.update(  # the settings that fit takes as objects, or a DataLoader gives
+        dataset=name, model=f"custom:{type(model).__name__}", optimizer=_label(optimizer),
+        scheduler=_label(scheduler or "none"), loss=_label(loss_fn) if loss_fn is not None else "cross_entropy",
+        metrics=tuple(metrics), batch_size=loader_opts.get("batch_size", batch_size),
+        drop_last=drop_last or loader_opts.get("drop_last", False))
+    cfg = validate(TrainConfig(**settings), custom=True)
     from tuitrain.launch import run
 
     ui = "auto" if headless is None else ("headless" if headless else "dashboard")
@@ -112,6 +105,24 @@ def fit(model: torch.nn.Module, train_data: Any, val_data: Any = None, *, loss_f
     if result.error is not None:
         raise result.error  # the user's exception, its traceback intact (also in metrics.jsonl)
     return result
+
+
+FIT_ONLY = ("train_data", "val_data", "batch_fn", "collate_fn", "num_workers", "restore_best", "classes")
+"""fit's arguments that are no setting (no TrainConfig field): data, callables and what becomes of
+the model, documented in fit's docstring. The others are fields' (``Option.fit``); a test holds
+fit's signature to the two."""
+
+
+def _document_settings() -> None:
+    """Append each setting fit takes, in the words config.py declares it with, to fit's docstring."""
+    if fit.__doc__ is None:  # python -OO
+        return
+    lines = [textwrap.fill(f"{name}: {opt.fit_doc or opt.doc}", 100, initial_indent="    ",
+                           subsequent_indent="        ") for name, opt in OPTIONS.items() if opt.fit == SAME]
+    fit.__doc__ = fit.__doc__.rstrip(" ") + "\n".join(lines) + "\n"
+
+
+_document_settings()
 
 
 @torch.inference_mode()

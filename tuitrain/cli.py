@@ -12,20 +12,13 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from tuitrain import __version__
-from tuitrain.config import (
-    DATASETS,
-    MODELS,
-    OPTIMIZERS,
-    PRECISIONS,
-    SCHEDULERS,
-    TrainConfig,
-    default_data_dir,
-    validate,
-)
+from tuitrain.config import DATASETS, MODELS, OPTIONS, TrainConfig, validate
 from tuitrain.errors import UsageError
 from tuitrain.keys import key_line
+from tuitrain.options import Option
 from tuitrain.records import EXIT_FAILED, EXIT_OK, EXIT_SIGNALS, EXIT_USAGE
 
 EXIT_INTERRUPTED = EXIT_SIGNALS["interrupt"]
@@ -88,125 +81,58 @@ class _Parser(argparse.ArgumentParser):
         return ""
 
 
-def _sweep_hint(text: str, option: str = "") -> str:
-    """The refusal of a comma-separated value where one is expected, pointing to ``tuitrain sweep``."""
-    example = f"`tuitrain sweep DATASET {option} {text}`" if option else "`tuitrain sweep DATASET ...`"
-    return f"one value per run, got {text!r}; {example} trains one run per comma-separated value"
+def _typed(opt: Option) -> Callable[[str], Any]:
+    """``opt.parse`` for argparse: its refusal becomes argparse's one line (``argument --lr: ...``)."""
+
+    def convert(text: str) -> Any:
+        try:
+            return opt.parse(text)
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
 
 
-def _whole(text: str, minimum: int) -> int:
-    """A whole number of at least ``minimum``, or argparse's one-line refusal."""
-    try:
-        value = int(text)
-    except ValueError:
-        if "," in text:
-            raise argparse.ArgumentTypeError(_sweep_hint(text)) from None
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {value}" if minimum == 1 else
-                                         f"must be {minimum} or more, got {value}")
-    return value
+def _help(opt: Option) -> str:
+    """The option's --help line with its default in brackets (argparse %-formats help: % doubled)."""
+    shown = opt.shown_default()
+    return (f"{opt.help} [{shown}]" if shown else opt.help).replace("%", "%%")
 
 
-def _positive_int(text: str) -> int:
-    return _whole(text, 1)
-
-
-def _non_negative_int(text: str) -> int:
-    return _whole(text, 0)
-
-
-def _non_negative_float(text: str) -> float:
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number, 0 or more, got {text!r}")
-    return value
-
-
-def _model_arg(text: str) -> tuple[str, object]:
-    """KEY=VALUE with VALUE a Python literal (plain text when it is not one)."""
-    import ast
-
-    key, sep, value = text.partition("=")
-    if not sep or not key.isidentifier():
-        raise argparse.ArgumentTypeError(f"must be KEY=VALUE with KEY a Python name, got {text!r}")
-    try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        return key, value
-
-
-def _lr(text: str) -> float:
-    from tuitrain.config import parse_lr
-
-    if "," in text:
-        raise argparse.ArgumentTypeError(_sweep_hint(text, "--lr"))
-    try:
-        return parse_lr(text)
-    except UsageError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def add_option(p: argparse.ArgumentParser, opt: Option, values: bool = False) -> None:
+    """``opt`` as declared, or (``values``) as comma-separated values to sweep. Nothing is stored for
+    an option not given (argparse.SUPPRESS): the field's own default applies, declared once."""
+    if not opt.flag.startswith("-"):
+        p.add_argument(opt.name, metavar=opt.flag, type=_typed(opt), help=opt.help)
+    elif values:
+        p.add_argument(opt.flag, dest=opt.name, metavar="V1,V2,...", default=argparse.SUPPRESS, help=_help(opt))
+    elif opt.action == "store_true":
+        p.add_argument(opt.flag, dest=opt.name, action="store_true", default=argparse.SUPPRESS, help=_help(opt))
+    else:
+        p.add_argument(opt.flag, dest=opt.name, action=opt.action, type=_typed(opt), metavar=opt.metavar,
+                       default=argparse.SUPPRESS, help=_help(opt))
 
 
 def train_parser() -> argparse.ArgumentParser:
-    """The parser for ``tuitrain DATASET [options]``."""
+    """The parser for ``tuitrain DATASET [options]``: every TrainConfig field on the command line."""
     p = _Parser(
         prog="tuitrain",
         description="Train a PyTorch model with a live terminal dashboard you can steer.",
         epilog=COMMANDS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("dataset", metavar="DATASET", help=f"one of {', '.join(DATASETS)}")
-    p.add_argument("--model", default="cnn", help=f"{', '.join(MODELS)} or path/to/file.py:ClassName [cnn]")
-    p.add_argument("--epochs", type=_positive_int, default=10, help="total epochs [10]")
-    p.add_argument("--batch-size", type=_positive_int, default=100, help="samples per step [100]")
-    p.add_argument("--lr", type=_lr, default=0.001, help="learning rate [0.001]")
-    p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS, metavar="O",
-                   help=f"{', '.join(OPTIMIZERS)} [adam]")
-    p.add_argument("--weight-decay", type=_non_negative_float, default=0.0, help="weight decay [0]")
-    p.add_argument("--scheduler", default="none", choices=SCHEDULERS, metavar="S",
-                   help=f"LR schedule: {', '.join(SCHEDULERS)} [none]")
-    p.add_argument("--monitor", default="", help="val_loss or val_acc: picks best.pt, drives early stopping "
-                   "and plateau [val_acc]")
-    p.add_argument("--early-stopping", type=_non_negative_int, default=0, metavar="N",
-                   help="stop after N epochs without improvement of the monitor [off]")
-    p.add_argument("--grad-clip", type=_non_negative_float, default=0.0, metavar="X",
-                   help="clip the gradient norm to X [off]")
-    p.add_argument("--accumulate", type=_positive_int, default=1, metavar="N", help="batches per optimizer step [1]")
-    p.add_argument("--precision", default="32", choices=PRECISIONS, metavar="P", help=f"{', '.join(PRECISIONS)} [32]")
-    p.add_argument("--compile", action="store_true", help="train through torch.compile (first steps compile) [off]")
-    p.add_argument("--model-arg", type=_model_arg, action="append", default=[], metavar="KEY=VALUE",
-                   help="keyword argument for a path.py:NAME model (repeatable; VALUE a Python literal)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps [auto]")
-    p.add_argument("--seed", type=int, default=0, help="seed for init and data order [0]")
-    p.add_argument("--data-dir", default=None, help=f"data folder, torchvision layout [{default_data_dir()}]")
-    p.add_argument("--run-dir", default="", help="where to write [runs/DATASET-MODEL-YYYYmmdd-HHMMSS]")
-    p.add_argument("--resume", default="", metavar="PATH", help="continue from a checkpoint")
-    p.add_argument("--headless", action="store_true", help="no dashboard; progress on stderr")
-    p.add_argument("--log-every", type=_positive_int, default=20, help="steps between step records [20]")
-    p.add_argument("--hist-every", type=_positive_int, default=200, help="steps between histograms [200]")
-    p.add_argument("--limit", type=_positive_int, default=0, metavar="N",
-                   help="use only the first N training samples and N/5 validation samples [all]")
+    for opt in OPTIONS.values():
+        if opt.cli:
+            add_option(p, opt)
     p.add_argument("--version", action="version", version=f"tuitrain {__version__}")
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Build and validate the TrainConfig (shared by train, sweep and tests)."""
-    cfg = TrainConfig(
-        dataset=args.dataset, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, optimizer=args.optimizer, device=args.device, seed=args.seed,
-        data_dir=args.data_dir or default_data_dir(), run_dir=args.run_dir, resume=args.resume,
-        headless=args.headless, log_every=args.log_every, hist_every=args.hist_every, limit=args.limit,
-        weight_decay=args.weight_decay, scheduler=args.scheduler, monitor=args.monitor,
-        early_stopping=args.early_stopping, grad_clip=args.grad_clip, accumulate=args.accumulate,
-        precision=args.precision, model_args=dict(args.model_arg), compile=args.compile,
-    )
-    return validate(cfg)
+    """Build and validate the TrainConfig (shared by train, sweep and tests): the options given,
+    the fields' defaults for the rest."""
+    given = {name: OPTIONS[name].collect(value) for name, value in vars(args).items() if name in OPTIONS}
+    return validate(TrainConfig(**given))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,9 +183,8 @@ def train_headless(cfg: TrainConfig):
 
 
 SWEEPABLE: dict[str, Callable[[str], object]] = {
-    "lr": _lr, "batch_size": _positive_int, "epochs": _positive_int, "optimizer": str, "model": str, "seed": int,
-    "weight_decay": _non_negative_float, "scheduler": str, "grad_clip": _non_negative_float,
-    "accumulate": _positive_int, "precision": str, "early_stopping": _non_negative_int}
+    name: opt.parse for name, opt in OPTIONS.items() if opt.sweep == "values"}
+"""The options ``tuitrain sweep`` takes comma-separated values of, and how each value is read."""
 
 
 def cmd_sweep(argv: list[str]) -> int:
@@ -272,34 +197,29 @@ def cmd_sweep(argv: list[str]) -> int:
     p = _Parser(prog="tuitrain sweep", description="Train every combination of comma-separated option values, "
                 "one run after another (headless), then print a table sorted by val_acc and write "
                 "results.csv and results.json in the sweep folder.")
-    p.add_argument("dataset", metavar="DATASET", help=f"one of {', '.join(DATASETS)}")
-    for name in SWEEPABLE:
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, metavar="V1,V2,...")
-    p.add_argument("--device", default="auto", help="[auto]")
-    p.add_argument("--data-dir", default=None, help=f"[{default_data_dir()}]")
-    p.add_argument("--sweep-dir", default="", help="[runs/sweep-DATASET-YYYYmmdd-HHMMSS]")
-    p.add_argument("--compile", action="store_true", help="every run through torch.compile [off]")
-    p.add_argument("--limit", type=_positive_int, default=0, metavar="N",
-                   help="use only the first N training samples and N/5 validation samples [all]")
-    args = p.parse_args(argv)
-    grid: dict[str, list] = {}
-    for name, convert in SWEEPABLE.items():
-        text = getattr(args, name)
-        if text is None:
-            continue
-        values = []
-        for item in text.split(","):
-            try:
-                values.append(convert(item.strip()))
-            except (argparse.ArgumentTypeError, ValueError) as exc:
-                raise UsageError(f"--{name.replace('_', '-')}: {exc}") from None
-        grid[name] = values
+    for opt in OPTIONS.values():
+        if opt.sweep:
+            add_option(p, opt, values=opt.sweep == "values")
+    p.add_argument("--sweep-dir", default="", metavar="DIR",
+                   help="the folder of the runs and results [runs/sweep-DATASET-YYYYmmdd-HHMMSS]")
+    args = vars(p.parse_args(argv))
+    sweep_dir = Path(args.pop("sweep_dir") or f"runs/sweep-{args['dataset']}-{time.strftime('%Y%m%d-%H%M%S')}")
+    # Only what was given is in args, in the order it was given (argparse sets each option as it
+    # meets it): the grid, its runs' names and the results' columns follow the command line.
+    grid = {name: _values(name, text) for name, text in args.items() if name in SWEEPABLE}
     if not grid:
         raise UsageError("give at least one option with values to sweep, e.g. --lr 0.01,0.001")
-    base = TrainConfig(dataset=args.dataset, device=args.device, data_dir=args.data_dir or default_data_dir(),
-                       limit=args.limit, headless=True, run_dir="unused", compile=args.compile)
-    sweep_dir = Path(args.sweep_dir or f"runs/sweep-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    one = {name: OPTIONS[name].collect(value) for name, value in args.items() if name not in SWEEPABLE}
+    base = TrainConfig(**one, headless=True, run_dir="unused")
     return run_sweep(base, grid, sweep_dir, train_headless)
+
+
+def _values(name: str, text: str) -> list:
+    """The comma-separated values of a swept option, each read as the option reads one."""
+    try:
+        return [SWEEPABLE[name](item.strip()) for item in text.split(",")]
+    except UsageError as exc:
+        raise UsageError(f"{OPTIONS[name].flag}: {exc}") from None
 
 
 def cmd_summary(argv: list[str]) -> int:
