@@ -81,6 +81,12 @@ class _Parser(argparse.ArgumentParser):
         return ""
 
 
+LAUNCH_OPTIONS: dict[str, Option] = {}
+"""Options of ``tuitrain DATASET`` that change how the run is launched, not the run (no TrainConfig
+field, not in config.json), declared as the fields declare theirs: ``{"detach": Flag(...).bound(
+"detach", False)}``. ``config_from_args`` leaves them out; ``cmd_train`` reads them from the args."""
+
+
 def _typed(opt: Option) -> Callable[[str], Any]:
     """``opt.parse`` for argparse: its refusal becomes argparse's one line (``argument --lr: ...``)."""
 
@@ -121,7 +127,7 @@ def train_parser() -> argparse.ArgumentParser:
         epilog=COMMANDS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    for opt in OPTIONS.values():
+    for opt in [*OPTIONS.values(), *LAUNCH_OPTIONS.values()]:
         if opt.cli:
             add_option(p, opt)
     p.add_argument("--version", action="version", version=f"tuitrain {__version__}")
@@ -187,13 +193,8 @@ SWEEPABLE: dict[str, Callable[[str], object]] = {
 """The options ``tuitrain sweep`` takes comma-separated values of, and how each value is read."""
 
 
-def cmd_sweep(argv: list[str]) -> int:
-    """``tuitrain sweep DATASET --lr 0.01,0.001 --batch-size 100,1000 ...``: one run per combination."""
-    import time
-    from pathlib import Path
-
-    from tuitrain.sweep import run_sweep
-
+def sweep_parser() -> argparse.ArgumentParser:
+    """The parser for ``tuitrain sweep DATASET --lr 0.01,0.001 ...``: the fields declared sweepable."""
     p = _Parser(prog="tuitrain sweep", description="Train every combination of comma-separated option values, "
                 "one run after another (headless), then print a table sorted by val_acc and write "
                 "results.csv and results.json in the sweep folder.")
@@ -202,7 +203,17 @@ def cmd_sweep(argv: list[str]) -> int:
             add_option(p, opt, values=opt.sweep == "values")
     p.add_argument("--sweep-dir", default="", metavar="DIR",
                    help="the folder of the runs and results [runs/sweep-DATASET-YYYYmmdd-HHMMSS]")
-    args = vars(p.parse_args(argv))
+    return p
+
+
+def cmd_sweep(argv: list[str]) -> int:
+    """``tuitrain sweep DATASET --lr 0.01,0.001 --batch-size 100,1000 ...``: one run per combination."""
+    import time
+    from pathlib import Path
+
+    from tuitrain.sweep import run_sweep
+
+    args = vars(sweep_parser().parse_args(argv))
     sweep_dir = Path(args.pop("sweep_dir") or f"runs/sweep-{args['dataset']}-{time.strftime('%Y%m%d-%H%M%S')}")
     # Only what was given is in args, in the order it was given (argparse sets each option as it
     # meets it): the grid, its runs' names and the results' columns follow the command line.
