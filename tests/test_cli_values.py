@@ -12,8 +12,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import EngineRun
+from tuitrain import config
 from tuitrain.cli import main
 from tuitrain.commands import Save, Stop
+from tuitrain.options import Flag
 
 FAST = ["--headless", "--epochs", "1", "--limit", "100", "--model", "mlp", "--device", "cpu"]
 
@@ -99,9 +101,8 @@ def test_mid_epoch_resume_with_another_batch_size_is_refused(small_config, capsy
 
 
 # ---------------------------------------------------------------- Hypothesis over every option
-OPTIONS = ["--epochs", "--batch-size", "--lr", "--optimizer", "--weight-decay", "--scheduler", "--monitor",
-           "--early-stopping", "--grad-clip", "--accumulate", "--precision", "--model-arg", "--device", "--seed",
-           "--data-dir", "--run-dir", "--resume", "--log-every", "--hist-every", "--limit", "--model"]
+OPTIONS = [o.flag for o in config.OPTIONS.values() if o.cli and o.flag.startswith("-") and not isinstance(o, Flag)]
+"""Every option of `tuitrain DATASET` that takes a value, as the TrainConfig fields declare them."""
 VALUES = st.one_of(
     st.text(max_size=40),
     st.integers().map(str),

@@ -37,6 +37,7 @@ def default_data_dir() -> str:
 
 
 def _is_user_model(spec: str) -> bool:
+    """``path/to/file.py:Name``: a model from the user's file."""
     path, sep, cls = spec.rpartition(":")
     return bool(sep) and path.endswith(".py") and cls.isidentifier()
 
@@ -140,7 +141,7 @@ class TrainConfig:
         doc="Total epochs; a resumed run trains the epochs after the checkpoint's up to this number."))
     batch_size: int = option(100, Count(
         metavar="N", help="samples per step", sweep="values",
-        doc="Samples per optimizer step (per batch, with ``accumulate``)."))
+        doc="Samples per batch (an optimizer step takes ``accumulate`` batches)."))
     lr: float = option(0.001, LearningRate(
         metavar="X", help="learning rate", sweep="values", doc="Initial learning rate."))
     optimizer: str = option("adam", Choice(

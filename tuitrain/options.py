@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +99,7 @@ class Option:
 
     def from_fit(self, value: Any) -> Any:
         """The field's value from fit's argument: a path object as its text."""
-        return str(value) if isinstance(value, Path) else value
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     def check(self, cfg: Any, custom: bool = False) -> None:
         """Refuse (UsageError, one line) a value of this setting the run cannot take. ``custom``:
