@@ -35,7 +35,7 @@ from tuitrain.monitor import Monitor
 from tuitrain.runlog import list_checkpoints
 from tuitrain.task import Task, batch_size_of, forward, primary
 from tuitrain.trainstate import TrainState
-from tuitrain.window import MetricWindow
+from tuitrain.window import MetricWindow, grad_norm
 
 Report = Callable[[dict], None]
 LOG_MAX_INTERVAL_S = 1.0
@@ -78,13 +78,6 @@ def compiler_error(exc: BaseException) -> bool:
 def first_line(exc: BaseException) -> str:
     """The first non-blank line of an exception's message."""
     return next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-
-
-def grad_norm(grads: list[torch.Tensor]) -> torch.Tensor:
-    """The global L2 norm of ``grads`` as a device tensor (no host sync); 0 without gradients."""
-    if not grads:
-        return torch.zeros(())
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
 class Engine:
