@@ -511,7 +511,7 @@ class Parts:
     scheduler: Any = None
     scaler: torch.amp.GradScaler | None = None
     config: dict = field(default_factory=dict)
-    """The run's configuration (TrainConfig.to_dict()), saved for a reader; never applied."""
+    """The run's configuration (TrainConfig.to_dict()); a resume reads its lr and batch size."""
     monitor: str = ""
     """The monitored value: a best value carries over to a resumed run only if it watches the same."""
 
