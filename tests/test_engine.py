@@ -146,3 +146,108 @@ def test_a_compile_failure_is_one_line_that_names_compile(small_config, monkeypa
     err = capsys.readouterr().err
     assert "Traceback" not in err and "TORCHDYNAMO" not in err
     assert "--compile failed (InvalidCxxCompiler: No working C++ compiler found); run without --compile" in err
+
+
+class Odd(Exception):
+    """An exception type no load path names: a load must refuse it all the same."""
+
+
+def _engine(small_config, **changes):
+    from tuitrain.engine import Engine
+
+    records: list[dict] = []
+    engine = Engine(small_config(**changes), records.append)
+    engine.setup()
+    return engine, records
+
+
+def _changed_since(engine, path):
+    """Move the live state away from the checkpoint at ``path``: weights, moments, position, RNG."""
+    with torch.no_grad():
+        for p in engine.model.parameters():
+            p.add_(0.5)
+    inputs, targets = engine.task.split(engine.data.peek(4))
+    engine.task.loss(engine.model(inputs), targets).backward()
+    engine.optimizer.step()
+    engine.optimizer.zero_grad()
+    engine.state.epoch, engine.state.step = 1, 20
+    torch.rand(3)
+    assert not torch.equal(next(engine.model.parameters()), torch.load(path, weights_only=True)["model"]["conv1.weight"])
+
+
+def _live(engine) -> tuple:
+    return ({k: v.clone() for k, v in engine.model.state_dict().items()}, str(engine.optimizer.state_dict()),
+            engine.scheduler.state_dict() if engine.scheduler else None, dict(vars(engine.state)),
+            torch.get_rng_state(), engine.lr)
+
+
+def _same_live(a: tuple, b: tuple) -> bool:
+    weights = a[0].keys() == b[0].keys() and all(torch.equal(a[0][k], b[0][k]) for k in a[0])
+    state_a, state_b = ({k: v for k, v in s.items() if k != "data_order"} for s in (a[3], b[3]))
+    order = torch.equal(a[3]["data_order"], b[3]["data_order"])
+    return weights and a[1] == b[1] and a[2] == b[2] and state_a == state_b and order and torch.equal(a[4], b[4]) \
+        and a[5] == b[5]
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_load_rolls_back_on_an_unexpected_exception(small_config, monkeypatch, resume):
+    """A failure after the checkpoint was partly applied, of a type nothing catches by name: the
+    load is refused as one line, and everything it touched is as before."""
+    from tuitrain import schedule
+    from tuitrain.errors import CheckpointError
+
+    engine, _ = _engine(small_config, epochs=3, scheduler="cosine", lr=0.002)
+    path = engine.save("good.pt")
+    _changed_since(engine, path)
+    engine.set_lr(0.004)
+    before = _live(engine)
+
+    def fail(*args):
+        raise Odd("half-way\nsecond line")
+
+    monkeypatch.setattr(schedule, "set_lr", fail)  # called after the weights and moments were applied
+    if resume:
+        engine.config = engine.config.replace(lr=0.003)  # --lr given anew: the resume sets it last
+    with pytest.raises(CheckpointError) as info:
+        engine.load(path, resume=resume)
+    assert str(info.value) == f"checkpoint {path} cannot be loaded (Odd: half-way)"
+    assert _same_live(_live(engine), before)
+    monkeypatch.undo()
+    assert engine.load(path) == 0  # and the same file loads once nothing breaks
+    assert not _same_live(_live(engine), before)
+
+
+def test_a_load_that_fails_half_way_is_refused_and_the_run_goes_on(small_config, monkeypatch):
+    from tuitrain import checkpoints
+
+    real, calls = checkpoints.restore, []
+
+    def restore_then_fail(ckpt, parts, resume=False, path="the checkpoint"):
+        calls.append(path)
+        real(ckpt, parts, resume, path)
+        if len(calls) == 1:  # the load; the rollback after it restores from the snapshot
+            raise ZeroDivisionError("not a type a load names")
+
+    monkeypatch.setattr(checkpoints, "restore", restore_then_fail)
+    run = EngineRun(small_config(epochs=50))
+    run.send(Pause(id=1))
+    run.start()
+    run.wait_event("pause", 1)
+    run.send(Save("good.pt", id=2))
+    path = run.wait_event("save", 2)["path"]
+    run.send(Resume(id=3))
+    run.wait_for(lambda r: r["type"] == "step" and r["step"] >= 10)
+    run.send(Pause(id=4))
+    run.wait_event("pause", 4)
+    before = {k: v.clone() for k, v in run.engine.model.state_dict().items()}
+    run.send(Load(path, id=5))
+    answer = run.wait_event("load", 5)
+    assert answer["ok"] is False and "ZeroDivisionError: not a type a load names" in answer["reason"]
+    assert len(calls) == 2
+    after = run.engine.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    run.send(Resume(id=6))
+    step = run.engine.state.step
+    run.wait_for(lambda r: r["type"] == "step" and r["step"] >= step + 5)  # still training
+    run.send(Stop(id=7))
+    assert run.join().status == "stopped"

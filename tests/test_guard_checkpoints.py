@@ -236,7 +236,7 @@ def test_check_payload_refuses_in_one_line(trained, what):
 def test_check_payload_accepts_what_the_engine_writes(trained):
     path, engine = trained
     checkpoints.check_payload(path, checkpoints.load_checkpoint(path), engine.model, engine.optimizer)
-    checkpoints.check_payload(path, checkpoints.capture(engine), engine.model, engine.optimizer)
+    checkpoints.check_payload(path, checkpoints.capture(engine.parts()), engine.model, engine.optimizer)
 
 
 @pytest.mark.parametrize("what", MUTATIONS)

@@ -135,7 +135,7 @@ def predict(model: torch.nn.Module, data: Any, *, batch_size: int = 256, batch_f
     (``batch_fn`` to say otherwise). The model is put in eval mode; outputs that are a tuple use
     element 0, a dict its ``logits``.
     """
-    from tuitrain.engine import resolve_device
+    from tuitrain.device import resolve_device
 
     target = resolve_device(device) if device else next(model.parameters(), torch.empty(0)).device
     model.eval().to(target)

@@ -65,7 +65,7 @@ class LiveBackend:
 
     def devices(self) -> list[str]:
         """Devices present on this machine."""
-        from tuitrain.engine import available_devices
+        from tuitrain.device import available_devices
 
         return available_devices()
 

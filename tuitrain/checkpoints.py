@@ -18,6 +18,7 @@ is checked by :func:`check_payload` before anything is applied.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import math
@@ -26,15 +27,14 @@ import pickle
 import random
 import stat
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:
-    from tuitrain.engine import Engine
-
-from tuitrain.errors import CheckpointError
+from tuitrain.errors import CheckpointError, UsageError
+from tuitrain.trainstate import TrainState
 
 REQUIRED_KEYS = ("model", "optimizer", "epoch", "step", "config")
 TMP_SUFFIX = ".tmp"
@@ -498,50 +498,81 @@ def _write_atomic(path: Path, data: bytes | str) -> None:
 
 # --------------------------------------------------------------------------- capture / restore
 # The one pair that turns a run's state into a checkpoint dict and back, used by --resume, the
-# `load` command, and the rollback of a load that failed half-way.
+# `load` command, and the rollback of a load that failed half-way. It works on the pieces, never
+# on the engine (accelerate's save_accelerator_state takes the model, optimizers and schedulers).
 
-def capture(engine: Engine) -> dict:
-    """The checkpoint dict (plain values and tensors only) of an engine at a step boundary."""
-    st = engine.state
+@dataclass
+class Parts:
+    """What a checkpoint saves and restores: live objects, changed in place by :func:`restore`."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    state: TrainState
+    scheduler: Any = None
+    scaler: torch.amp.GradScaler | None = None
+    config: dict = field(default_factory=dict)
+    """The run's configuration (TrainConfig.to_dict()); a resume reads its lr and batch size."""
+    monitor: str = ""
+    """The monitored value: a best value carries over to a resumed run only if it watches the same."""
+
+
+def capture(parts: Parts) -> dict:
+    """The checkpoint dict of ``parts`` at a step boundary: plain values and the live tensors
+    themselves (no copies; :func:`snapshot` copies)."""
+    st = parts.state
     rng = rng_state()
     rng["data"] = st.data_order
     payload = {
-        "model": engine.model.state_dict(),
-        "optimizer": engine.optimizer.state_dict(),
+        "model": parts.model.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
         "epoch": st.epoch,
         "batch": st.batch,
         "step": st.step,
-        "config": engine.config.to_dict(),
+        "config": parts.config,
         "best_val_acc": st.best_val_acc,
         "best": st.best,
         "best_epoch": st.best_epoch,
         "stale_epochs": st.stale_epochs,
-        "monitor": engine.monitor,
+        "monitor": parts.monitor,
         "rng": rng,
     }
-    if engine.scheduler is not None:
-        payload["scheduler"] = engine.scheduler.state_dict()
-    if engine.scaler is not None:
-        payload["scaler"] = engine.scaler.state_dict()
+    if parts.scheduler is not None:
+        payload["scheduler"] = parts.scheduler.state_dict()
+    if parts.scaler is not None:
+        payload["scaler"] = parts.scaler.state_dict()
     return payload
 
 
-def restore(ckpt: dict, path: str | Path, engine: Engine, resume: bool) -> None:
-    """Apply a checkpoint to an engine. ``resume``: also the position, best values and random
-    states (a `load` command restores weights and optimizer moments only and keeps going)."""
-    engine.model.load_state_dict(ckpt["model"])
+def snapshot(parts: Parts) -> dict:
+    """:func:`capture` with every tensor copied: what :func:`restore` puts back after a failed load."""
+    return copy.deepcopy(capture(parts))
+
+
+def check_resume(path: str | Path, ckpt: dict, epochs: int, batch_size: int) -> None:
+    """What ``--resume`` needs beyond :func:`check_payload`: epochs left to train, and a mid-epoch
+    position saved with this batch size (another one would mean other samples). UsageError."""
+    epoch, batch = int(ckpt["epoch"]), int(ckpt.get("batch", 0))
+    if epoch >= epochs and batch == 0:
+        raise UsageError(f"checkpoint {path} has already trained {epoch} epochs; pass --epochs above {epoch}")
+    saved_bs = (ckpt.get("config") or {}).get("batch_size", batch_size)
+    if batch and saved_bs != batch_size:
+        raise UsageError(f"checkpoint {path} was saved mid-epoch with batch size {saved_bs}; resume with "
+                         f"--batch-size {saved_bs}, or from an epoch-end checkpoint (last.pt, best.pt)")
+
+
+def restore(ckpt: dict, parts: Parts, resume: bool = False, path: str | Path = "the checkpoint") -> None:
+    """Apply a checkpoint that :func:`check_payload` passed to ``parts``. ``resume``: also the
+    position, best values, scheduler, scaler and random states (a `load` command restores weights
+    and optimizer moments only and keeps going). ``path`` names the file in errors."""
+    parts.model.load_state_dict(ckpt["model"])
     try:
-        engine.optimizer.load_state_dict(ckpt["optimizer"])
+        parts.optimizer.load_state_dict(ckpt["optimizer"])
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise CheckpointError(f"checkpoint {path}: optimizer state does not fit ({exc})") from None
-    if engine.fused:
-        # The guard's flag survives a state reload (the fused step reads the attribute).
-        engine.optimizer.found_inf = engine.found_inf  # type: ignore[attr-defined]
     if not resume:
         return
-    st = engine.state
-    for name in ("scheduler", "scaler"):
-        target = getattr(engine, name)
+    st = parts.state
+    for name, target in (("scheduler", parts.scheduler), ("scaler", parts.scaler)):
         if target is not None and isinstance(ckpt.get(name), dict):
             try:
                 target.load_state_dict(ckpt[name])
@@ -549,10 +580,9 @@ def restore(ckpt: dict, path: str | Path, engine: Engine, resume: bool) -> None:
                 raise CheckpointError(f"checkpoint {path}: {name} state does not fit ({exc})") from None
     st.epoch, st.batch, st.step = int(ckpt["epoch"]), int(ckpt.get("batch", 0)), int(ckpt["step"])
     st.best_val_acc = ckpt.get("best_val_acc")
-    saved_monitor = ckpt.get("monitor", "val_acc")
-    st.best = ckpt.get("best", st.best_val_acc if saved_monitor == engine.monitor else None)
-    if saved_monitor != engine.monitor:
-        st.best = None  # another quantity is watched now: its best starts afresh
+    saved_monitor = ckpt.get("monitor", "val_acc")  # checkpoints before --monitor watched val_acc
+    # Another quantity watched now: its best starts afresh.
+    st.best = ckpt.get("best", st.best_val_acc) if saved_monitor == parts.monitor else None
     st.best_epoch = int(ckpt.get("best_epoch", 0) or 0)
     st.stale_epochs = int(ckpt.get("stale_epochs", 0) or 0)
     rng = ckpt.get("rng") or {}

@@ -10,6 +10,7 @@ together. NCCL on GPUs, gloo on CPU.
 from __future__ import annotations
 
 import os
+import queue
 from dataclasses import dataclass
 
 import torch
@@ -48,6 +49,19 @@ def shard(order: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     """This rank's part of the epoch's order: equal lengths on every rank (the remainder is dropped)."""
     usable = len(order) - len(order) % ctx.world
     return order[:usable][ctx.rank :: ctx.world]
+
+
+def take_commands(commands: queue.Queue, ctx: DistContext, timeout: float = 0.0) -> list:
+    """Rank 0's queued commands (waiting up to ``timeout`` seconds for a first one), on every rank."""
+    pending = []
+    if ctx.is_main:
+        try:
+            pending.append(commands.get(timeout=timeout) if timeout else commands.get_nowait())
+            while True:
+                pending.append(commands.get_nowait())
+        except queue.Empty:
+            pass
+    return broadcast_commands(pending, ctx)
 
 
 def broadcast_commands(commands: list, ctx: DistContext) -> list:

@@ -5,12 +5,15 @@ in; records (records.py) come out through ``report``; commands come in through a
 applied between optimizer steps. Nothing here knows about a UI. It reads as Fabric's trainer does:
 ``setup -> run -> train_epoch -> training_step / optimizer_step -> end_epoch -> evaluate``.
 Training metrics stay on the device and are read once per logging interval (window.py).
+
+What a person can do to a running engine is its public surface: ``pause``, ``resume``,
+``set_lr``, ``save``, ``load``, ``move_to``, ``request_stop``, ``emit_event`` (steering.py maps
+commands onto them). Policy lives beside it: the monitor and early stopping (monitor.py), the
+schedules (schedule.py), devices (device.py), what a checkpoint holds (checkpoints.py).
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import math
 import queue
 import random
@@ -23,18 +26,19 @@ from typing import Any
 
 import torch
 
-from tuitrain import checkpoints, data, distributed, evaluation, models, records
+from tuitrain import checkpoints, data, distributed, evaluation, models, records, schedule, steering
 from tuitrain.commands import Command
-from tuitrain.config import TrainConfig
-from tuitrain.errors import UsageError
+from tuitrain.config import TrainConfig, check_lr
+from tuitrain.device import autocast, resolve_device
+from tuitrain.errors import CheckpointError, UsageError
+from tuitrain.monitor import Monitor
 from tuitrain.runlog import list_checkpoints
-from tuitrain.steering import Steering
-from tuitrain.task import Task, batch_size_of, forward, monitor_mode, primary
-from tuitrain.window import MetricWindow
+from tuitrain.task import Task, batch_size_of, forward, primary
+from tuitrain.trainstate import TrainState
+from tuitrain.window import MetricWindow, grad_norm
 
 Report = Callable[[dict], None]
 LOG_MAX_INTERVAL_S = 1.0
-PRECISIONS = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -65,36 +69,6 @@ class Result:
         return records.exit_code(self.status, self.stop_reason)
 
 
-@dataclass
-class TrainState:
-    """Where training is; everything here (and the model, optimizer, scheduler) is in a checkpoint."""
-
-    epoch: int = 0
-    """Completed epochs."""
-    batch: int = 0
-    """Next batch within the current epoch."""
-    step: int = 0
-    """Training batches done in all."""
-    best: float | None = None
-    """Best value of the monitored quantity."""
-    best_epoch: int = 0
-    best_val_acc: float | None = None
-    stale_epochs: int = 0
-    """Epochs since the monitored value last improved (early stopping)."""
-    data_order: torch.Tensor | None = None
-    """The data generator's state at the start of the current epoch: a mid-epoch resume replays it."""
-
-
-def available_devices() -> list[str]:
-    """Devices that exist here: cpu, then each CUDA GPU, then mps."""
-    found = ["cpu"]
-    if torch.cuda.is_available():
-        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        found.append("mps")
-    return found
-
-
 def compiler_error(exc: BaseException) -> bool:
     """Whether ``exc`` came from torch.compile's machinery (no C++ compiler, an unsupported
     construct...) rather than from the user's code running as it is."""
@@ -104,24 +78,6 @@ def compiler_error(exc: BaseException) -> bool:
 def first_line(exc: BaseException) -> str:
     """The first non-blank line of an exception's message."""
     return next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-
-
-def grad_norm(grads: list[torch.Tensor]) -> torch.Tensor:
-    """The global L2 norm of ``grads`` as a device tensor (no host sync); 0 without gradients."""
-    if not grads:
-        return torch.zeros(())
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-
-
-def resolve_device(name: str) -> torch.device:
-    """auto picks CUDA, then MPS, then CPU; a device that does not exist is a UsageError."""
-    present = available_devices()
-    if name == "auto":
-        return torch.device(next((d for d in present if d != "cpu"), "cpu"))
-    wanted = "cuda:0" if name == "cuda" else name
-    if wanted not in present:
-        raise UsageError(f"device {name} is not available here (available: {', '.join(present)})")
-    return torch.device(wanted)
 
 
 class Engine:
@@ -146,8 +102,8 @@ class Engine:
         self.scheduler_interval = "epoch"
         self.scaler: torch.amp.GradScaler | None = None
         self.fused = False
-        self.monitor = config.monitor
-        self.mode = config.mode
+        self.monitoring = Monitor(config.monitor, config.mode, config.early_stopping)
+        """The monitored value's rule (monitor.py); its counts are in ``state``."""
         self.summary: dict | None = None
         self.summary_error = ""
         self.steps_per_epoch = 0
@@ -162,8 +118,6 @@ class Engine:
         self.error: BaseException | None = None
         self.nonfinite_message = ""
         self._hist_due = False
-        self.steering = Steering(self)
-        """Applies commands between steps (steering.py)."""
         self._epoch_started = 0.0
         self._paused_seconds = 0.0
         self._grad_norm: torch.Tensor | None = None
@@ -174,6 +128,16 @@ class Engine:
     @property
     def _is_main(self) -> bool:
         return self.dist is None or self.dist.is_main
+
+    @property
+    def monitor(self) -> str:
+        """The monitored validation value (val_acc, val_loss, val_<metric>)."""
+        return self.monitoring.name
+
+    @property
+    def mode(self) -> str:
+        """Which way the monitored value is better: min or max."""
+        return self.monitoring.mode
 
     # ----------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -196,8 +160,7 @@ class Engine:
         self.model.to(self.device)
         self.data.place(self.device)
         self._check_on_a_batch()
-        self.monitor = self.task.monitor_for(cfg.monitor)
-        self.mode = cfg.mode or monitor_mode(self.monitor)
+        self.monitoring = Monitor.of(self.task.monitor_for(cfg.monitor), cfg.mode, cfg.early_stopping)
         per_rank = self.data.n_train // self.dist.world if self.dist else self.data.n_train
         bs = cfg.batch_size
         self.steps_per_epoch = per_rank // bs if cfg.drop_last else -(-per_rank // bs)
@@ -214,9 +177,7 @@ class Engine:
         self.data_gen.manual_seed(cfg.seed)
         self.state.data_order = self.data_gen.get_state()
         if cfg.resume:
-            ckpt = checkpoints.load_checkpoint(cfg.resume, map_location=self.device,
-                                               max_bytes=checkpoints.size_bound(self.model))
-            self._restore(ckpt, cfg.resume, resume=True)
+            self.load(cfg.resume, resume=True)
         self._arm_guard()
         self.window = MetricWindow(self.device)
         self.net = self.model
@@ -250,46 +211,32 @@ class Engine:
         finally:
             self.model.train(was_training)
 
-    def _restore(self, ckpt: dict, path: str, resume: bool) -> None:
-        """Apply a checkpoint; everything is checked before the live model changes."""
-        checkpoints.check_payload(path, ckpt, self.model, self.optimizer)
-        if resume:
-            epoch, batch = int(ckpt["epoch"]), int(ckpt.get("batch", 0))
-            if epoch >= self.config.epochs and batch == 0:
-                raise UsageError(f"checkpoint {path} has already trained {epoch} epochs; pass --epochs above {epoch}")
-            saved_bs = (ckpt.get("config") or {}).get("batch_size", self.config.batch_size)
-            if batch and saved_bs != self.config.batch_size:
-                raise UsageError(f"checkpoint {path} was saved mid-epoch with batch size {saved_bs}; resume with "
-                                 f"--batch-size {saved_bs}, or from an epoch-end checkpoint (last.pt, best.pt)")
-        checkpoints.restore(ckpt, path, self, resume=resume)
-        if resume and self.config.lr != (ckpt.get("config") or {}).get("lr", self.config.lr):
-            self.set_lr(self.config.lr)
-
     def _arm_guard(self) -> None:
-        """Device tensors of the divergence guard (found_inf is read by the fused optimizer step)."""
+        """Device tensors of the divergence guard, on the run's device (setup, a device move)."""
         self.found_inf = torch.zeros((), device=self.device)
         self._one = torch.ones((), device=self.device)
+        self._attach_guard()
+
+    def _attach_guard(self) -> None:
+        """The fused optimizer step reads the guard's flag as an attribute: set it (again after a load)."""
         if self.fused and self.scaler is None:
             self.optimizer.found_inf = self.found_inf  # type: ignore[attr-defined]
 
     def _autocast(self):
-        dtype = PRECISIONS.get(self.config.precision)
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return autocast(self.device, self.config.precision)
 
     # ----------------------------------------------------------------- loop
     def run(self) -> Result:
         """Train to the configured number of epochs, or until stopped. Never raises: a crash in
         user code or torch ends the run ``failed`` with its traceback in an ``error`` event."""
         cfg, st = self.config, self.state
-        self._event("start", epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch,
-                    total_steps=self.steps_per_epoch * cfg.epochs, device=str(self.device),
-                    start_epoch=st.epoch, lr=self.lr, resumed_from=cfg.resume or None, summary=self.summary,
-                    summary_error=self.summary_error or None, dataset=cfg.dataset, model=cfg.model,
-                    samples=self.data.n_train, batch_size=cfg.batch_size, monitor=self.monitor, mode=self.mode,
-                    classification=self.task.classification, metrics=list(self.task.metrics),
-                    classes=self.task.classes)
+        self.emit_event("start", epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch,
+                         total_steps=self.steps_per_epoch * cfg.epochs, device=str(self.device),
+                         start_epoch=st.epoch, lr=self.lr, resumed_from=cfg.resume or None, summary=self.summary,
+                         summary_error=self.summary_error or None, dataset=cfg.dataset, model=cfg.model,
+                         samples=self.data.n_train, batch_size=cfg.batch_size, monitor=self.monitor, mode=self.mode,
+                         classification=self.task.classification, metrics=list(self.task.metrics),
+                         classes=self.task.classes)
         try:
             while st.epoch < cfg.epochs and not self.stop_reason:
                 self.train_epoch()
@@ -303,25 +250,25 @@ class Engine:
             reason = f"{type(exc).__name__}: {exc}"
             if cfg.compile and compiler_error(exc):
                 reason = f"--compile failed ({type(exc).__name__}: {first_line(exc)}); run without --compile"
-            self._event("error", ok=False, reason=reason, traceback=traceback.format_exc())
-            self._event("end", status="failed", best_val_acc=st.best_val_acc, epochs_done=st.epoch)
+            self.emit_event("error", ok=False, reason=reason, traceback=traceback.format_exc())
+            self.emit_event("end", status="failed", best_val_acc=st.best_val_acc, epochs_done=st.epoch)
             self._leave_group()
             return self._result("failed", reason)
         if self.stop_reason == "nonfinite":
             self._save_quietly("last.pt")  # refused if the weights are not finite: the old file stays
-            self._event("end", status="failed", best_val_acc=st.best_val_acc, epochs_done=st.epoch)
+            self.emit_event("end", status="failed", best_val_acc=st.best_val_acc, epochs_done=st.epoch)
             return self._result("failed", self.nonfinite_message)
         status = "done"
         if self.stop_reason and self.stop_reason != "early_stop":
             self._save_quietly("last.pt")
             status = "interrupted" if self.stop_reason in records.EXIT_SIGNALS else "stopped"
-            self._event("stop", ok=True, reason=self.stop_reason, cmd_id=self.stop_id)
+            self.emit_event("stop", ok=True, reason=self.stop_reason, cmd_id=self.stop_id)
         extra = {}
         if self.dist:
             extra = {"world_size": self.dist.world, "ranks_in_sync": distributed.ranks_in_sync(self.model)}
             self._leave_group()
-        self._event("end", status=status, best_val_acc=st.best_val_acc, best=st.best, monitor=self.monitor,
-                    epochs_done=st.epoch, **extra)
+        self.emit_event("end", status=status, best_val_acc=st.best_val_acc, best=st.best, monitor=self.monitor,
+                         epochs_done=st.epoch, **extra)
         return self._result(status)
 
     def _leave_group(self) -> None:
@@ -419,10 +366,11 @@ class Engine:
         self._hist_due = False
         opt.zero_grad(set_to_none=True)
         if self.scheduler is not None and self.scheduler_interval == "step":
-            self._step_scheduler()
+            schedule.step(self.scheduler)
 
     def end_epoch(self) -> None:
-        """Validate, write the epoch's records, save last.pt (and best.pt), early-stop."""
+        """Validate, write the epoch's records, step an epoch schedule, save last.pt (and best.pt),
+        early-stop."""
         st, cfg = self.state, self.config
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # the epoch's time is the device's, not the launches'
@@ -440,34 +388,19 @@ class Engine:
         st.epoch += 1
         st.batch = 0
         st.data_order = self.data_gen.get_state()
-        value = val.get(self.monitor, math.nan)
-        improved = math.isfinite(value) and (st.best is None or (value < st.best if self.mode == "min" else value > st.best))
-        if improved:
-            st.best, st.best_epoch, st.stale_epochs = value, st.epoch, 0
-        else:
-            st.stale_epochs += 1
-        if "val_acc" in val and (st.best_val_acc is None or val["val_acc"] > st.best_val_acc):
-            st.best_val_acc = val["val_acc"]
-        record = records.epoch_record(epoch=st.epoch, step=st.step, train_loss=train_loss,
-                                      **({"train_acc": train_acc} if self.task.classification else {}), **val, lr=lr,
-                                      train_seconds=round(train_seconds, 3),
-                                      paused_seconds=round(self._paused_seconds, 3), best=improved,
-                                      monitor=self.monitor)
-        self.history.append(dict(record))
-        self.report(dict(record))
-        if confusion is not None:
-            self.report({"type": "confusion", "epoch": st.epoch, "step": st.step, "time": time.time(),
-                         "classes": self._class_names(len(confusion)), "matrix": confusion})
-        if wrong:
-            self._report_samples(wrong)
+        improved = self.monitoring.observe(st, val)
+        train = {"train_loss": train_loss, **({"train_acc": train_acc} if self.task.classification else {})}
+        self._report_epoch(records.epoch_record(
+            epoch=st.epoch, step=st.step, **train, **val, lr=lr, train_seconds=round(train_seconds, 3),
+            paused_seconds=round(self._paused_seconds, 3), best=improved, monitor=self.monitor), confusion, wrong)
         if self.scheduler is not None and self.scheduler_interval == "epoch":
-            self._step_scheduler(value)
+            schedule.step(self.scheduler, self.monitoring.value(val))
         self._save_quietly("last.pt")
         if improved:
             self._save_quietly("best.pt")
-        if cfg.early_stopping and st.stale_epochs >= cfg.early_stopping and st.epoch < cfg.epochs:
-            self._event("early_stop", ok=True, monitor=self.monitor, best=st.best, best_epoch=st.best_epoch,
-                        patience=cfg.early_stopping)
+        if self.monitoring.should_stop(st, cfg.epochs):
+            self.emit_event("early_stop", ok=True, monitor=self.monitor, best=st.best, best_epoch=st.best_epoch,
+                            patience=self.monitoring.patience)
             self.stop_reason = "early_stop"
 
     def evaluate(self) -> tuple[dict[str, float], list[list[int]] | None, list[tuple[int, int, int, float]]]:
@@ -485,7 +418,7 @@ class Engine:
         """The first parameter group's learning rate."""
         return float(self.optimizer.param_groups[0]["lr"])
 
-    def _epoch_now(self) -> int:
+    def epoch_now(self) -> int:
         """The 1-based epoch records belong to (records.py): in progress, or just ended between epochs."""
         st = self.state
         return min(st.epoch + 1, self.config.epochs) if st.batch or st.epoch == 0 else max(st.epoch, 1)
@@ -506,24 +439,31 @@ class Engine:
                                              samples_per_s=round(count / self.window.elapsed, 1))))
         self.window.reset()
 
+    def _report_epoch(self, record: records.EpochRecord, confusion: list[list[int]] | None,
+                      wrong: list[tuple[int, int, int, float]]) -> None:
+        """An epoch's record (kept in the history), its confusion matrix and its wrong samples."""
+        st = self.state
+        self.history.append(dict(record))
+        self.report(dict(record))
+        if confusion is not None:
+            self.report(dict(records.confusion_record(st.epoch, st.step, self._class_names(len(confusion)), confusion)))
+        if wrong:
+            self._report_samples(wrong)
+
     def _report_histograms(self) -> None:
         """Per-parameter weight and gradient histograms (one transfer; see evaluation.histograms)."""
         layers = evaluation.histograms(self.model)
         if layers:
-            self.report({"type": "hist", "step": self.state.step, "epoch": self.state.epoch + 1, "time": time.time(),
-                         "layers": layers})
+            self.report(dict(records.hist_record(self.state.step, self.state.epoch + 1, layers)))
 
     def _report_samples(self, wrong: list[tuple[int, int, int, float]]) -> None:
         """The most confidently wrong validation images of the epoch (image data only)."""
         images = self.data.val_images([i for i, *_ in wrong]) if hasattr(self.data, "val_images") else None
         if images is None:
             return
-        pixels = images.cpu().contiguous().numpy()  # one transfer for all of them
-        items = [{"index": i, "true": t, "pred": p, "confidence": round(c, 4), "shape": list(img.shape),
-                  "image": base64.b64encode(img.tobytes()).decode()}
-                 for (i, t, p, c), img in zip(wrong, pixels, strict=True)]
-        self.report({"type": "samples", "epoch": self.state.epoch, "step": self.state.step, "time": time.time(),
-                     "classes": self._class_names(len(self.task.classes) or 0), "items": items})
+        classes = self._class_names(len(self.task.classes) or 0)
+        self.report(dict(records.samples_record(self.state.epoch, self.state.step, classes,
+                                                evaluation.sample_items(wrong, images))))
 
     def _class_names(self, n: int) -> list[str]:
         names = list(self.task.classes)
@@ -541,55 +481,80 @@ class Engine:
         self.nonfinite_message = (
             f"loss or gradient became non-finite before step {self.state.step} (loss {loss}, grad norm {grad_norm}); "
             f"lower the learning rate or resume from checkpoints/last.pt")
-        self._event("nonfinite", ok=False, reason=self.nonfinite_message, loss=loss, grad_norm=grad_norm,
-                    action="stopped" if stop else "paused")
+        self.emit_event("nonfinite", ok=False, reason=self.nonfinite_message, loss=loss, grad_norm=grad_norm,
+                         action="stopped" if stop else "paused")
         if stop:
             self.stop_reason = "nonfinite"
         else:
             self.paused = True
 
-    def _event(self, name: records.EventName, **details: Any) -> None:
-        self.report(dict(records.event_record(name, self.state.step, self._epoch_now(), **details)))
+    def emit_event(self, name: records.EventName, **details: Any) -> None:
+        """Report an event record at the current step and epoch (records.event_record)."""
+        self.report(dict(records.event_record(name, self.state.step, self.epoch_now(), **details)))
 
+    # ----------------------------------------------------------------- commands
     def poll_commands(self) -> None:
         """Apply queued commands (steering.py); while paused, wait for them here."""
-        self.steering.poll()
+        self._paused_seconds += steering.poll(self)
 
     def apply(self, cmd: Command) -> None:
-        """Apply one command now (steering.py)."""
-        self.steering.apply(cmd)
+        """Apply one command now, answered by an event (steering.py)."""
+        steering.apply(self, cmd)
+
+    def pause(self) -> bool:
+        """Stop stepping until :meth:`resume` (commands still apply); False if already paused."""
+        was = self.paused
+        self.paused = True
+        return not was
+
+    def resume(self) -> bool:
+        """Go on after :meth:`pause`; False if it was not paused."""
+        was = self.paused
+        self.paused = False
+        self.window.started = time.monotonic()  # a pause must not count against samples/s
+        return was
+
+    def request_stop(self, reason: str = "stop", cmd_id: int = 0) -> None:
+        """End the run at this step boundary (last.pt is written); ``cmd_id`` goes in the stop event."""
+        self.stop_reason = reason or "stop"
+        self.stop_id = cmd_id
+        self.paused = False
 
     def set_lr(self, lr: float) -> None:
-        """Set the learning rate; a schedule goes on from the new value (every LR it would set is
-        scaled by new/old), so a person's change is not undone at the next scheduler step."""
-        old = self.lr
-        ratio = lr / old if old > 0 else 1.0
-        for i, group in enumerate(self.optimizer.param_groups):
-            group["lr"] = lr if i == 0 else group["lr"] * ratio
-            for key in ("initial_lr", "max_lr", "min_lr"):
-                if isinstance(group.get(key), float):
-                    group[key] *= ratio
-        sched = self.scheduler
-        if sched is not None and hasattr(sched, "base_lrs"):
-            sched.base_lrs = [b * ratio for b in sched.base_lrs]
-            sched._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+        """Set the learning rate (UsageError unless a finite number above 0); a schedule goes on
+        from the new value (schedule.set_lr), so a person's change is not undone at its next step."""
+        schedule.set_lr(self.optimizer, self.scheduler, check_lr(lr))
 
-    def _step_scheduler(self, value: float | None = None) -> None:
-        sched = self.scheduler
-        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            if value is not None and math.isfinite(value):
-                sched.step(value)
-            return
-        total = getattr(sched, "total_steps", None)
-        if total is not None and sched.last_epoch + 1 >= total:
-            return  # OneCycleLR ends at its last step (a run resumed with more epochs stays there)
-        sched.step()
+    def move_to(self, name: str) -> torch.device:
+        """Move model, optimizer state, data and metric window to device ``name``. UsageError when it
+        cannot: a distributed or 16-mixed run, a device not here, the device in use."""
+        if self.dist:
+            raise UsageError("a distributed run cannot switch device")
+        if self.scaler is not None:
+            raise UsageError("a 16-mixed run stays on its GPU (its GradScaler is per device)")
+        device = resolve_device(name)
+        if device == self.device:
+            raise UsageError(f"already on {self.device}")
+        opt_state = self.optimizer.state_dict()
+        self.model.to(device)
+        # Round-tripping the state dict moves every optimizer tensor to its parameter's device.
+        self.optimizer.load_state_dict(opt_state)
+        self.data.place(device)
+        self.device = device
+        self.window.to(device)
+        self._arm_guard()
+        return device
 
     # ----------------------------------------------------------------- checkpoints
+    def parts(self) -> checkpoints.Parts:
+        """The pieces a checkpoint holds: the live objects, which checkpoints.restore changes in place."""
+        return checkpoints.Parts(self.model, self.optimizer, self.state, self.scheduler, self.scaler,
+                                 self.config.to_dict(), self.monitor)
+
     def save(self, name: str) -> Path:
         """Write checkpoints/NAME atomically; OSError when it cannot be written or the weights are
         not finite (a diverged model must never overwrite a good checkpoint)."""
-        payload = checkpoints.capture(self)
+        payload = checkpoints.capture(self.parts())
         floats = [t for t in payload["model"].values() if t.is_floating_point()]
         if floats and not bool(torch.stack([torch.isfinite(t).all() for t in floats]).all()):
             raise OSError("the weights are not finite (diverged); the previous checkpoint is kept")
@@ -603,6 +568,48 @@ class Engine:
         try:
             path = self.save(name)
         except OSError as exc:
-            self._event("save", ok=False, reason=f"saving {name} failed: {exc}", auto=True)
+            self.emit_event("save", ok=False, reason=f"saving {name} failed: {exc}", auto=True)
         else:
-            self._event("save", ok=True, path=str(path), auto=True)
+            self.emit_event("save", ok=True, path=str(path), auto=True)
+
+    def load(self, path: str | Path, resume: bool = False) -> int:
+        """Load a checkpoint into this run and return its step: check it, back up the live state,
+        apply it, roll back on any failure, re-arm the guard.
+
+        ``resume``: also the position, best values, schedule and random states (``--resume``);
+        otherwise the weights and optimizer moments, and the LR in use goes on. Refused with one
+        line (CheckpointError; UsageError for a checkpoint --resume cannot continue), whatever went
+        wrong, and the run is then exactly as it was.
+        """
+        lr = self.lr
+        try:  # the check: nothing live changes here
+            ckpt = checkpoints.load_checkpoint(path, map_location=self.device,
+                                               max_bytes=checkpoints.size_bound(self.model))
+            checkpoints.check_payload(path, ckpt, self.model, self.optimizer)
+            if resume:
+                checkpoints.check_resume(path, ckpt, self.config.epochs, self.config.batch_size)
+        except UsageError:
+            raise
+        except Exception as exc:  # anything a foreign file provokes is a refusal, never a crash
+            raise _refusal(path, exc) from exc
+        parts = self.parts()
+        backup = checkpoints.snapshot(parts)  # copies: a load that fails half-way puts these back
+        try:
+            checkpoints.restore(ckpt, parts, resume, path)
+            if not resume:  # a load brings weights and moments back, not the LR a person set since
+                schedule.set_lr(self.optimizer, self.scheduler, lr)
+            elif self.config.lr != (ckpt.get("config") or {}).get("lr", self.config.lr):
+                schedule.set_lr(self.optimizer, self.scheduler, self.config.lr)  # --lr given anew on resume
+        except BaseException as exc:
+            checkpoints.restore(backup, parts, resume)
+            if isinstance(exc, UsageError) or not isinstance(exc, Exception):
+                raise
+            raise _refusal(path, exc) from exc
+        finally:
+            self._attach_guard()
+        return int(ckpt["step"])
+
+
+def _refusal(path: str | Path, exc: Exception) -> CheckpointError:
+    """An unexpected failure of a load, as the one line that refuses it."""
+    return CheckpointError(f"checkpoint {path} cannot be loaded ({type(exc).__name__}: {first_line(exc) or '-'})")

@@ -8,11 +8,13 @@ Used by the engine at epoch ends and histogram intervals; returns plain Python v
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from tuitrain.records import SampleItem
 from tuitrain.task import Task, batch_size_of, forward, primary
 
 HIST_BINS = 32
@@ -82,6 +84,15 @@ def evaluate(model: torch.nn.Module, data: Any, task: Task, device: torch.device
     wrong = [(int(i), int(c) % n_classes, int(c) // n_classes, v)
              for v, i, c in zip(confidences, indices, codes, strict=True) if v >= 0]
     return val, matrix, wrong
+
+
+def sample_items(wrong: list[tuple[int, int, int, float]], images: torch.Tensor) -> list[SampleItem]:
+    """The gallery's items: each wrong sample (index, true, predicted, confidence) with its image as
+    base64 of its C*H*W uint8 bytes; the images come to the host in one transfer."""
+    pixels = images.cpu().contiguous().numpy()
+    return [{"index": i, "true": t, "pred": p, "confidence": round(c, 4), "shape": list(img.shape),
+             "image": base64.b64encode(img.tobytes()).decode()}
+            for (i, t, p, c), img in zip(wrong, pixels, strict=True)]
 
 
 def histograms(model: torch.nn.Module) -> list[dict]:

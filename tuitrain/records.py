@@ -152,6 +152,23 @@ def event_record(event: EventName, step: int, epoch: int, **details: Any) -> Eve
             **details}  # type: ignore[typeddict-item]
 
 
+def hist_record(step: int, epoch: int, layers: list[dict[str, Any]]) -> HistRecord:
+    """A histogram record: ``epoch`` is the one in progress."""
+    return {"type": "hist", "step": step, "epoch": epoch, "time": time.time(), "layers": layers}
+
+
+def confusion_record(epoch: int, step: int, classes: list[str], matrix: list[list[int]]) -> ConfusionRecord:
+    """A confusion record: ``epoch`` is the one it summarises."""
+    return {"type": "confusion", "epoch": epoch, "step": step, "time": time.time(), "classes": classes,
+            "matrix": matrix}
+
+
+def samples_record(epoch: int, step: int, classes: list[str], items: list[SampleItem]) -> SamplesRecord:
+    """A samples record: the most confidently wrong images of the epoch it summarises."""
+    return {"type": "samples", "epoch": epoch, "step": step, "time": time.time(), "classes": classes,
+            "items": items}
+
+
 # What a reader needs of each record: field -> accepted Python types (bool is never a number).
 # Records that lack a required field, or carry one of the wrong type, are skipped (and counted) by
 # readers instead of crashing a viewer (issue 12 #12).

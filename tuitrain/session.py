@@ -54,7 +54,7 @@ class Session:
         import torch
 
         from tuitrain import checkpoints
-        from tuitrain.engine import available_devices
+        from tuitrain.device import available_devices
 
         control = ControlServer(self.config.run_dir, self.send)  # refuses a bad socket folder before anything is written
         self._lock_run_dir()
@@ -137,11 +137,11 @@ class Session:
         way, shown by the dashboard and the progress lines; training goes on (issue 12 #2)."""
         st = self.engine.state
         if error is not None:
-            record = records.event_record("write", st.step, self.engine._epoch_now(), ok=False, target=target,
+            record = records.event_record("write", st.step, self.engine.epoch_now(), ok=False, target=target,
                                           reason=f"cannot write {target}: {error}; training goes on, "
                                                  f"writing is retried")
         else:
-            record = records.event_record("write", st.step, self.engine._epoch_now(), ok=True, target=target,
+            record = records.event_record("write", st.step, self.engine.epoch_now(), ok=True, target=target,
                                           lost=lost, reason=f"writing {target} again")
         self._report(dict(record))
 

@@ -1,172 +1,163 @@
-"""How the engine takes commands: polled between optimizer steps, each answered by an event.
+"""How a run is steered: commands polled between optimizer steps, each answered by an event.
 
-Held by :class:`tuitrain.engine.Engine` and working on its state: the training loop
-stays in engine.py and reads top to bottom; what a person's pause, save, load, LR change or
-device switch does is here, one ``match`` over the command types.
+The engine calls :func:`poll` between optimizer steps; each command becomes a call to the
+engine's public surface (``pause``, ``resume``, ``set_lr``, ``save``, ``load``, ``move_to``,
+``request_stop``) in one ``match``, and is answered by an event: ok, or refused with the reason.
+It knows the engine only as a :class:`Steerable`, so it never imports engine.py.
 """
 
 from __future__ import annotations
 
-import copy
 import queue
 import time
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
-from tuitrain import checkpoints, distributed
+from tuitrain import distributed
 from tuitrain.commands import Command, Load, Pause, Resume, Save, SetDevice, SetLR, Stop
-from tuitrain.config import check_lr
-from tuitrain.errors import CheckpointError, UsageError
+from tuitrain.config import TrainConfig
+from tuitrain.errors import UsageError
+from tuitrain.records import EventName
 from tuitrain.runlog import list_checkpoints
-
-if TYPE_CHECKING:
-    from tuitrain.engine import Engine
+from tuitrain.trainstate import TrainState
 
 PAUSE_POLL_S = 0.5
+"""How long a paused run waits on its queue at a time (it blocks there; it never spins)."""
 
 
-class Steering:
-    """The command side of an engine: it reads and changes the engine's state, between steps only."""
+class Steerable(Protocol):
+    """What steering uses of an engine (tuitrain.engine.Engine is one)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    config: TrainConfig
+    state: TrainState
+    commands: queue.Queue
+    dist: Any
+    """A distributed.DistContext, or None in a single process."""
+    device: Any
+    paused: bool
+    stop_reason: str
 
-    def poll(self) -> None:
-        """Apply queued commands; while paused, block on the queue (never spin)."""
-        if self.engine.dist:
-            self._poll_commands_distributed()
-            return
-        while True:
+    @property
+    def lr(self) -> float: ...
+    def pause(self) -> bool: ...
+    def resume(self) -> bool: ...
+    def set_lr(self, lr: float) -> None: ...
+    def save(self, name: str) -> Path: ...
+    def load(self, path: str | Path, resume: bool = False) -> int: ...
+    def move_to(self, name: str) -> Any: ...
+    def request_stop(self, reason: str = "stop", cmd_id: int = 0) -> None: ...
+    def emit_event(self, name: EventName, **details: Any) -> None: ...
+
+
+def poll(engine: Steerable) -> float:
+    """Apply queued commands; while paused, block on the queue for the next one (never spin).
+    Returns the seconds spent waiting paused (the epoch's training time leaves them out)."""
+    if engine.dist:
+        return _poll_distributed(engine)
+    waited = 0.0
+    while True:
+        try:
+            if engine.paused:
+                started = time.monotonic()
+                try:
+                    cmd = engine.commands.get(timeout=PAUSE_POLL_S)
+                finally:
+                    waited += time.monotonic() - started
+            else:
+                cmd = engine.commands.get_nowait()
+        except queue.Empty:
+            if engine.paused:
+                continue
+            return waited
+        apply(engine, cmd)
+        if engine.stop_reason:
+            return waited
+
+
+def _poll_distributed(engine: Steerable) -> float:
+    """Rank 0's commands reach every rank at the same step: at logging steps, and while paused."""
+    if engine.state.step % engine.config.log_every and not engine.paused:
+        return 0.0
+    waited = 0.0
+    while True:
+        started, paused = time.monotonic(), engine.paused
+        pending = distributed.take_commands(engine.commands, engine.dist, PAUSE_POLL_S if paused else 0.0)
+        if paused:
+            waited += time.monotonic() - started
+        for cmd in pending:
+            apply(engine, cmd)
+        if engine.stop_reason or not engine.paused:
+            return waited
+
+
+def apply(engine: Steerable, cmd: Command) -> None:
+    """One command, answered by an event (ok, or refused with the reason)."""
+    match cmd:
+        case Pause():
+            ok = engine.pause()
+            _answer(engine, cmd, ok, reason="" if ok else "already paused")
+        case Resume():
+            ok = engine.resume()
+            _answer(engine, cmd, ok, reason="" if ok else "not paused")
+        case SetLR(lr=lr):
+            old_lr = engine.lr
             try:
-                if self.engine.paused:
-                    started = time.monotonic()
-                    try:
-                        cmd = self.engine.commands.get(timeout=PAUSE_POLL_S)
-                    finally:
-                        self.engine._paused_seconds += time.monotonic() - started
-                else:
-                    cmd = self.engine.commands.get_nowait()
-            except queue.Empty:
-                if self.engine.paused:
-                    continue
-                return
-            self.apply(cmd)
-            if self.engine.stop_reason:
-                return
+                engine.set_lr(lr)
+            except UsageError as exc:
+                _answer(engine, cmd, False, reason=str(exc), old=old_lr)
+            else:
+                _answer(engine, cmd, True, old=old_lr, new=engine.lr)
+        case Save(name=name):
+            _save(engine, cmd, name or f"step-{engine.state.step}.pt")
+        case Load(path=path):
+            _load(engine, cmd, path)
+        case SetDevice(device=name):
+            old = str(engine.device)
+            try:
+                engine.move_to(name)
+            except UsageError as exc:
+                _answer(engine, cmd, False, reason=str(exc), old=old)
+            else:
+                _answer(engine, cmd, True, old=old, new=str(engine.device))
+        case Stop(reason=reason):
+            engine.request_stop(reason, cmd.id)  # answered by the stop event at the end of the run
+        case _:
+            engine.emit_event("error", ok=False, reason=f"unknown command {cmd!r}")
 
-    def _poll_commands_distributed(self) -> None:
-        """Rank 0's commands reach every rank at the same step: at logging steps, and while paused."""
-        assert self.engine.dist is not None
-        if self.engine.state.step % self.engine.config.log_every and not self.engine.paused:
+
+def _answer(engine: Steerable, cmd: Command, ok: bool, reason: str = "", **details: Any) -> None:
+    """The event answering ``cmd``: named as the command is on the wire (commands.WIRE_NAMES)."""
+    extra = {"reason": reason} if reason else {}
+    engine.emit_event(cmd.wire, ok=ok, cmd_id=cmd.id, **extra, **details)
+
+
+def _save(engine: Steerable, cmd: Save, name: str) -> None:
+    from tuitrain.control import save_name_problem
+
+    if problem := save_name_problem(name):  # the dashboard sends straight here, not through ctl
+        _answer(engine, cmd, False, reason=f"bad checkpoint name {name!r}: {problem}")
+        return
+    try:
+        path = engine.save(name)
+    except OSError as exc:
+        _answer(engine, cmd, False, reason=f"saving failed: {exc}")
+    else:
+        _answer(engine, cmd, True, path=str(path))
+
+
+def _load(engine: Steerable, cmd: Load, path: str) -> None:
+    """Load ``path`` (empty: the run's newest checkpoint); a refused load leaves the run as it was."""
+    if not path:
+        found = list_checkpoints(engine.config.run_dir)
+        if not found:
+            _answer(engine, cmd, False, reason="no checkpoint in this run yet")
             return
-        while True:
-            pending = []
-            if self.engine.dist.is_main:
-                try:
-                    pending.append(self.engine.commands.get(timeout=PAUSE_POLL_S) if self.engine.paused else self.engine.commands.get_nowait())
-                    while True:
-                        pending.append(self.engine.commands.get_nowait())
-                except queue.Empty:
-                    pass
-            for cmd in distributed.broadcast_commands(pending, self.engine.dist):
-                self.apply(cmd)
-            if self.engine.stop_reason or not self.engine.paused:
-                return
+        path = found[0]
+    try:
+        step = engine.load(path)
+    except UsageError as exc:  # Engine.load refuses whatever went wrong as a CheckpointError
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        _answer(engine, cmd, False, reason=reason, path=str(path))
+    else:
+        _answer(engine, cmd, True, path=str(path), from_step=step)
 
-    def apply(self, cmd: Command) -> None:
-        """One command, answered by an event (ok, or refused with the reason)."""
-        match cmd:
-            case Pause():
-                ok = not self.engine.paused
-                self.engine.paused = True
-                self._answer(cmd, ok, reason="" if ok else "already paused")
-            case Resume():
-                ok = self.engine.paused
-                self.engine.paused = False
-                self.engine.window.started = time.monotonic()  # a pause must not count against samples/s
-                self._answer(cmd, ok, reason="" if ok else "not paused")
-            case SetLR(lr=lr):
-                old = self.engine.lr
-                try:
-                    self.engine.set_lr(check_lr(lr))
-                except UsageError as exc:
-                    self._answer(cmd, False, reason=str(exc), old=old)
-                else:
-                    self._answer(cmd, True, old=old, new=self.engine.lr)
-            case Save():
-                self._command_save(cmd)
-            case Load():
-                self._command_load(cmd)
-            case SetDevice():
-                self._command_device(cmd)
-            case Stop(reason=reason):
-                self.engine.stop_reason = reason or "stop"
-                self.engine.stop_id = cmd.id
-                self.engine.paused = False
-            case _:
-                self.engine._event("error", ok=False, reason=f"unknown command {cmd!r}")
-
-    def _answer(self, cmd: Command, ok: bool, reason: str = "", **details: Any) -> None:
-        """The event answering ``cmd``: named as the command is on the wire (commands.WIRE_NAMES)."""
-        extra = {"reason": reason} if reason else {}
-        self.engine._event(cmd.wire, ok=ok, cmd_id=cmd.id, **extra, **details)
-
-    def _command_save(self, cmd: Save) -> None:
-        from tuitrain.control import save_name_problem
-
-        name = cmd.name or f"step-{self.engine.state.step}.pt"
-        if problem := save_name_problem(name):  # the dashboard sends straight here, not through ctl
-            self._answer(cmd, False, reason=f"bad checkpoint name {name!r}: {problem}")
-            return
-        try:
-            path = self.engine.save(name)
-        except OSError as exc:
-            self._answer(cmd, False, reason=f"saving failed: {exc}")
-        else:
-            self._answer(cmd, True, path=str(path))
-
-    def _command_load(self, cmd: Load) -> None:
-        found = list_checkpoints(self.engine.config.run_dir)
-        path = cmd.path or (found[0] if found else "")
-        if not path:
-            self._answer(cmd, False, reason="no checkpoint in this run yet")
-            return
-        lr = self.engine.lr
-        # Copies, not references: a load that fails half-way puts these back.
-        backup = {"model": {k: v.clone() for k, v in self.engine.model.state_dict().items()},
-                  "optimizer": copy.deepcopy(self.engine.optimizer.state_dict())}
-        try:
-            ckpt = checkpoints.load_checkpoint(path, map_location=self.engine.device,
-                                               max_bytes=checkpoints.size_bound(self.engine.model))
-            self.engine._restore(ckpt, path, resume=False)
-        except (CheckpointError, ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
-            checkpoints.restore(backup, "(state before the load)", self.engine, resume=False)  # untouched
-            self._answer(cmd, False, reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                         path=str(path))
-            return
-        self.engine.set_lr(lr)  # the LR a person set goes on; a load restores weights and moments
-        self._answer(cmd, True, path=str(path), from_step=int(ckpt["step"]))
-
-    def _command_device(self, cmd: SetDevice) -> None:
-        old = str(self.engine.device)
-        try:
-            if self.engine.dist:
-                raise UsageError("a distributed run cannot switch device")
-            if self.engine.scaler is not None:
-                raise UsageError("a 16-mixed run stays on its GPU (its GradScaler is per device)")
-            from tuitrain.engine import resolve_device
-
-            device = resolve_device(cmd.device)
-            if device == self.engine.device:
-                raise UsageError(f"already on {old}")
-        except UsageError as exc:
-            self._answer(cmd, False, reason=str(exc), old=old)
-            return
-        opt_state = self.engine.optimizer.state_dict()
-        self.engine.model.to(device)
-        # Round-tripping the state dict moves every optimizer tensor to its parameter's device.
-        self.engine.optimizer.load_state_dict(opt_state)
-        self.engine.data.place(device)
-        self.engine.device = device
-        self.engine.window.to(device)
-        self.engine._arm_guard()
-        self._answer(cmd, True, old=old, new=str(device))

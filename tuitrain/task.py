@@ -17,11 +17,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from tuitrain import schedule
 from tuitrain.errors import UsageError
 
 INPUT_KEYS = ("input", "inputs", "x", "pixel_values", "input_ids", "image", "images", "features")
 TARGET_KEYS = ("label", "labels", "y", "target", "targets")
-LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "rmse", "perplexity", "wer", "cer")
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop,
     "adadelta": torch.optim.Adadelta, "adagrad": torch.optim.Adagrad, "nadam": torch.optim.NAdam,
@@ -30,8 +30,6 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 FUSED = ("adam", "adamw", "sgd")
 """Optimizers built on the fused kernel: one kernel for all parameters (about 10% more samples/s
 for the notes' cnn on 2 CPU cores), and the divergence guard's sync-free skip (``found_inf``)."""
-PER_STEP_SCHEDULERS = (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR,
-                       torch.optim.lr_scheduler.CosineAnnealingWarmRestarts)
 
 
 class TargetError(UsageError, ValueError):
@@ -102,11 +100,6 @@ def batch_size_of(targets: Any) -> int:
     if isinstance(targets, (list, tuple)):
         return batch_size_of(targets[0]) if targets and isinstance(targets[0], torch.Tensor) else len(targets)
     raise UsageError(f"targets of type {type(targets).__name__}: pass batch_fn= returning tensors")
-
-
-def monitor_mode(monitor: str) -> str:
-    """min for losses and errors, max for accuracy and scores."""
-    return "min" if any(word in monitor.lower() for word in LOWER_IS_BETTER) else "max"
 
 
 @dataclass
@@ -181,24 +174,11 @@ class Task:
         return OPTIMIZERS[name](params, **kwargs)
 
     def build_scheduler(self, name: str, optimizer, total_steps: int, epochs: int, mode: str):
-        """(scheduler or None, interval): a user's factory, else a built-in by name."""
-        sched = torch.optim.lr_scheduler
+        """(scheduler or None, interval): a user's factory, else a built-in by name (schedule.py)."""
         if callable(self.scheduler):
             built = self.scheduler(optimizer)
-            return built, ("step" if isinstance(built, PER_STEP_SCHEDULERS) else "epoch")
-        if name in ("", "none"):
-            return None, "epoch"
-        if name == "step":
-            return sched.StepLR(optimizer, step_size=max(1, epochs // 3), gamma=0.1), "epoch"
-        if name == "cosine":
-            return sched.CosineAnnealingLR(optimizer, T_max=max(1, total_steps)), "step"
-        if name == "onecycle":
-            lrs = [g["lr"] for g in optimizer.param_groups]
-            return sched.OneCycleLR(optimizer, max_lr=lrs, total_steps=max(1, total_steps)), "step"
-        if name == "plateau":
-            return sched.ReduceLROnPlateau(optimizer, mode="min" if mode == "min" else "max", factor=0.1,
-                                           patience=2), "epoch"
-        raise UsageError(f"unknown scheduler {name!r} (step, cosine, onecycle, plateau, none)")
+            return built, schedule.interval_of(built)
+        return schedule.build(name, optimizer, total_steps, epochs, mode)
 
 
 def metric_names_clash(metrics: Mapping[str, Any]) -> None:

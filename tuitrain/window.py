@@ -78,3 +78,10 @@ class MetricWindow:
         """Mean training loss and accuracy of the epoch so far."""
         count = max(self.epoch_count, 1)
         return self.epoch_loss / count, self.epoch_correct / count
+
+
+def grad_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The global L2 norm of ``grads`` as a device tensor (no host sync); 0 without gradients."""
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
