@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tuitrain import runlog
-from tuitrain.runlog import RunLog, read_records
+from tuitrain.rundir import RunLog, read_records
+from tuitrain.rundir import writer as runlog
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tuitrain.runlog import read_records
+from tuitrain.rundir import read_records
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tuitrain.commands import to_wire
-from tuitrain.runlog import list_checkpoints
+from tuitrain.rundir import list_checkpoints
 
 Emit = Callable[[list[dict]], None]
 
@@ -94,7 +94,7 @@ class WatchBackend:
     SKIP_NOTICE_S = 10.0
 
     def __init__(self, run_dir: str | Path):
-        from tuitrain.runs import require_run_dir, run_state
+        from tuitrain.rundir import require_run_dir, run_state
 
         self.run_dir = str(require_run_dir(run_dir))
         self.controls = run_state(self.run_dir) in ("running", "paused")
@@ -125,8 +125,7 @@ class WatchBackend:
 
     def run(self, emit: Emit) -> None:
         """Emit the history (replayed), then follow until the run ends or the viewer leaves."""
-        from tuitrain.runlog import HISTOGRAMS, METRICS, SAMPLES, SYSTEM, read_history, read_last
-        from tuitrain.runs import run_state
+        from tuitrain.rundir import HISTOGRAMS, METRICS, SAMPLES, SYSTEM, read_history, read_last, run_state
 
         self._emit = emit
         root = Path(self.run_dir)
@@ -173,7 +172,7 @@ class WatchBackend:
 
     def devices(self) -> list[str]:
         """The devices the run's machine had at its start (config.json)."""
-        from tuitrain.runlog import CONFIG, read_json
+        from tuitrain.rundir import CONFIG, read_json
 
         devices = (read_json(Path(self.run_dir) / CONFIG) or {}).get("devices")
         if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):

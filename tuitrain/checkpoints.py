@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import os
 import pickle
 import random
 import stat
@@ -35,9 +34,9 @@ if TYPE_CHECKING:
     from tuitrain.engine import Engine
 
 from tuitrain.errors import CheckpointError
+from tuitrain.rundir.files import TMP_SUFFIX, write_atomic
 
 REQUIRED_KEYS = ("model", "optimizer", "epoch", "step", "config")
-TMP_SUFFIX = ".tmp"
 DEFAULT_MAX_BYTES = 4 << 30
 """What a load reads when the caller knows no model to size it by (the engine passes size_bound)."""
 BOUND_SLACK_BYTES = 64 << 20
@@ -56,13 +55,13 @@ def save_checkpoint(path: str | Path, payload: dict) -> str:
     digest = hashlib.sha256(data).hexdigest()
     sidecar = _sidecar(path)
     old = _hash_on_disk(path, sidecar)
-    _write_atomic(sidecar, "\n".join([digest, *old]) + "\n")
+    write_atomic(sidecar, "\n".join([digest, *old]) + "\n")
     try:
-        _write_atomic(path, data)
+        write_atomic(path, data)
     except BaseException:
         _restore_sidecar(path, sidecar, old)
         raise
-    _write_atomic(sidecar, digest + "\n")
+    write_atomic(sidecar, digest + "\n")
     return digest
 
 
@@ -466,34 +465,11 @@ def _restore_sidecar(path: Path, sidecar: Path, old: list[str]) -> None:
     the next save settles the sidecar by hashing the file)."""
     try:
         if old:
-            _write_atomic(sidecar, "\n".join(old) + "\n")
+            write_atomic(sidecar, "\n".join(old) + "\n")
         elif not path.exists():
             sidecar.unlink(missing_ok=True)
     except OSError:
         pass  # the disk is still full; _hash_on_disk reads the file at the next save instead
-
-
-def _write_atomic(path: Path, data: bytes | str) -> None:
-    """Temp file in the same folder, flush and fsync, os.replace, then fsync the folder."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
-    raw = data.encode() if isinstance(data, str) else data
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 # --------------------------------------------------------------------------- capture / restore

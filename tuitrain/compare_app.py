@@ -18,12 +18,10 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable, Footer
 
-from tuitrain.errors import UsageError
 from tuitrain.plotscale import compact
 from tuitrain.records import valid
-from tuitrain.runlog import CONFIG, METRICS, read_history, read_json
-from tuitrain.runs import is_run_dir, run_state
-from tuitrain.widgets.compare import AXES, COLORS, CompareCurves
+from tuitrain.rundir import CONFIG, METRICS, expand_runs, read_history, read_json, run_state
+from tuitrain.widgets.compare_curves import AXES, COLORS, CompareCurves
 
 POLL_S = 1.0
 NOT_PARAMETERS = {"run_dir", "data_dir", "resume", "headless", "device_resolved", "devices", "versions", "host", "pid",
@@ -33,20 +31,6 @@ SHORT = {"batch_size": "bs", "weight_decay": "wd", "optimizer": "opt", "schedule
          "grad_clip": "clip", "accumulate": "accum", "precision": "prec", "early_stopping": "patience",
          "model_arg": "arg", "dataset": "data"}
 """Short names for the legend and the table columns."""
-
-
-def expand_runs(paths: list[str]) -> list[Path]:
-    """Run directories from the arguments: a run, or a folder of runs (a sweep); UsageError if none."""
-    runs: list[Path] = []
-    for text in paths:
-        path = Path(text)
-        if is_run_dir(path):
-            runs.append(path)
-        elif path.is_dir() and (found := sorted(p for p in path.iterdir() if is_run_dir(p))):
-            runs.extend(found)
-        else:
-            raise UsageError(f"{path} is not a tuitrain run directory nor a folder of runs")
-    return runs
 
 
 def _value(value: object) -> str:

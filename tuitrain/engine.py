@@ -27,7 +27,7 @@ from tuitrain import checkpoints, data, distributed, evaluation, models, records
 from tuitrain.commands import Command
 from tuitrain.config import TrainConfig
 from tuitrain.errors import UsageError
-from tuitrain.runlog import list_checkpoints
+from tuitrain.rundir import list_checkpoints
 from tuitrain.steering import Steering
 from tuitrain.task import Task, batch_size_of, forward, monitor_mode, primary
 from tuitrain.window import MetricWindow

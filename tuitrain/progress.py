@@ -172,8 +172,7 @@ def status_line(run_dir: str, records: list[dict], state: str) -> str:
 def watch_plain(run_dir: str, stream: TextIO | None = None, poll_s: float = FOLLOW_POLL_S) -> int:
     """``tuitrain watch RUN`` with no terminal: where the run stands, then (while it lives) plain
     progress lines as it goes, until it ends or its process is gone. Returns the exit code (0)."""
-    from tuitrain.runlog import METRICS, Follower
-    from tuitrain.runs import run_state
+    from tuitrain.rundir import METRICS, Follower, run_state
 
     out = stream or sys.stdout
     follower = Follower(Path(run_dir) / METRICS)

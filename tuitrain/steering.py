@@ -16,7 +16,7 @@ from tuitrain import checkpoints, distributed
 from tuitrain.commands import Command, Load, Pause, Resume, Save, SetDevice, SetLR, Stop
 from tuitrain.config import check_lr
 from tuitrain.errors import CheckpointError, UsageError
-from tuitrain.runlog import list_checkpoints
+from tuitrain.rundir import list_checkpoints
 
 if TYPE_CHECKING:
     from tuitrain.engine import Engine
