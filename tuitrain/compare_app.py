@@ -19,8 +19,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Footer
 
 from tuitrain.plotscale import compact
-from tuitrain.records import valid
-from tuitrain.rundir import CONFIG, METRICS, expand_runs, read_history, read_json, run_state
+from tuitrain.rundir import CONFIG, METRICS, Follow, expand_runs, read_json, run_state
 from tuitrain.widgets.compare_curves import AXES, COLORS, CompareCurves
 
 POLL_S = 1.0
@@ -174,15 +173,14 @@ class CompareApp(App[str]):
 
     @work(thread=True, exclusive=True, exit_on_error=False)
     def follow(self) -> None:
-        """Read each run's history, then poll for new records until the app leaves."""
-        followers = []
-        for i, run in enumerate(self.runs):
-            records, follower = read_history(run / METRICS)
-            followers.append(follower)
-            self.post_message(RunRecords(i, [r for r in records if valid(r)]))
+        """Read each run's history, then poll for new records until the app leaves (rundir.Follow:
+        a record that does not fit is skipped)."""
+        follows = [Follow(run, files=(METRICS,)) for run in self.runs]
+        for i, follow in enumerate(follows):
+            self.post_message(RunRecords(i, follow.history()))
         while not self._stop.wait(POLL_S):
-            for i, follower in enumerate(followers):
-                records = [r for r in follower.poll() if valid(r)]  # a line that does not fit is skipped
+            for i, follow in enumerate(follows):
+                records = [read.record for read in follow.poll()]
                 if records:
                     self.post_message(RunRecords(i, records))
 

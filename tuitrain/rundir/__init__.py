@@ -8,12 +8,15 @@
 - ``status``: status.json, built (:func:`status_json`) and read (:func:`run_state`, one vocabulary:
   records.RunStatus).
 - ``read``: the JSONL readers: whole, incremental (:class:`Follower`), sampled (:func:`read_history`).
+- ``follow``: :class:`Follow`, the one loop every viewer follows a run with (dashboard, ``watch``
+  into a file, the comparison, the remote stream), with a :class:`Position` to go on from.
 - ``runs``: finding runs (``tuitrain runs``, the runs ``watch`` is given).
 """
 
 from __future__ import annotations
 
 from tuitrain.rundir.files import read_json, write_atomic, write_json_atomic
+from tuitrain.rundir.follow import Follow, Position, Read
 from tuitrain.rundir.layout import (
     CHECKPOINTS,
     CONFIG,
@@ -36,7 +39,7 @@ from tuitrain.rundir.status import STATES, UNREADABLE, pid_alive, read_status, r
 from tuitrain.rundir.writer import RunLog
 
 __all__ = ["CHECKPOINTS", "CONFIG", "HISTOGRAMS", "INDEX", "LOCK", "METRICS", "RECORD_FILES", "SAMPLES", "STATES",
-           "STATUS", "SYSTEM", "TENSORBOARD", "UNREADABLE", "Follower", "RunInfo",
+           "STATUS", "SYSTEM", "TENSORBOARD", "UNREADABLE", "Follow", "Follower", "Position", "Read", "RunInfo",
            "RunLock", "RunLog", "expand_runs", "format_runs", "identity", "is_run_dir", "list_checkpoints",
            "list_runs", "pid_alive", "read_history", "read_json", "read_last", "read_records", "read_status",
            "refuse_if_in_use", "require_run_dir", "run_state", "status_json", "write_atomic", "write_json_atomic"]
