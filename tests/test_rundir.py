@@ -7,15 +7,17 @@ import io
 import json
 import os
 import threading
+from pathlib import Path
 
 import pytest
 
 from tests.fakes import scripted_run, start_event
 from tests.helpers import record_run, wait
-from tuitrain import progress
+from tuitrain import progress, records
 from tuitrain.records import valid
-from tuitrain.rundir import HISTOGRAMS, METRICS, Follow, Position, write_atomic
+from tuitrain.rundir import HISTOGRAMS, METRICS, Follow, Position, RunInfo, format_runs, write_atomic
 from tuitrain.rundir import follow as follow_module
+from tuitrain.runstate import RunState
 
 # Records a tampered or foreign file may hold: each lacks a field, or carries one of the wrong type.
 MISFITS = [
@@ -196,6 +198,31 @@ def test_watch_into_a_file_says_when_the_process_is_gone(tmp_path, monkeypatch):
     thread.join(10)
     assert out.getvalue().splitlines()[1] == (f"tuitrain: {tmp_path / 'run'}: the run's process is gone without "
                                               f"ending the run")
+
+
+# ------------------------------------------------------------------------------- one state vocabulary
+def test_the_dashboard_shows_the_word_runs_and_status_json_use():
+    for status in ("done", "failed", "stopped", "interrupted", "dead"):
+        run = RunState()
+        run.apply(start_event())
+        run.apply({"type": "event", "event": "end", "step": 150, "time": 2.0, "status": status})
+        assert run.status == status and run.state == status.upper() == run.finished
+        assert run.exit_code == records.exit_code(status)
+
+
+def test_a_resumed_run_is_running_again_after_its_old_end_in_the_history():
+    run = RunState(watch_mode=True)
+    for record in [start_event(), {"type": "event", "event": "end", "step": 150, "time": 2.0, "status": "done"},
+                   start_event(step=150, start_epoch=1)]:
+        run.apply(record)
+    assert run.status == "running" and not run.finished and run.note == ""
+
+
+def test_the_runs_table_fits_every_state():
+    rows = [RunInfo(Path("runs") / name, state, 1, 3, None, 1_700_000_000.0, "cpu")
+            for name, state in (("a", "done"), ("b", "interrupted"), ("c", "unreadable"))]
+    lines = format_runs(rows).splitlines()
+    assert len({line.index("1/3") for line in lines[2:]}) == 1 and "interrupted" in lines[3]
 
 
 # ------------------------------------------------------------------------------- files

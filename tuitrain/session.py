@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import cast
 
 from tuitrain import __version__, records
 from tuitrain.config import TrainConfig
@@ -100,8 +101,8 @@ class Session:
                 sampler.join()
             if self.control:
                 self.control.close()
-        self._write_status("failed" if self.result.status == "failed" else
-                           "done" if self.result.status == "done" else "stopped")
+        # One word for how it ended, the end event's: done, stopped, interrupted (a signal) or failed.
+        self._write_status(cast(RunStatus, self.result.status))
         if self.log:
             self.log.close()
         self._lock.release()
