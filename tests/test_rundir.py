@@ -14,6 +14,7 @@ import pytest
 from tests.fakes import scripted_run, start_event
 from tests.helpers import record_run, wait
 from tuitrain import progress, records
+from tuitrain.errors import first_line
 from tuitrain.records import valid
 from tuitrain.rundir import HISTOGRAMS, METRICS, Follow, Position, RunInfo, format_runs, write_atomic
 from tuitrain.rundir import follow as follow_module
@@ -225,7 +226,7 @@ def test_the_runs_table_fits_every_state():
     assert len({line.index("1/3") for line in lines[2:]}) == 1 and "interrupted" in lines[3]
 
 
-# ------------------------------------------------------------------------------- files
+# ------------------------------------------------------------------------------- files and errors
 def test_the_atomic_writer_fsyncs_and_leaves_nothing_behind_when_it_fails(tmp_path, monkeypatch):
     synced = []
     real_fsync = os.fsync
@@ -241,3 +242,10 @@ def test_the_atomic_writer_fsyncs_and_leaves_nothing_behind_when_it_fails(tmp_pa
         write_atomic(tmp_path / "status.json", '{"state": "done"}')
     assert sorted(p.name for p in tmp_path.iterdir()) == ["status.json"]
     assert (tmp_path / "status.json").read_text() == '{"state": "running"}'
+
+
+def test_first_line_of_an_exception():
+    assert first_line(RuntimeError("\n  shape mismatch  \nat layer 3")) == "shape mismatch"
+    assert first_line(KeyError()) == "KeyError" and first_line(ValueError("x" * 300)) == "x" * 160
+    assert first_line(ValueError(" \n"), named=True) == "ValueError"
+    assert first_line(ValueError("bad\nworse"), limit=None, named=True) == "ValueError: bad"

@@ -33,7 +33,7 @@ import torch
 if TYPE_CHECKING:
     from tuitrain.engine import Engine
 
-from tuitrain.errors import CheckpointError
+from tuitrain.errors import CheckpointError, first_line
 from tuitrain.rundir.files import TMP_SUFFIX, write_atomic
 
 REQUIRED_KEYS = ("model", "optimizer", "epoch", "step", "config")
@@ -121,8 +121,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
         reason = next((ln for ln in lines[1:] if not ln.startswith("Check the documentation")), "unpickling failed")
         raise CheckpointError(f"checkpoint {path} is truncated or not a PyTorch file ({reason[:160]})") from None
     except Exception as exc:  # any parse failure of foreign bytes: RuntimeError, KeyError, EOFError...
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path} is truncated or not a PyTorch file ({reason})") from None
+        raise CheckpointError(f"checkpoint {path} is truncated or not a PyTorch file ({first_line(exc)})") from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"checkpoint {path} is a {type(ckpt).__name__}, not a tuitrain checkpoint dict")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
@@ -160,7 +159,7 @@ def _check_archive(path: Path, data: bytes, max_bytes: int) -> None:
     try:
         is_zip = zipfile.is_zipfile(io.BytesIO(data))
     except Exception as exc:  # is_zipfile raises on some damaged directories (a ZIP64 locator naming several disks)
-        raise CheckpointError(f"checkpoint {path} is truncated or not a PyTorch file ({_one_line(exc)})") from None
+        raise CheckpointError(f"checkpoint {path} is truncated or not a PyTorch file ({first_line(exc)})") from None
     if not is_zip:
         if data[:1] == b"\x80":
             raise CheckpointError(f"checkpoint {path} is a raw pickle file (pickle.dump, or torch.save's legacy "
@@ -184,7 +183,7 @@ def _check_archive(path: Path, data: bytes, max_bytes: int) -> None:
     except CheckpointError:
         raise
     except Exception as exc:  # any parse failure of foreign bytes: BadZipFile, zlib.error, EOFError...
-        raise CheckpointError(f"checkpoint {path} is truncated or not a PyTorch file ({_one_line(exc)})") from None
+        raise CheckpointError(f"checkpoint {path} is truncated or not a PyTorch file ({first_line(exc)})") from None
     if bad is not None:
         raise CheckpointError(f"checkpoint {path} is corrupted (the CRC-32 of its record {bad[:80]!r} does not match)")
 
@@ -344,7 +343,7 @@ def _check_rng(path: str | Path, rng) -> None:
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, OverflowError, RuntimeError) as exc:
-        raise CheckpointError(f"checkpoint {path}: 'rng' is not a set of random states ({_one_line(exc)})") from None
+        raise CheckpointError(f"checkpoint {path}: 'rng' is not a set of random states ({first_line(exc)})") from None
 
 
 def _check_tensor(path: str | Path, what: str, tensor) -> None:
@@ -380,11 +379,6 @@ def _show(value) -> str:
         return f"a {value.dtype} tensor of shape {list(value.shape)} on {value.device.type}"
     text = " ".join(repr(value).split())  # one line, whatever the value's repr spans
     return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:160] if text else type(exc).__name__
 
 
 def _mib(n: int) -> str:

@@ -26,7 +26,7 @@ import torch
 from tuitrain import checkpoints, data, distributed, evaluation, models, records
 from tuitrain.commands import Command
 from tuitrain.config import TrainConfig
-from tuitrain.errors import UsageError
+from tuitrain.errors import UsageError, first_line
 from tuitrain.rundir import list_checkpoints
 from tuitrain.steering import Steering
 from tuitrain.task import Task, batch_size_of, forward, monitor_mode, primary
@@ -99,11 +99,6 @@ def compiler_error(exc: BaseException) -> bool:
     """Whether ``exc`` came from torch.compile's machinery (no C++ compiler, an unsupported
     construct...) rather than from the user's code running as it is."""
     return type(exc).__module__.startswith(("torch._dynamo", "torch._inductor"))
-
-
-def first_line(exc: BaseException) -> str:
-    """The first non-blank line of an exception's message."""
-    return next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
 
 
 def grad_norm(grads: list[torch.Tensor]) -> torch.Tensor:
@@ -246,7 +241,7 @@ class Engine:
             try:
                 self.summary = models.summarize(self.model, inputs).to_dict()
             except Exception as exc:  # a summary is a nicety: say why there is none and train anyway
-                self.summary_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+                self.summary_error = first_line(exc, limit=None, named=True)[:200]
         finally:
             self.model.train(was_training)
 
@@ -302,7 +297,7 @@ class Engine:
             self.error = exc
             reason = f"{type(exc).__name__}: {exc}"
             if cfg.compile and compiler_error(exc):
-                reason = f"--compile failed ({type(exc).__name__}: {first_line(exc)}); run without --compile"
+                reason = f"--compile failed ({first_line(exc, limit=None, named=True)}); run without --compile"
             self._event("error", ok=False, reason=reason, traceback=traceback.format_exc())
             self._event("end", status="failed", best_val_acc=st.best_val_acc, epochs_done=st.epoch)
             self._leave_group()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from tuitrain import checkpoints, distributed
 from tuitrain.commands import Command, Load, Pause, Resume, Save, SetDevice, SetLR, Stop
 from tuitrain.config import check_lr
-from tuitrain.errors import CheckpointError, UsageError
+from tuitrain.errors import CheckpointError, UsageError, first_line
 from tuitrain.rundir import list_checkpoints
 
 if TYPE_CHECKING:
@@ -140,7 +140,7 @@ class Steering:
             self.engine._restore(ckpt, path, resume=False)
         except (CheckpointError, ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
             checkpoints.restore(backup, "(state before the load)", self.engine, resume=False)  # untouched
-            self._answer(cmd, False, reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            self._answer(cmd, False, reason=first_line(exc, limit=None),
                          path=str(path))
             return
         self.engine.set_lr(lr)  # the LR a person set goes on; a load restores weights and moments
