@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from tuitrain.app import TuiTrainApp  # noqa: E402
 from tuitrain.backends import WatchBackend  # noqa: E402
-from tuitrain.runlog import INDEX, METRICS, read_history  # noqa: E402
+from tuitrain.rundir import INDEX, METRICS, read_history  # noqa: E402
 from tuitrain.widgets.curves import Curves  # noqa: E402
 from tuitrain.widgets.status import StatusLine  # noqa: E402
 
@@ -50,7 +50,7 @@ def start_dir(run_dir: Path) -> None:
 
 def write_run(run_dir: Path, steps: int) -> int:
     """A finished run of ``steps`` step records with 20 metrics each; returns metrics.jsonl's size."""
-    from tuitrain.runlog import RunLog
+    from tuitrain.rundir import RunLog
 
     start_dir(run_dir)
     rng = random.Random(0)
@@ -127,7 +127,7 @@ async def first_screen(run_dir: Path) -> tuple[float, int]:
 
 READ = r"""
 import json, resource, sys, time
-from tuitrain.runlog import read_history
+from tuitrain.rundir import read_history
 t = time.perf_counter()
 records, _ = read_history(sys.argv[1])
 seconds = time.perf_counter() - t

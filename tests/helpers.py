@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tuitrain.runlog import RunLog
+from tuitrain.rundir import RunLog
 
 ROOT = Path(__file__).resolve().parent.parent
 """The repository root (the working folder of the CLI subprocesses)."""

@@ -7,8 +7,9 @@ import importlib.util
 import torch
 
 from tests.helpers import ROOT
-from tuitrain.compare import CompareApp, expand_runs
-from tuitrain.widgets.compare import CompareCurves
+from tuitrain.compare_app import CompareApp
+from tuitrain.rundir import expand_runs
+from tuitrain.widgets.compare_curves import CompareCurves
 
 
 def _example():
@@ -46,7 +47,7 @@ def test_fit_resume_is_exact_on_the_dataloader_path(tmp_path):
 
 async def test_watch_compares_several_runs(tmp_path):
     from tests.fakes import scripted_run
-    from tuitrain.runlog import RunLog
+    from tuitrain.rundir import RunLog
 
     for name, scale in (("run-a", 1.0), ("run-b", 0.5)):
         log = RunLog(tmp_path / "sweep" / name)

@@ -10,8 +10,7 @@ import pytest
 from tests.helpers import ROOT
 
 HEADLESS = ["tuitrain.engine", "tuitrain.models", "tuitrain.data", "tuitrain.checkpoints", "tuitrain.config",
-            "tuitrain.runlog", "tuitrain.session", "tuitrain.progress", "tuitrain.runs", "tuitrain.system",
-            "tuitrain.runstate"]
+            "tuitrain.rundir", "tuitrain.session", "tuitrain.progress", "tuitrain.system", "tuitrain.runstate"]
 
 
 def _imports(module: str) -> set[str]:
@@ -25,13 +24,24 @@ def test_headless_modules_never_import_textual(module):
     assert "textual" not in _imports(module)
 
 
+RUNDIR = sorted(f"tuitrain.rundir.{p.stem}" for p in (ROOT / "tuitrain" / "rundir").glob("*.py") if p.stem != "__init__")
+
+
+@pytest.mark.parametrize("module", ["tuitrain.rundir", *RUNDIR])
+def test_the_run_directory_package_imports_neither_torch_nor_textual(module):
+    """Everything that writes or reads a run directory is plain Python: a viewer, ``runs`` and the
+    remote stream start without either."""
+    imported = _imports(module)
+    assert "torch" not in imported and "textual" not in imported
+
+
 def test_widgets_never_import_torch():
     widgets = sorted(p.stem for p in (ROOT / "tuitrain" / "widgets").glob("*.py") if p.stem != "__init__")
     for name in widgets:
         assert "torch" not in _imports(f"tuitrain.widgets.{name}"), name
 
 
-@pytest.mark.parametrize("module", ["tuitrain.app", "tuitrain.backends", "tuitrain.compare", "tuitrain.control",
+@pytest.mark.parametrize("module", ["tuitrain.app", "tuitrain.backends", "tuitrain.compare_app", "tuitrain.control",
                                     "tuitrain.cli"])
 def test_ui_and_watch_modules_never_import_torch(module):
     """The dashboard and `watch` start without torch (the live backend imports it only to train)."""

@@ -12,7 +12,7 @@ from tests.helpers import record_run, until
 from tuitrain.app import TuiTrainApp
 from tuitrain.backends import WatchBackend
 from tuitrain.confusion import MAX_SAMPLES, confused_pairs, per_class, read_confusion, read_samples
-from tuitrain.runlog import SAMPLES
+from tuitrain.rundir import SAMPLES
 from tuitrain.widgets.classes import ClassesPanel, heatmap
 from tuitrain.widgets.gallery import Gallery, SampleCard, to_image
 

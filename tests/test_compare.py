@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from tests.fakes import start_event
-from tuitrain.compare import CompareApp, RunRow, legend_labels, sorted_rows, varied_params
-from tuitrain.runlog import RunLog
-from tuitrain.widgets.compare import CompareCurves, RunAxes
+from tuitrain.compare_app import CompareApp, RunRow, legend_labels, sorted_rows, varied_params
+from tuitrain.rundir import RunLog
+from tuitrain.widgets.compare_curves import CompareCurves, RunAxes
 
 BASE = {"dataset": "fashion-mnist", "model": "cnn", "epochs": 2, "optimizer": "adam", "seed": 0, "device": "auto",
         "data_dir": "/data", "devices": ["cpu"], "host": "h", "started": 1.0}
@@ -86,7 +86,7 @@ async def test_compare_table_legend_axis_and_enter(tmp_path, monitor, order):
     _write_run(tmp_path / "sweep" / "00-a", 0.01, 100, [0.7, 0.8], monitor)
     _write_run(tmp_path / "sweep" / "01-b", 0.001, 100, [0.75, 0.9], monitor)
     _write_run(tmp_path / "sweep" / "02-c", 0.01, 500, [0.6, 0.85], monitor)
-    from tuitrain.compare import expand_runs
+    from tuitrain.rundir import expand_runs
 
     app = CompareApp(expand_runs([str(tmp_path / "sweep")]))
     async with app.run_test(size=(120, 40)) as pilot:

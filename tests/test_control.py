@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers import ROOT, wait
 from tuitrain.cli import main
-from tuitrain.runlog import read_records
+from tuitrain.rundir import read_records
 
 
 def _ctl(run_dir: Path, *args: str) -> subprocess.CompletedProcess:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from tests.helpers import ROOT
-from tuitrain.runlog import read_records
+from tuitrain.rundir import read_records
 
 
 def _start_two_ranks(run_dir: Path, port: int, limit: int) -> tuple[subprocess.Popen, Path]:

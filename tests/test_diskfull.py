@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tuitrain import runlog
-from tuitrain.runlog import RunLog, read_records
+from tuitrain.rundir import RunLog, read_records
+from tuitrain.rundir import writer as runlog
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -162,11 +162,12 @@ def test_a_real_full_disk_on_tmpfs(tmp_path):
         while not any(r["type"] == "epoch" for r in read_records(run / "metrics.jsonl")):
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.1)
-        with open(mnt / "filler", "wb") as fh:  # fill the disk to the last byte
+        # Fill the disk to the last byte. Unbuffered: a buffered file kept a partial write's rest and
+        # raised ENOSPC again when closed (whenever the free space was not a multiple of 64 KiB).
+        with open(mnt / "filler", "wb", buffering=0) as fh:
             try:
                 while True:
                     fh.write(b"\0" * 65536)
-                    fh.flush()
             except OSError:
                 pass
         time.sleep(1.5)

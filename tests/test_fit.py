@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import tuitrain
-from tuitrain.runlog import read_records
+from tuitrain.rundir import read_records
 from tuitrain.task import TargetError
 
 

@@ -53,14 +53,14 @@ def test_two_failed_saves_keep_the_good_file_loadable(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
     good = {"model": {"w": torch.ones(3)}, "optimizer": {}, "epoch": 1, "step": 5, "config": {}}
     checkpoints.save_checkpoint(path, good)
-    real_write = checkpoints._write_atomic
+    real_write = checkpoints.write_atomic
 
     def full_disk(target, data):
         if target == path:
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(target, data)
 
-    monkeypatch.setattr(checkpoints, "_write_atomic", full_disk)
+    monkeypatch.setattr(checkpoints, "write_atomic", full_disk)
     for step in (6, 7, 8):
         with pytest.raises(OSError):
             checkpoints.save_checkpoint(path, {**good, "step": step})
@@ -76,7 +76,7 @@ def test_failed_saves_whose_sidecar_restore_fails_too(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
     good = {"model": {"w": torch.ones(3)}, "optimizer": {}, "epoch": 1, "step": 5, "config": {}}
     checkpoints.save_checkpoint(path, good)
-    real_write = checkpoints._write_atomic
+    real_write = checkpoints.write_atomic
     calls = []
 
     def flaky(target, data):
@@ -85,7 +85,7 @@ def test_failed_saves_whose_sidecar_restore_fails_too(tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(target, data)
 
-    monkeypatch.setattr(checkpoints, "_write_atomic", flaky)
+    monkeypatch.setattr(checkpoints, "write_atomic", flaky)
     for step in (6, 7):
         with pytest.raises(OSError):
             checkpoints.save_checkpoint(path, {**good, "step": step})
@@ -97,7 +97,7 @@ def test_failed_saves_whose_sidecar_restore_fails_too(tmp_path, monkeypatch):
 def test_a_failed_save_over_a_lone_file_keeps_it_loadable(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
     torch.save({"model": {}, "optimizer": {}, "epoch": 1, "step": 5, "config": {}}, path)  # no sidecar
-    monkeypatch.setattr(checkpoints, "_write_atomic", _fail_on(path, checkpoints._write_atomic))
+    monkeypatch.setattr(checkpoints, "write_atomic", _fail_on(path, checkpoints.write_atomic))
     with pytest.raises(OSError):
         checkpoints.save_checkpoint(path, {"model": {}, "optimizer": {}, "epoch": 2, "step": 9, "config": {}})
     monkeypatch.undo()

@@ -347,13 +347,13 @@ def test_ctl_refuses_a_server_that_answers_garbage(tmp_path):
 
 # ----------------------------------------------------------------- items 8, 11, copy: a live run
 def _steps(run_dir: Path) -> list[dict]:
-    from tuitrain.runlog import read_records
+    from tuitrain.rundir import read_records
 
     return [r for r in read_records(run_dir / "metrics.jsonl") if r["type"] == "step"]
 
 
 def _events(run_dir: Path, name: str) -> list[dict]:
-    from tuitrain.runlog import read_records
+    from tuitrain.rundir import read_records
 
     return [r for r in read_records(run_dir / "metrics.jsonl") if r["type"] == "event" and r["event"] == name]
 
@@ -396,7 +396,7 @@ def test_a_live_run_survives_bad_messages_loads_from_the_callers_folder_and_igno
         subprocess.run(["cp", "-r", str(run_dir), str(copy)], check=True)
         stopped = _ctl(copy, "stop")
         assert stopped.returncode == 2 and "not alive" in stopped.stderr, stopped
-        from tuitrain.runs import run_state
+        from tuitrain.rundir import run_state
 
         assert run_state(copy) == "dead" and run_state(run_dir) in ("running", "paused")  # `runs` tells them apart
         time.sleep(1.0)

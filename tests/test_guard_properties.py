@@ -28,7 +28,7 @@ from tuitrain import checkpoints, control
 from tuitrain.commands import Load, Pause, Resume, Save, SetDevice, SetLR, Stop
 from tuitrain.control import ControlServer
 from tuitrain.errors import CheckpointError, UsageError
-from tuitrain.runs import STATES, UNREADABLE, format_runs, list_runs, run_state
+from tuitrain.rundir import STATES, UNREADABLE, format_runs, list_runs, run_state
 
 FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

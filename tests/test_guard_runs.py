@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tuitrain.cli import main
-from tuitrain.runs import STATES, UNREADABLE, list_runs, run_state
+from tuitrain.rundir import STATES, UNREADABLE, list_runs, run_state
 
 HOST = socket.gethostname()
 

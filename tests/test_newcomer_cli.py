@@ -16,7 +16,7 @@ from tests.helpers import record_run
 from tuitrain import fmt, progress
 from tuitrain.cli import main
 from tuitrain.keys import KEYS
-from tuitrain.runs import RunInfo, format_runs
+from tuitrain.rundir import RunInfo, format_runs
 
 
 # ------------------------------------------------------------------------------- numbers

@@ -11,7 +11,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tuitrain.runlog import INDEX, METRICS, RunLog, read_history, read_records
+from tuitrain.rundir import INDEX, METRICS, RunLog, read_history, read_records
 
 
 def write_run(run_dir: Path, kinds: list[str]) -> list[dict]:
@@ -138,7 +138,7 @@ def test_small_and_large_paths_agree(tmp_path):
 
 
 def test_the_scan_reads_lines_longer_than_its_chunk(tmp_path):
-    from tuitrain.runlog import _scan_not_steps
+    from tuitrain.rundir.read import _scan_not_steps
 
     written = write_run(tmp_path, ["step", "epoch", "event"] * 10)
     data = (tmp_path / METRICS).read_bytes()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tuitrain.runlog import Follower, RunLog, read_records
+from tuitrain.rundir import Follower, RunLog, read_records
 from tuitrain.session import Session
 
 

@@ -18,7 +18,7 @@ from tests.conftest import EngineRun
 from tests.helpers import ROOT
 from tuitrain import checkpoints
 from tuitrain.commands import Load, Pause, Save, Stop
-from tuitrain.runlog import read_records
+from tuitrain.rundir import read_records
 
 NAN_MODEL = textwrap.dedent("""
     import torch
@@ -154,7 +154,7 @@ SAVER = textwrap.dedent("""
     import os, sys, time, torch
     sys.path.insert(0, {root!r})
     from tuitrain import checkpoints
-    from tuitrain.runlog import RunLog
+    from tuitrain.rundir import RunLog
     real_fsync = os.fsync
     def slow_fsync(fd):
         time.sleep(0.02)   # widen the window in which a kill lands mid-save

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tuitrain.errors import UsageError
-from tuitrain.runlog import read_records
+from tuitrain.rundir import read_records
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""SIGTERM and SIGHUP stop a headless run like Ctrl-C (last.pt at the stop step, status stopped,
+"""SIGTERM and SIGHUP stop a headless run like Ctrl-C (last.pt at the stop step, status interrupted,
 exit 143 / 129); SIGUSR1 saves a checkpoint and training goes on. The real CLI in a subprocess."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tuitrain.runlog import read_records
+from tuitrain.rundir import read_records
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,7 +62,8 @@ def test_stop_signal_saves_the_step_in_progress(tmp_path, signum, reason, code):
     stop = _events(run_dir, "stop")[-1]
     assert stop["reason"] == reason
     assert _events(run_dir, "end")[-1]["status"] == "interrupted"
-    assert json.loads((run_dir / "status.json").read_text())["state"] == "stopped"
+    # One word for one state (issue 24): the end event's, in status.json and so in `tuitrain runs` too.
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "interrupted"
     last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert last["step"] == stop["step"] and last["epoch"] == 0 and last["batch"] == stop["step"]  # mid-epoch
 

@@ -63,7 +63,7 @@ async def test_watch_marks_a_dead_run(tmp_path, monkeypatch):
     log.close()
     backend = WatchBackend(tmp_path / "run")
     monkeypatch.setattr(WatchBackend, "ALIVE_CHECK_S", 0.1)
-    monkeypatch.setattr("tuitrain.runs.pid_alive", lambda pid: False)
+    monkeypatch.setattr("tuitrain.rundir.status.pid_alive", lambda pid: False)
     app = TuiTrainApp(backend, watch_mode=True)
     async with app.run_test() as pilot:
         await until(pilot, lambda: app.query_one(StatusLine).state == "DEAD", "the dead state")

@@ -131,7 +131,7 @@ class TuiTrainApp(App[int]):
     def backend_finished(self, message: BackendFinished) -> None:
         """The worker returned: show why if it failed; keep the screen until q."""
         if message.error:
-            self.run_state.finish("FAILED", message.error)
+            self.run_state.finish("failed", message.error)
             self.dashboard.status_changed(at_once=True)
             self.notify(message.error, title="failed", severity="error", timeout=10, markup=False)
         if self.run_state.quit_requested:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tuitrain.commands import to_wire
-from tuitrain.runlog import list_checkpoints
+from tuitrain.rundir import Follow, list_checkpoints
 
 Emit = Callable[[list[dict]], None]
 
@@ -81,7 +81,7 @@ class LiveBackend:
 
 
 class WatchBackend:
-    """Follows a run directory: the history first, then new records as they are written.
+    """Follows a run directory (rundir.Follow): the history first, then new records as they are written.
 
     While the run lives, commands go through its control channel; a finished or dead run is shown
     as it ended, read-only. Leaving (q) never touches the run.
@@ -94,25 +94,20 @@ class WatchBackend:
     SKIP_NOTICE_S = 10.0
 
     def __init__(self, run_dir: str | Path):
-        from tuitrain.runs import require_run_dir, run_state
+        from tuitrain.rundir import require_run_dir, run_state
 
         self.run_dir = str(require_run_dir(run_dir))
         self.controls = run_state(self.run_dir) in ("running", "paused")
         self._stop = threading.Event()
         self._emit: Emit | None = None
-        self.skipped = 0
-        """Records read but not shown: they lack a field the panels need or carry a wrong type."""
+        self._follow: Follow | None = None
         self._skipped_told = 0
         self._skip_told_at = 0.0
 
-    def _valid(self, records: list[dict]) -> list[dict]:
-        """The records that fit records.valid; the others are counted and left out (a tampered or
-        foreign line must not crash the viewer)."""
-        from tuitrain.records import valid
-
-        kept = [r for r in records if valid(r)]
-        self.skipped += len(records) - len(kept)
-        return kept
+    @property
+    def skipped(self) -> int:
+        """Records read but not shown: they lack a field the panels need or carry a wrong type."""
+        return self._follow.skipped if self._follow else 0
 
     def _skip_notice(self) -> list[dict]:
         """One notice when records were skipped since the last one (at most every SKIP_NOTICE_S)."""
@@ -125,32 +120,15 @@ class WatchBackend:
 
     def run(self, emit: Emit) -> None:
         """Emit the history (replayed), then follow until the run ends or the viewer leaves."""
-        from tuitrain.runlog import HISTOGRAMS, METRICS, SAMPLES, SYSTEM, read_history, read_last
-        from tuitrain.runs import run_state
-
         self._emit = emit
-        root = Path(self.run_dir)
-        history, metrics = read_history(root / METRICS)
-        hist, hist_follow = read_last(root / HISTOGRAMS)
-        system, system_follow = read_last(root / SYSTEM)
-        samples, samples_follow = read_last(root / SAMPLES)  # only the latest epoch's gallery is shown
-        history = self._valid(history + [r for r in (hist, system, samples) if r is not None])
-        ended = any(r.get("event") == "end" for r in history)
+        follow = self._follow = Follow(self.run_dir, poll_s=self.POLL_S, alive_check_s=self.ALIVE_CHECK_S,
+                                       stop=self._stop)
+        history = follow.history()
         emit([{"type": "replay", "begin": True}, *history, {"type": "replay", "begin": False}, *self._skip_notice()])
-        last_check = time.monotonic()
-        while not ended and not self._stop.wait(self.POLL_S):
-            new = (self._valid(metrics.poll()) + self._valid(hist_follow.poll())[-1:]
-                   + self._valid(system_follow.poll())[-1:] + self._valid(samples_follow.poll())[-1:])
-            new += self._skip_notice()
+        for batch in follow:
+            new = [read.record for read in batch] + self._skip_notice()
             if new:
                 emit(new)
-                ended = any(r.get("event") == "end" for r in new)
-            if not ended and time.monotonic() - last_check > self.ALIVE_CHECK_S:
-                last_check = time.monotonic()
-                if run_state(self.run_dir) == "dead" and not metrics.poll():
-                    emit([{"type": "event", "event": "end", "status": "dead", "step": 0, "time": time.time(),
-                           "reason": "the run's process is gone without ending the run"}])
-                    ended = True
         self.controls = False
 
     def send(self, command) -> None:
@@ -173,7 +151,7 @@ class WatchBackend:
 
     def devices(self) -> list[str]:
         """The devices the run's machine had at its start (config.json)."""
-        from tuitrain.runlog import CONFIG, read_json
+        from tuitrain.rundir import CONFIG, read_json
 
         devices = (read_json(Path(self.run_dir) / CONFIG) or {}).get("devices")
         if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):

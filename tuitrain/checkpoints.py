@@ -22,7 +22,6 @@ import copy
 import hashlib
 import io
 import math
-import os
 import pickle
 import random
 import stat
@@ -33,11 +32,11 @@ from typing import Any
 
 import torch
 
-from tuitrain.errors import CheckpointError, UsageError
+from tuitrain.errors import CheckpointError, UsageError, first_line
+from tuitrain.rundir.files import TMP_SUFFIX, write_atomic
 from tuitrain.trainstate import TrainState
 
 REQUIRED_KEYS = ("model", "optimizer", "epoch", "step", "config")
-TMP_SUFFIX = ".tmp"
 DEFAULT_MAX_BYTES = 4 << 30
 """What a load reads when the caller knows no model to size it by (the engine passes size_bound)."""
 BOUND_SLACK_BYTES = 64 << 20
@@ -56,13 +55,13 @@ def save_checkpoint(path: str | Path, payload: dict) -> str:
     digest = hashlib.sha256(data).hexdigest()
     sidecar = _sidecar(path)
     old = _hash_on_disk(path, sidecar)
-    _write_atomic(sidecar, "\n".join([digest, *old]) + "\n")
+    write_atomic(sidecar, "\n".join([digest, *old]) + "\n")
     try:
-        _write_atomic(path, data)
+        write_atomic(path, data)
     except BaseException:
         _restore_sidecar(path, sidecar, old)
         raise
-    _write_atomic(sidecar, digest + "\n")
+    write_atomic(sidecar, digest + "\n")
     return digest
 
 
@@ -122,8 +121,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
         reason = next((ln for ln in lines[1:] if not ln.startswith("Check the documentation")), "unpickling failed")
         raise CheckpointError(f"checkpoint {path} is truncated or not a PyTorch file ({reason[:160]})") from None
     except Exception as exc:  # any parse failure of foreign bytes: RuntimeError, KeyError, EOFError...
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path} is truncated or not a PyTorch file ({reason})") from None
+        raise CheckpointError(f"checkpoint {path} is truncated or not a PyTorch file ({first_line(exc)})") from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"checkpoint {path} is a {type(ckpt).__name__}, not a tuitrain checkpoint dict")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
@@ -161,7 +159,7 @@ def _check_archive(path: Path, data: bytes, max_bytes: int) -> None:
     try:
         is_zip = zipfile.is_zipfile(io.BytesIO(data))
     except Exception as exc:  # is_zipfile raises on some damaged directories (a ZIP64 locator naming several disks)
-        raise CheckpointError(f"checkpoint {path} is truncated or not a PyTorch file ({_one_line(exc)})") from None
+        raise CheckpointError(f"checkpoint {path} is truncated or not a PyTorch file ({first_line(exc)})") from None
     if not is_zip:
         if data[:1] == b"\x80":
             raise CheckpointError(f"checkpoint {path} is a raw pickle file (pickle.dump, or torch.save's legacy "
@@ -185,7 +183,7 @@ def _check_archive(path: Path, data: bytes, max_bytes: int) -> None:
     except CheckpointError:
         raise
     except Exception as exc:  # any parse failure of foreign bytes: BadZipFile, zlib.error, EOFError...
-        raise CheckpointError(f"checkpoint {path} is truncated or not a PyTorch file ({_one_line(exc)})") from None
+        raise CheckpointError(f"checkpoint {path} is truncated or not a PyTorch file ({first_line(exc)})") from None
     if bad is not None:
         raise CheckpointError(f"checkpoint {path} is corrupted (the CRC-32 of its record {bad[:80]!r} does not match)")
 
@@ -345,7 +343,7 @@ def _check_rng(path: str | Path, rng) -> None:
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, OverflowError, RuntimeError) as exc:
-        raise CheckpointError(f"checkpoint {path}: 'rng' is not a set of random states ({_one_line(exc)})") from None
+        raise CheckpointError(f"checkpoint {path}: 'rng' is not a set of random states ({first_line(exc)})") from None
 
 
 def _check_tensor(path: str | Path, what: str, tensor) -> None:
@@ -381,11 +379,6 @@ def _show(value) -> str:
         return f"a {value.dtype} tensor of shape {list(value.shape)} on {value.device.type}"
     text = " ".join(repr(value).split())  # one line, whatever the value's repr spans
     return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:160] if text else type(exc).__name__
 
 
 def _mib(n: int) -> str:
@@ -466,34 +459,11 @@ def _restore_sidecar(path: Path, sidecar: Path, old: list[str]) -> None:
     the next save settles the sidecar by hashing the file)."""
     try:
         if old:
-            _write_atomic(sidecar, "\n".join(old) + "\n")
+            write_atomic(sidecar, "\n".join(old) + "\n")
         elif not path.exists():
             sidecar.unlink(missing_ok=True)
     except OSError:
         pass  # the disk is still full; _hash_on_disk reads the file at the next save instead
-
-
-def _write_atomic(path: Path, data: bytes | str) -> None:
-    """Temp file in the same folder, flush and fsync, os.replace, then fsync the folder."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
-    raw = data.encode() if isinstance(data, str) else data
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 # --------------------------------------------------------------------------- capture / restore

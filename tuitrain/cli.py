@@ -256,7 +256,7 @@ def cmd_runs(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from pathlib import Path
 
-    from tuitrain.runs import format_runs, list_runs
+    from tuitrain.rundir import format_runs, list_runs
 
     if args.dir is None:
         if not Path("runs").is_dir():
@@ -273,12 +273,12 @@ def cmd_watch(argv: list[str]) -> int:
                 "runs or a folder of runs (a sweep), compare their curves.")
     p.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
     args = p.parse_args(argv)
-    from tuitrain.runs import is_run_dir
+    from tuitrain.rundir import is_run_dir
 
     if not sys.stdout.isatty():  # into a file or a pipe: plain lines, never a full-screen UI
         return _watch_plain(args.run_dirs)
     if len(args.run_dirs) > 1 or not is_run_dir(args.run_dirs[0]):
-        from tuitrain.compare import run_compare
+        from tuitrain.compare_app import run_compare
 
         return run_compare(args.run_dirs)
     from tuitrain.backends import WatchBackend
@@ -293,9 +293,8 @@ def cmd_watch(argv: list[str]) -> int:
 def _watch_plain(run_dirs: list[str]) -> int:
     """``tuitrain watch`` with stdout not a terminal: one run's status and progress lines until it
     ends (at once for a finished run); several runs (or a sweep folder) as the ``runs`` table."""
-    from tuitrain.compare import expand_runs
     from tuitrain.progress import watch_plain
-    from tuitrain.runs import format_runs, is_run_dir, list_runs
+    from tuitrain.rundir import expand_runs, format_runs, is_run_dir, list_runs
 
     if len(run_dirs) == 1 and is_run_dir(run_dirs[0]):
         return watch_plain(run_dirs[0])
@@ -306,7 +305,7 @@ def _watch_plain(run_dirs: list[str]) -> int:
 def cmd_ctl(argv: list[str]) -> int:
     """``tuitrain ctl RUN_DIR COMMAND [ARG]``: one command to a live run."""
     from tuitrain.control import COMMANDS, send_command
-    from tuitrain.runs import require_run_dir
+    from tuitrain.rundir import require_run_dir
 
     p = _Parser(prog="tuitrain ctl", description="Send one command to a live run and print its answer.")
     p.add_argument("run_dir", metavar="RUN_DIR")

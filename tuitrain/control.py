@@ -41,8 +41,7 @@ from tuitrain.commands import WIRE_NAMES, Load, Pause, Resume, Save, SetDevice, 
 from tuitrain.config import check_device_name, parse_lr
 from tuitrain.errors import UsageError
 from tuitrain.records import LIVE_STATES
-from tuitrain.runlog import STATUS, read_json
-from tuitrain.runs import run_state
+from tuitrain.rundir import identity, read_status, run_state
 
 SOCKET_NAME = "control.sock"
 MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux, 104 on macOS
@@ -105,13 +104,11 @@ def socket_path(run_dir: str | Path, create: bool = True) -> Path:
 
 
 def run_identity(run_dir: str | Path) -> str:
-    """The run directory's device and inode: a copy has others, a moved or symlinked one the same."""
-    from tuitrain.runs import _identity
-
-    identity = _identity(run_dir)
-    if not identity:
+    """The run directory's device and inode (rundir.identity); ChannelError when it cannot be read."""
+    found = identity(run_dir)
+    if not found:
         raise ChannelError(f"run {run_dir} cannot be read")
-    return identity
+    return found
 
 
 def save_name_problem(name: str) -> str:
@@ -347,7 +344,7 @@ def _connect(run_dir: str | Path, timeout: float) -> tuple[socket.socket, Path]:
     answers, the server checks the run dir's identity, so a wrong socket never runs a command."""
     derived = socket_path(run_dir, create=False)
     candidates = [derived]
-    named = (read_json(Path(run_dir) / STATUS) or {}).get("control")
+    named = (read_status(run_dir) or {}).get("control")
     if isinstance(named, str) and "\0" not in named and named != str(derived):
         if Path(named).parent == private_folder(create=False):
             candidates.append(Path(named))

@@ -30,9 +30,9 @@ from tuitrain import checkpoints, data, distributed, evaluation, models, records
 from tuitrain.commands import Command
 from tuitrain.config import TrainConfig, check_lr
 from tuitrain.device import autocast, resolve_device
-from tuitrain.errors import CheckpointError, UsageError
+from tuitrain.errors import CheckpointError, UsageError, first_line
 from tuitrain.monitor import Monitor
-from tuitrain.runlog import list_checkpoints
+from tuitrain.rundir import list_checkpoints
 from tuitrain.task import Task, batch_size_of, forward, primary
 from tuitrain.trainstate import TrainState
 from tuitrain.window import MetricWindow, grad_norm
@@ -73,11 +73,6 @@ def compiler_error(exc: BaseException) -> bool:
     """Whether ``exc`` came from torch.compile's machinery (no C++ compiler, an unsupported
     construct...) rather than from the user's code running as it is."""
     return type(exc).__module__.startswith(("torch._dynamo", "torch._inductor"))
-
-
-def first_line(exc: BaseException) -> str:
-    """The first non-blank line of an exception's message."""
-    return next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
 
 
 class Engine:
@@ -207,7 +202,7 @@ class Engine:
             try:
                 self.summary = models.summarize(self.model, inputs).to_dict()
             except Exception as exc:  # a summary is a nicety: say why there is none and train anyway
-                self.summary_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+                self.summary_error = first_line(exc, limit=None, named=True)[:200]
         finally:
             self.model.train(was_training)
 
@@ -249,7 +244,7 @@ class Engine:
             self.error = exc
             reason = f"{type(exc).__name__}: {exc}"
             if cfg.compile and compiler_error(exc):
-                reason = f"--compile failed ({type(exc).__name__}: {first_line(exc)}); run without --compile"
+                reason = f"--compile failed ({first_line(exc, limit=None, named=True)}); run without --compile"
             self.emit_event("error", ok=False, reason=reason, traceback=traceback.format_exc())
             self.emit_event("end", status="failed", best_val_acc=st.best_val_acc, epochs_done=st.epoch)
             self._leave_group()
@@ -612,4 +607,4 @@ class Engine:
 
 def _refusal(path: str | Path, exc: Exception) -> CheckpointError:
     """An unexpected failure of a load, as the one line that refuses it."""
-    return CheckpointError(f"checkpoint {path} cannot be loaded ({type(exc).__name__}: {first_line(exc) or '-'})")
+    return CheckpointError(f"checkpoint {path} cannot be loaded ({first_line(exc, named=True)})")

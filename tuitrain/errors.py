@@ -17,3 +17,13 @@ class ModelError(UsageError):
 
 class CheckpointError(UsageError):
     """A checkpoint cannot be loaded: missing, damaged, foreign or for another architecture."""
+
+
+def first_line(exc: BaseException, limit: int | None = 160, named: bool = False) -> str:
+    """What went wrong, on one line: the first non-blank line of the exception's message (torch's
+    messages are paragraphs), cut at ``limit`` characters, or its type name when the message is
+    blank. ``named``: after the type name (``RuntimeError: ...``)."""
+    line = next((part.strip() for part in str(exc).splitlines() if part.strip()), "")[:limit]
+    if named:
+        return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+    return line or type(exc).__name__

@@ -8,7 +8,6 @@ from __future__ import annotations
 import shlex
 import sys
 import time
-from pathlib import Path
 from typing import TextIO
 
 from tuitrain import fmt
@@ -159,7 +158,7 @@ def final_line(result, run_dir: str) -> str:
 
 
 def status_line(run_dir: str, records: list[dict], state: str) -> str:
-    """One line on where a run stands, from its records and its state (runs.run_state)."""
+    """One line on where a run stands, from its records and its state (rundir.run_state)."""
     epochs = [r for r in records if r.get("type") == "epoch"]
     steps = [r["step"] for r in records if r.get("type") in ("step", "epoch") and "step" in r]
     start = next((r for r in records if r.get("event") == "start"), {})
@@ -171,36 +170,37 @@ def status_line(run_dir: str, records: list[dict], state: str) -> str:
 
 def watch_plain(run_dir: str, stream: TextIO | None = None, poll_s: float = FOLLOW_POLL_S) -> int:
     """``tuitrain watch RUN`` with no terminal: where the run stands, then (while it lives) plain
-    progress lines as it goes, until it ends or its process is gone. Returns the exit code (0)."""
-    from tuitrain.runlog import METRICS, Follower
-    from tuitrain.runs import run_state
+    progress lines as it goes, until it ends or its process is gone. Returns the exit code (0).
+
+    Reads through rundir.Follow, as the dashboard does: a record that does not fit is skipped.
+    """
+    from tuitrain.records import LIVE_STATES
+    from tuitrain.rundir import METRICS, Follow, run_state
 
     out = stream or sys.stdout
-    follower = Follower(Path(run_dir) / METRICS)
-    history = follower.poll()
+    follow = Follow(run_dir, files=(METRICS,), poll_s=poll_s, alive_check_s=ALIVE_CHECK_S)
+    history = follow.history()
     state = run_state(run_dir)
     out.write(status_line(run_dir, history, state) + "\n")
     out.flush()
-    if state not in ("running", "paused", "starting") or any(r.get("event") == "end" for r in history):
+    if state not in LIVE_STATES or follow.ended:
         return 0
     progress = Progress(out, tty=False)
     progress.quiet = True  # catch up (start time, totals, pauses) without repeating the history
     for record in history:
         progress(record)
     progress.quiet = False
-    last_check = time.monotonic()
-    while True:
-        time.sleep(poll_s)
-        for record in follower.poll():
+    for batch in follow:
+        for read in batch:
+            record = read.record
+            if not read.file:  # made up by the follower: the process is gone without an end event
+                out.write(f"tuitrain: {run_dir}: {record['reason']}\n")
+                out.flush()
+                return 0
             progress(record)
             if record.get("event") == "end":
                 out.write(f"tuitrain: {run_dir}: {record.get('status', 'ended')} at step {record.get('step')}; "
                           f"best val_acc {fmt.acc(record.get('best_val_acc'))}\n")
                 out.flush()
                 return 0
-        if time.monotonic() - last_check > ALIVE_CHECK_S:
-            last_check = time.monotonic()
-            if run_state(run_dir) == "dead":
-                out.write(f"tuitrain: {run_dir}: the run's process is gone without ending the run\n")
-                out.flush()
-                return 0
+    return 0

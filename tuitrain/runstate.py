@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeAlias
 
 from tuitrain import fmt
+from tuitrain.records import END_STATES, RunStatus, exit_code
 
-END_STATES = {"done": "DONE", "failed": "FAILED", "stopped": "STOPPED", "interrupted": "INTERRUPTED",
-              "dead": "DEAD"}
-"""The ``end`` event's status as the state the dashboard shows."""
-EXIT_CODES = {"DONE": 0, "STOPPED": 0, "FAILED": 1, "INTERRUPTED": 130}
-"""The exit code of the dashboard once the run ended in a state (README, Exit codes)."""
+Status: TypeAlias = RunStatus | Literal["stopping"]
+"""A run's state in the one vocabulary (records.RunStatus: status.json, ``tuitrain runs``, the end
+event), plus the dashboard's own ``stopping``: q was pressed and the run has not ended yet."""
 DIVERGED_NOTE = "diverged: lower the LR (r) or load a checkpoint (l), then p"
 
 
@@ -27,14 +26,12 @@ class RunState:
     def __init__(self, watch_mode: bool = False) -> None:
         self.watch_mode = watch_mode
         """Watching a run directory (leaving does not stop the run) rather than training here."""
-        self.state = "STARTING"
-        """STARTING, RUNNING, PAUSED, STOPPING, then DONE, FAILED, STOPPED, INTERRUPTED or DEAD."""
+        self.status: Status = "starting"
+        """starting, running, paused, stopping, then done, failed, stopped, interrupted or dead."""
         self.note = ""
         """A short remark after the state (why it failed, the best result when done, read-only...)."""
         self.paused = False
-        """Whether the engine is paused (p then resumes); stays true while STOPPING a paused run."""
-        self.finished = ""
-        """The end state once the run ended, else empty."""
+        """Whether the engine is paused (p then resumes); stays true while stopping a paused run."""
         self.quit_requested = False
         """q (or Ctrl-C) was pressed while the run went on: leave as soon as it ends."""
         self.replaying = False
@@ -46,6 +43,16 @@ class RunState:
         self.checkpoints: dict[str, CheckpointInfo] = {}
         """What each saved checkpoint holds, by file name (one entry per file: bounded)."""
         self._last_epoch: dict = {}
+
+    @property
+    def state(self) -> str:
+        """The status as the dashboard shows it: the same word, upper-case (RUNNING, PAUSED, DONE...)."""
+        return self.status.upper()
+
+    @property
+    def finished(self) -> str:
+        """The end state (as shown) once the run ended, else empty."""
+        return self.state if self.status in END_STATES else ""
 
     def apply(self, record: dict) -> None:
         """Take what a record says about the run (records of unknown types change nothing)."""
@@ -69,13 +76,13 @@ class RunState:
             self.epochs, self.total = record["epochs"], record["total_steps"]
             self.batch_size, self.device = record.get("batch_size", 0), record["device"]
             self.lr, self.epoch = record.get("lr"), record.get("start_epoch", 0)
-            self.state = "RUNNING"
+            self.status, self.note = "running", ""  # also after an end: a run resumed in its own folder
         elif not ok:
             return  # a refused command changed nothing
         elif event == "pause":
-            self.paused, self.state = True, "PAUSED"
+            self.paused, self.status = True, "paused"
         elif event == "resume":
-            self.paused, self.state, self.note = False, "RUNNING", ""
+            self.paused, self.status, self.note = False, "running", ""
         elif event == "save" and record.get("path"):
             self._note_checkpoint(record)
         elif event == "lr":
@@ -83,10 +90,11 @@ class RunState:
         elif event == "device":
             self.device = record["new"]
         elif event == "nonfinite" and record.get("action") == "paused":
-            self.paused, self.state, self.note = True, "PAUSED", DIVERGED_NOTE
+            self.paused, self.status, self.note = True, "paused", DIVERGED_NOTE
         elif event == "end":
             best = record.get("best_val_acc")
-            self.finish(END_STATES.get(record.get("status", ""), "DONE"),
+            status = record.get("status")
+            self.finish(status if status in END_STATES else "done",  # a status of a later format: shown as done
                         f"best val_acc {fmt.acc(best)}" if best is not None else "")
 
     def _note_checkpoint(self, record: dict) -> None:
@@ -96,26 +104,26 @@ class RunState:
             record["step"], record.get("epoch", 0), record.get("time"),
             self._last_epoch.get("val_acc") if at_epoch_end else None, at_epoch_end)
 
-    def finish(self, state: str, note: str = "") -> None:
-        """The run ended in ``state``: the note says how and, in watch, that it is read-only."""
-        self.finished = self.state = state
+    def finish(self, status: RunStatus, note: str = "") -> None:
+        """The run ended in ``status``: the note says how and, in watch, that it is read-only."""
+        self.status = status
         if self.watch_mode:
-            note = f"{note}  read-only: the run has ended" if state != "DEAD" else "read-only: its process is gone"
+            note = f"{note}  read-only: the run has ended" if status != "dead" else "read-only: its process is gone"
         self.note = note + ("  (q to leave)" if not self.quit_requested else "")
 
     def request_quit(self) -> None:
-        """q while the run goes on: STOPPING until its end event arrives."""
+        """q while the run goes on: stopping until its end event arrives."""
         self.quit_requested = True
-        self.state = "STOPPING"
+        self.status = "stopping"
 
     @property
     def exit_code(self) -> int:
-        """The dashboard's exit code for the state the run ended in (0 while it has not)."""
-        return EXIT_CODES.get(self.finished, 0)
+        """The dashboard's exit code for the state the run ended in (0 while it has not; README, Exit codes)."""
+        return exit_code(self.status) if self.status in END_STATES else 0
 
     def eta_seconds(self) -> float | None:
         """Seconds left at the current throughput; None when unknown or not running (paused, ended)."""
-        if self.state != "RUNNING" or not self.samples_per_s or not self.total:
+        if self.status != "running" or not self.samples_per_s or not self.total:
             return None
         return (self.total - self.step) * max(self.batch_size, 1) / self.samples_per_s
 

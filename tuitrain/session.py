@@ -13,18 +13,15 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
+from typing import cast
 
 from tuitrain import __version__, records
 from tuitrain.config import TrainConfig
-from tuitrain.control import ControlServer, run_identity
-from tuitrain.errors import UsageError
+from tuitrain.control import ControlServer
 from tuitrain.records import RunStatus
-from tuitrain.runlog import STATUS, RunLog, read_json
+from tuitrain.rundir import RunLock, RunLog, refuse_if_in_use, status_json
 
 SYSTEM_EVERY_S = 2.0
-LOCK = ".lock"
-"""RUN_DIR/.lock: flocked by the process writing the run."""
 
 
 class Session:
@@ -43,7 +40,7 @@ class Session:
         self.result: Result | None = None
         self._state: RunStatus = "starting"
         self._done = threading.Event()
-        self._lock_fd: int | None = None
+        self._lock = RunLock(config.run_dir)
 
     def prepare(self) -> None:
         """Load data and model, check --resume; raises UsageError before anything is written."""
@@ -57,9 +54,9 @@ class Session:
         from tuitrain.device import available_devices
 
         control = ControlServer(self.config.run_dir, self.send)  # refuses a bad socket folder before anything is written
-        self._lock_run_dir()
+        self._lock.acquire()
         try:
-            self._refuse_if_in_use()
+            refuse_if_in_use(self.config.run_dir, bool(self.config.resume))
             self.log = RunLog(self.config.run_dir, on_problem=self._write_problem)
             from tuitrain.tboard import TensorBoardSink
 
@@ -68,7 +65,7 @@ class Session:
             self.control = control
             self.control.start()
         except BaseException:
-            self._unlock_run_dir()
+            self._lock.release()
             raise
         eng = self.engine
         self.log.write_config({
@@ -104,11 +101,11 @@ class Session:
                 sampler.join()
             if self.control:
                 self.control.close()
-        self._write_status("failed" if self.result.status == "failed" else
-                           "done" if self.result.status == "done" else "stopped")
+        # One word for how it ended, the end event's: done, stopped, interrupted (a signal) or failed.
+        self._write_status(cast(RunStatus, self.result.status))
         if self.log:
             self.log.close()
-        self._unlock_run_dir()
+        self._lock.release()
         return self.result
 
     def send(self, command) -> None:
@@ -150,64 +147,10 @@ class Session:
         if not self.log:
             return
         eng, st = self.engine, self.engine.state
-        self.log.write_status({
-            "state": state, "pid": os.getpid(), "host": socket.gethostname(), "time": time.time(),
-            "epoch": st.epoch, "epochs_done": st.epoch, "epochs": self.config.epochs, "step": st.step,
-            "best_val_acc": st.best_val_acc, "best": st.best, "monitor": eng.monitor, "device": str(eng.device),
-            "control": str(self.control.path) if self.control and state in ("running", "paused") else None,
-            "run_id": run_identity(self.config.run_dir),  # a copied folder is told apart from the live one
-        })
-
-    def _lock_run_dir(self) -> None:
-        """Hold RUN_DIR/.lock (flock, exclusive) for the run's life, taken before anything else is
-        written: of two runs started on one directory, one trains and the other is refused. The
-        kernel drops the lock with the process, so a killed run never leaves a stale one."""
-        import fcntl
-
-        path = Path(self.config.run_dir)
-        made = []  # the folders this call creates, deepest first: removed again when it fails
-        try:
-            made = [p for p in (path, *path.parents) if not p.exists()]
-            path.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            for folder in made:
-                try:
-                    folder.rmdir()
-                except OSError:
-                    break
-            raise UsageError(f"cannot create run dir {self.config.run_dir}: {exc.strerror or exc}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise UsageError(f"run dir {self.config.run_dir} is in use by another tuitrain run (pid {holder}); "
-                             f"choose another --run-dir") from None
-        try:  # the holder's pid, for the message above (the lock itself is the flock)
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-        except OSError:  # a full disk: the lock holds all the same
-            pass
-        self._lock_fd = fd
-
-    def _unlock_run_dir(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing the descriptor releases the flock
-            self._lock_fd = None
-
-    def _refuse_if_in_use(self) -> None:
-        """Two live processes must never write one run directory, and a fresh run must not be mixed
-        into the records of an old one (continuing one with --resume is fine)."""
-        from tuitrain.runlog import METRICS
-        from tuitrain.runs import run_state
-
-        if not self.config.resume and (Path(self.config.run_dir) / METRICS).exists():
-            raise UsageError(f"run dir {self.config.run_dir} already holds a run; choose another --run-dir "
-                             f"or continue it with --resume")
-        status = read_json(Path(self.config.run_dir) / STATUS) or {}
-        if run_state(self.config.run_dir) in ("running", "paused") and status.get("pid") != os.getpid():
-            raise UsageError(f"run dir {self.config.run_dir} is in use by a live run (pid {status.get('pid')})")
+        self.log.write_status(status_json(
+            self.config.run_dir, state, epoch=st.epoch, epochs_done=st.epoch, epochs=self.config.epochs, step=st.step,
+            best_val_acc=st.best_val_acc, best=st.best, monitor=eng.monitor, device=str(eng.device),
+            control=str(self.control.path) if self.control and state in ("running", "paused") else None))
 
     def _sample_system(self) -> None:
         from tuitrain.system import SystemSampler

@@ -16,9 +16,9 @@ from typing import Any, Protocol
 from tuitrain import distributed
 from tuitrain.commands import Command, Load, Pause, Resume, Save, SetDevice, SetLR, Stop
 from tuitrain.config import TrainConfig
-from tuitrain.errors import UsageError
+from tuitrain.errors import UsageError, first_line
 from tuitrain.records import EventName
-from tuitrain.runlog import list_checkpoints
+from tuitrain.rundir import list_checkpoints
 from tuitrain.trainstate import TrainState
 
 PAUSE_POLL_S = 0.5
@@ -156,7 +156,7 @@ def _load(engine: Steerable, cmd: Load, path: str) -> None:
     try:
         step = engine.load(path)
     except UsageError as exc:  # Engine.load refuses whatever went wrong as a CheckpointError
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc, limit=None)
         _answer(engine, cmd, False, reason=reason, path=str(path))
     else:
         _answer(engine, cmd, True, path=str(path), from_step=step)

@@ -18,7 +18,7 @@ from pathlib import Path
 from tuitrain import fmt
 from tuitrain.errors import UsageError
 from tuitrain.records import EXIT_SIGNALS
-from tuitrain.runlog import METRICS, read_records
+from tuitrain.rundir import METRICS, read_records
 
 CELL_FORMATS = {"best_val_acc": fmt.acc, "final_val_acc": fmt.acc, "best_val_loss": fmt.loss,
                 "final_val_loss": fmt.loss, "train_seconds": fmt.seconds, "lr": fmt.lr}

@@ -18,12 +18,9 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable, Footer
 
-from tuitrain.errors import UsageError
 from tuitrain.plotscale import compact
-from tuitrain.records import valid
-from tuitrain.runlog import CONFIG, METRICS, read_history, read_json
-from tuitrain.runs import is_run_dir, run_state
-from tuitrain.widgets.compare import AXES, COLORS, CompareCurves
+from tuitrain.rundir import CONFIG, METRICS, Follow, expand_runs, read_json, run_state
+from tuitrain.widgets.compare_curves import AXES, COLORS, CompareCurves
 
 POLL_S = 1.0
 NOT_PARAMETERS = {"run_dir", "data_dir", "resume", "headless", "device_resolved", "devices", "versions", "host", "pid",
@@ -33,20 +30,6 @@ SHORT = {"batch_size": "bs", "weight_decay": "wd", "optimizer": "opt", "schedule
          "grad_clip": "clip", "accumulate": "accum", "precision": "prec", "early_stopping": "patience",
          "model_arg": "arg", "dataset": "data"}
 """Short names for the legend and the table columns."""
-
-
-def expand_runs(paths: list[str]) -> list[Path]:
-    """Run directories from the arguments: a run, or a folder of runs (a sweep); UsageError if none."""
-    runs: list[Path] = []
-    for text in paths:
-        path = Path(text)
-        if is_run_dir(path):
-            runs.append(path)
-        elif path.is_dir() and (found := sorted(p for p in path.iterdir() if is_run_dir(p))):
-            runs.extend(found)
-        else:
-            raise UsageError(f"{path} is not a tuitrain run directory nor a folder of runs")
-    return runs
 
 
 def _value(value: object) -> str:
@@ -190,15 +173,14 @@ class CompareApp(App[str]):
 
     @work(thread=True, exclusive=True, exit_on_error=False)
     def follow(self) -> None:
-        """Read each run's history, then poll for new records until the app leaves."""
-        followers = []
-        for i, run in enumerate(self.runs):
-            records, follower = read_history(run / METRICS)
-            followers.append(follower)
-            self.post_message(RunRecords(i, [r for r in records if valid(r)]))
+        """Read each run's history, then poll for new records until the app leaves (rundir.Follow:
+        a record that does not fit is skipped)."""
+        follows = [Follow(run, files=(METRICS,)) for run in self.runs]
+        for i, follow in enumerate(follows):
+            self.post_message(RunRecords(i, follow.history()))
         while not self._stop.wait(POLL_S):
-            for i, follower in enumerate(followers):
-                records = [r for r in follower.poll() if valid(r)]  # a line that does not fit is skipped
+            for i, follow in enumerate(follows):
+                records = [read.record for read in follow.poll()]
                 if records:
                     self.post_message(RunRecords(i, records))
 

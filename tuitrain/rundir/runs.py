@@ -1,4 +1,4 @@
-"""Finding runs and telling their state (running, paused, done, failed, stopped, dead). No torch.
+"""Finding runs: ``tuitrain runs``, the runs ``watch`` is given, and whether a folder is a run.
 
 Everything here reads files anyone could have edited (status.json, config.json): each field is
 checked for its type and range, and a folder that cannot be read is one row marked ``unreadable``,
@@ -9,23 +9,15 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import get_args
 
 from tuitrain.errors import UsageError
-from tuitrain.records import LIVE_STATES, RunStatus
-from tuitrain.runlog import CONFIG, STATUS, read_json
-
-STATES: tuple[str, ...] = get_args(RunStatus)
-"""The run states (one vocabulary, records.RunStatus)."""
-UNREADABLE = "unreadable"
-"""The state shown for a run whose status.json is not a JSON object with a known state, or whose
-folder cannot be read."""
-MAX_PID = 2**31 - 1  # pid_t is a 32-bit int; anything else in status.json is garbage
+from tuitrain.rundir.files import read_json
+from tuitrain.rundir.layout import CONFIG, STATUS
+from tuitrain.rundir.status import UNREADABLE, run_state
 
 
 @dataclass(frozen=True)
@@ -66,49 +58,6 @@ def require_run_dir(path: str | Path) -> Path:
     return path
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def run_state(path: str | Path) -> str:
-    """running/paused when its process lives; done/failed/stopped as it ended; dead when it died
-    (or status.json names no usable pid); ``unreadable`` when status.json is garbage."""
-    file = Path(path) / STATUS
-    status = read_json(file)
-    if status is None:
-        return UNREADABLE if _exists(file) else "dead"
-    state = status.get("state")
-    if not isinstance(state, str) or state not in STATES:
-        return UNREADABLE
-    if state in LIVE_STATES:
-        pid = status.get("pid")
-        # 0 and -1 would ask os.kill about a whole process group, "alive" forever.
-        if type(pid) is not int or not 0 < pid <= MAX_PID:
-            return "dead"
-        if status.get("host") == socket.gethostname() and not pid_alive(pid):
-            return "dead"
-        run_id = status.get("run_id")
-        if isinstance(run_id, str) and run_id != _identity(path):
-            return "dead"  # a copy (cp -r) of a live run: that process writes the original, not this folder
-    return state
-
-
-def _identity(path: str | Path) -> str:
-    """The folder's device and inode, as control.run_identity records them in status.json."""
-    try:
-        info = os.stat(path)
-    except (OSError, ValueError):
-        return ""
-    return f"{info.st_dev}:{info.st_ino}"
-
-
 def list_runs(root: str | Path) -> list[RunInfo]:
     """Every run directory under ``root`` (or ``root`` itself), newest first: its runs, and the runs
     inside its sweep folders (one level down, listed as ``SWEEP/RUN``)."""
@@ -126,6 +75,21 @@ def list_runs(root: str | Path) -> list[RunInfo]:
                 found += [(run, f"{child.name}/{run.name}") for run in _children(child) if is_run_dir(run)]
     runs = [_read_run(path, name) for path, name in found]
     return sorted(runs, key=lambda r: r.updated, reverse=True)
+
+
+def expand_runs(paths: list[str]) -> list[Path]:
+    """Run directories from ``watch``'s arguments: a run, or a folder of runs (a sweep); UsageError if
+    an argument is neither."""
+    runs: list[Path] = []
+    for text in paths:
+        path = Path(text)
+        if is_run_dir(path):
+            runs.append(path)
+        elif found := [p for p in _children(path) if is_run_dir(p)]:
+            runs.extend(found)
+        else:
+            raise UsageError(f"{path} is not a tuitrain run directory nor a folder of runs")
+    return runs
 
 
 def _read_run(path: Path, name: str) -> RunInfo:
@@ -159,16 +123,6 @@ def _updated(path: Path) -> float:
         if stat.S_ISREG(info.st_mode):
             newest = max(newest, info.st_mtime)
     return newest
-
-
-def _exists(path: Path) -> bool:
-    try:
-        os.stat(path)
-    except FileNotFoundError:
-        return False
-    except (OSError, ValueError):
-        return True
-    return True
 
 
 def _is_dir(path: Path) -> bool:
@@ -206,10 +160,11 @@ def format_runs(runs: list[RunInfo]) -> str:
     if not runs:
         return "no runs found"
     width = max(len("run"), *(len(r.path.name) for r in runs))
-    head = f"{'run':<{width}} {'status':<8} {'epochs':>7} {'best val_acc':>12}  {'last update':<19} device"
+    states = max(8, *(len(r.status) for r in runs))  # "interrupted", "unreadable"
+    head = f"{'run':<{width}} {'status':<{states}} {'epochs':>7} {'best val_acc':>12}  {'last update':<19} device"
     lines = [head, "-" * len(head)]
     for r in runs:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.updated))
-        lines.append(f"{r.path.name:<{width}} {r.status:<8} {f'{r.epoch}/{r.epochs}':>7} {fmt.acc(r.best_val_acc):>12}  "
+        lines.append(f"{r.path.name:<{width}} {r.status:<{states}} {f'{r.epoch}/{r.epochs}':>7} {fmt.acc(r.best_val_acc):>12}  "
                      f"{when:<19} {r.device}")
     return "\n".join(lines)

@@ -1,0 +1,72 @@
+"""Whole files written atomically and read back tolerantly: the one atomic writer of tuitrain
+(status.json, config.json, checkpoints and their sha256 sidecars)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+TMP_SUFFIX = ".tmp"
+"""Temp files end so; a killed write can leave one (checkpoints.cleanup_temp removes them)."""
+
+
+def write_all(fd: int, data: bytes) -> int:
+    """os.write until all of ``data`` is written; the bytes written (fewer only when one wrote 0)."""
+    view = memoryview(data)
+    done = 0
+    while done < len(view):
+        n = os.write(fd, view[done:])
+        if n == 0:
+            break
+        done += n
+    return done
+
+
+def write_atomic(path: str | Path, data: bytes | str) -> None:
+    """Write ``path`` through a temp file in the same folder: write, fsync, os.replace, fsync the folder.
+
+    A reader sees the old file or the new one, never half of one, and after a crash the new one is
+    on disk whole. A write that fails (disk full) raises OSError and leaves the old file and no
+    temp file behind.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            if write_all(fd, raw) < len(raw):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:
+        folder = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return  # the file is in place; only its folder entry's durability is left to the kernel
+    try:
+        os.fsync(folder)
+    except OSError:
+        pass  # some file systems refuse to fsync a folder
+    finally:
+        os.close(folder)
+
+
+def write_json_atomic(path: str | Path, data: dict) -> None:
+    """A JSON object (indented, so a person can read it) written with :func:`write_atomic`."""
+    write_atomic(path, json.dumps(data, indent=1, default=str))
+
+
+def read_json(path: str | Path) -> dict | None:
+    """A JSON file's object, or None when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None

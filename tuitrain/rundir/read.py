@@ -1,0 +1,294 @@
+"""Reading the run directory's JSONL files: whole, incrementally (Follower), or sampled for a first screen.
+
+Every reader tolerates what a file may hold: a torn last line (the run is writing it) waits until
+it is complete, a line that is not a JSON object is skipped. Checking a record's fields is the
+caller's part (records.valid; follow.Follow does it for every viewer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tuitrain.rundir.layout import INDEX, METRICS, STEP_MARKER
+
+
+def parse_lines(chunk: bytes) -> tuple[list[dict], bytes]:
+    """Complete lines of ``chunk`` as records, and the incomplete tail to keep for later.
+
+    A line that is not a JSON object is skipped (a torn write in the middle of a file cannot
+    happen with appends, but a reader must never die on one).
+    """
+    found, tail = parse_lines_at(chunk)
+    return [record for record, _ in found], tail
+
+
+def parse_lines_at(chunk: bytes, start: int = 0) -> tuple[list[tuple[dict, int]], bytes]:
+    """Like :func:`parse_lines`, each record with the offset just after its line (``chunk`` begins
+    at offset ``start`` of its file)."""
+    end = chunk.rfind(b"\n")
+    if end < 0:
+        return [], chunk
+    found = []
+    loads = json.loads
+    at = start
+    for line in chunk[:end].split(b"\n"):
+        at += len(line) + 1
+        if not line:
+            continue
+        try:
+            record = loads(line)
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
+            continue
+        if isinstance(record, dict):
+            found.append((record, at))
+    return found, chunk[end + 1 :]
+
+
+class Follower:
+    """Reads a JSONL file incrementally: each :meth:`poll` returns the records added since.
+
+    ``offset``: where to start, the end of a line (a :attr:`position` handed back, to go on exactly
+    after the records read before).
+    """
+
+    def __init__(self, path: str | Path, offset: int = 0):
+        self.path = Path(path)
+        self._offset = offset
+        self._tail = b""
+        self.more = False
+        """The last poll stopped at its ``limit``: more is there to read now."""
+
+    @property
+    def position(self) -> int:
+        """The offset just after the last complete line read (a partial line is read again)."""
+        return self._offset - len(self._tail)
+
+    def poll(self, limit: int | None = None) -> list[dict]:
+        """New complete records; a partial last line waits until it is complete."""
+        return [record for record, _ in self.poll_at(limit)]
+
+    def poll_at(self, limit: int | None = None) -> list[tuple[dict, int]]:
+        """New complete records, each with the offset just after its line; at most about ``limit``
+        bytes are read (None: all there is), so a long file is taken in bounded pieces."""
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self._offset)
+                chunk = fh.read(-1 if limit is None else limit)
+        except OSError:
+            return []
+        self.more = limit is not None and len(chunk) == limit
+        if not chunk:
+            return []
+        start = self.position
+        self._offset += len(chunk)
+        found, self._tail = parse_lines_at(self._tail + chunk, start)
+        return found
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """Every complete record of a JSONL file (a partial last line is left out)."""
+    return Follower(path).poll()
+
+
+WHOLE_BELOW = 16 << 20
+"""metrics.jsonl files smaller than this are read whole; larger ones are sampled (read_history)."""
+# Scanned for in runs without an index: epoch and event (one search for both: each search over 1 GB
+# costs about 0.4 s), confusion.
+_NOT_STEP = (b'"type":"e', b'"type":"c')
+_PROBE = 1 << 13  # bytes read at each sampled offset
+_PROBE_MAX = 1 << 20  # give up on a sample after this many bytes without a step record
+
+
+def read_history(path: str | Path, max_steps: int = 2000,
+                 whole_below: int = WHOLE_BELOW) -> tuple[list[dict], Follower]:
+    """A run's records for a first screen, fast and in bounded memory, and a Follower after them.
+
+    Every record that is not a step record (epochs, events), and about ``max_steps`` step records
+    evenly spaced through the run plus the last one, in file order: drawing decimates anyway. A
+    file under ``whole_below`` bytes is read whole; a larger one is sampled by seeking to evenly
+    spaced offsets, with the other records taken from index.jsonl (or, for runs written without
+    one, found by a byte search, unparsed lines never held at once), so a 1 GB file costs a few MB.
+    """
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < whole_below:
+                records, end = _read_whole(fh, max_steps)
+            else:
+                end = _complete_end(fh, size)
+                found = _indexed(fh, Path(path).with_name(INDEX), end) if Path(path).name == METRICS else None
+                if found is None:
+                    found = _scan_not_steps(fh, end)
+                found += _sample_steps(fh, end, max_steps)
+                found.sort(key=lambda item: item[0])
+                records = _unique_records(found)
+    except OSError:
+        return [], Follower(path)
+    return records, Follower(path, end)
+
+
+def _read_whole(fh, max_steps: int) -> tuple[list[dict], int]:
+    """Small files: every line at hand; parse all but the step records left out by the stride."""
+    data = fh.read()
+    end = data.rfind(b"\n") + 1
+    lines = data[:end].split(b"\n")
+    step_lines = [i for i, line in enumerate(lines) if STEP_MARKER in line]
+    stride = max(1, -(-len(step_lines) // max_steps))
+    keep = set(step_lines[::stride])
+    if step_lines:
+        keep.add(step_lines[-1])
+    wanted = [line for i, line in enumerate(lines) if i in keep or (line and STEP_MARKER not in line)]
+    records, _ = parse_lines(b"\n".join(wanted) + b"\n")
+    return records, end
+
+
+def _complete_end(fh, size: int) -> int:
+    """The offset just after the last complete line (a run may be writing the next one)."""
+    pos = size
+    while pos > 0:
+        start = max(0, pos - _PROBE)
+        fh.seek(start)
+        newline = fh.read(pos - start).rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        pos = start
+    return 0
+
+
+def _step_line_from(fh, offset: int, end: int) -> tuple[int, bytes] | None:
+    """The first step line that starts at or after ``offset`` (and ends before ``end``): (offset, line)."""
+    start = max(offset - 1, 0)
+    fh.seek(start)
+    buf = b""
+    begin = 0 if offset == 0 else -1  # -1: no line start found yet (the read began mid-line)
+    while True:
+        if begin < 0 and (newline := buf.find(b"\n")) >= 0:
+            begin = newline + 1
+        while begin >= 0 and (stop := buf.find(b"\n", begin)) >= 0:
+            if STEP_MARKER in buf[begin:stop]:
+                return start + begin, buf[begin:stop]
+            begin = stop + 1
+        if start + len(buf) >= end or len(buf) >= _PROBE_MAX:
+            return None
+        buf += fh.read(min(_PROBE, end - start - len(buf)))
+
+
+def _last_step_line(fh, end: int) -> tuple[int, bytes] | None:
+    """The last step line before ``end``: (offset, line)."""
+    pos, buf = end, b""
+    while pos > 0 and len(buf) < _PROBE_MAX:
+        start = max(0, pos - _PROBE)
+        fh.seek(start)
+        buf = fh.read(pos - start) + buf
+        pos = start
+        stop = len(buf) - 1  # buf ends with a newline: ``end`` follows a complete line
+        while (newline := buf.rfind(b"\n", 0, stop)) >= 0 or pos == 0:
+            if STEP_MARKER in buf[newline + 1 : stop]:
+                return pos + newline + 1, buf[newline + 1 : stop]
+            if newline < 0:
+                return None
+            stop = newline
+    return None
+
+
+def _sample_steps(fh, end: int, max_steps: int) -> list[tuple[int, bytes | dict]]:
+    """About ``max_steps`` step lines at evenly spaced offsets, and the last one."""
+    found: list[tuple[int, bytes | dict]] = []
+    last_at = -1
+    for i in range(max_steps):
+        hit = _step_line_from(fh, i * end // max_steps, end)
+        if hit and hit[0] > last_at:
+            found.append(hit)
+            last_at = hit[0]
+    last = _last_step_line(fh, end)
+    if last and last[0] > last_at:
+        found.append(last)
+    return found
+
+
+def _indexed(fh, index_path: Path, end: int) -> list[tuple[int, bytes | dict]] | None:
+    """index.jsonl's records that lie before ``end``, or None without a usable index.
+
+    An index is used only when it starts at the file's start (the start event at offset 0) and its
+    last entry is where it says: a run continued by a version that wrote none, or a damaged index,
+    is scanned instead.
+    """
+    try:
+        with open(index_path, "rb") as ih:
+            entries, _ = parse_lines(ih.read())
+    except OSError:
+        return None
+    found: list[tuple[int, bytes | dict]] = [
+        (e["at"], e["record"]) for e in entries
+        if isinstance(e.get("at"), int) and isinstance(e.get("record"), dict) and e["at"] < end]
+    if not found or found[0][0] != 0:
+        return None
+    at, record = found[-1]
+    fh.seek(at)
+    line, _ = parse_lines(fh.readline())
+    if not line or not isinstance(record, dict) or any(line[0].get(k) != record.get(k) for k in ("type", "time", "step")):
+        return None
+    return found
+
+
+def _scan_not_steps(fh, end: int, chunk_size: int = 8 << 20) -> list[tuple[int, bytes | dict]]:
+    """Lines of known non-step types, found by a byte search chunk by chunk (no index: older runs)."""
+    found: list[tuple[int, bytes | dict]] = []
+    pos = 0
+    while pos < end:
+        fh.seek(pos)
+        size = chunk_size
+        while (cut := (chunk := fh.read(min(size, end - pos))).rfind(b"\n") + 1) == 0:
+            size *= 2  # a line longer than a chunk
+            fh.seek(pos)
+        for marker in _NOT_STEP:
+            i = chunk.find(marker, 0, cut)
+            while i >= 0:
+                begin = chunk.rfind(b"\n", 0, i) + 1
+                stop = chunk.find(b"\n", i)
+                found.append((pos + begin, chunk[begin:stop]))
+                i = chunk.find(marker, stop, cut)
+        pos += cut  # the partial line at the chunk's end is read again with the next chunk
+    return found
+
+
+def _unique_records(found: list[tuple[int, bytes | dict]]) -> list[dict]:
+    """Records in offset order, each once; lines that are not JSON objects are skipped."""
+    records, last_at = [], -1
+    for at, item in found:
+        if at == last_at:
+            continue
+        last_at = at
+        if isinstance(item, bytes):
+            try:
+                item = json.loads(item)
+            except (ValueError, RecursionError):
+                continue
+        if isinstance(item, dict):
+            records.append(item)
+    return records
+
+
+LAST_WINDOW = 1 << 20
+"""read_last looks at this many bytes at the file's end."""
+
+
+def read_last(path: str | Path) -> tuple[dict | None, Follower]:
+    """Only the newest record of a JSONL file (histograms, system, samples), and a Follower after it.
+
+    A partial last line (the run is writing it) is left to the Follower, which reads it once complete.
+    """
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            start = max(0, size - LAST_WINDOW)
+            fh.seek(start)
+            chunk = fh.read(size - start)
+    except OSError:
+        return None, Follower(path)
+    end = chunk.rfind(b"\n") + 1
+    begin = chunk.find(b"\n") + 1 if start else 0  # a window that starts mid-line skips that line
+    records, _ = parse_lines(chunk[begin:end])
+    return (records[-1] if records else None), Follower(path, start + end)
