@@ -19,6 +19,8 @@ END_STATES = {"done": "DONE", "failed": "FAILED", "stopped": "STOPPED", "interru
 EXIT_CODES = {"DONE": 0, "STOPPED": 0, "FAILED": 1, "INTERRUPTED": 130}
 """The exit code of the dashboard once the run ended in a state (README, Exit codes)."""
 DIVERGED_NOTE = "diverged: lower the LR (r) or load a checkpoint (l), then p"
+LEAVE_HINT = "(q to leave)"
+"""Ends the note of an ended run; the status line keeps it when it has to cut the note."""
 
 
 class RunState:
@@ -68,7 +70,8 @@ class RunState:
         if event == "start":
             self.epochs, self.total = record["epochs"], record["total_steps"]
             self.batch_size, self.device = record.get("batch_size", 0), record["device"]
-            self.lr, self.epoch = record.get("lr"), record.get("start_epoch", 0)
+            # Epochs count from 1 (step records carry the current one); start_epoch counts those done.
+            self.lr, self.epoch = record.get("lr"), min(record.get("start_epoch", 0) + 1, self.epochs)
             self.state = "RUNNING"
         elif not ok:
             return  # a refused command changed nothing
@@ -101,7 +104,7 @@ class RunState:
         self.finished = self.state = state
         if self.watch_mode:
             note = f"{note}  read-only: the run has ended" if state != "DEAD" else "read-only: its process is gone"
-        self.note = note + ("  (q to leave)" if not self.quit_requested else "")
+        self.note = note + (f"  {LEAVE_HINT}" if not self.quit_requested else "")
 
     def request_quit(self) -> None:
         """q while the run goes on: STOPPING until its end event arrives."""
