@@ -162,7 +162,8 @@ def test_a_real_full_disk_on_tmpfs(tmp_path):
         while not any(r["type"] == "epoch" for r in read_records(run / "metrics.jsonl")):
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.1)
-        with open(mnt / "filler", "wb") as fh:  # fill the disk to the last byte
+        # Unbuffered: a buffered file keeps what the full disk refused and raises again on close.
+        with open(mnt / "filler", "wb", buffering=0) as fh:  # fill the disk to the last byte
             try:
                 while True:
                     fh.write(b"\0" * 65536)
