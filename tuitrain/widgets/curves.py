@@ -222,11 +222,11 @@ class Curves(Vertical):
             return fmt.acc(value) if pct else fmt.loss(value)
 
         acc = self.second == "acc"
-        lines = [f"[dim]{'':<{LABEL}}{'loss':<{VALUE}}{'acc' if acc else ''}[/]".rstrip()]
+        lines = [f"[dim]{'':<{LABEL}}{'loss':<{VALUE}}{'acc' if acc else ''}[/]"]
         for name, color, loss, second in (("train", "ansi_blue", self.train_loss, self.train_acc),
                                           ("val", "ansi_red", self.val_loss, self.val_acc)):
             row = f"[b {color}]{name:<{LABEL}}[/]{value_of(loss.last):<{VALUE}}"
-            lines.append(row + (value_of(second.last, True) if acc else "").rstrip())
+            lines.append(row + (value_of(second.last, True) if acc else ""))
         lines.append(f"[dim] after epoch {self._epoch}[/]" if self._epoch else "[dim] after each epoch[/]")
         for key, value in list(self.val_values.items())[:6]:
             if key not in ("val_loss", "val_acc"):
@@ -243,7 +243,8 @@ class Curves(Vertical):
         marks: dict[str, str] = {}  # marker labels quote records (lr, device): $variables, never markup
         height = self.query_one("#numbers").content_size.height or len(lines) + 1 + MAX_MARKS
         items = self.markers.items
-        shown_marks = items[len(items) - min(len(items), MAX_MARKS, max(height - len(lines) - 1, 0)):]
+        room = min(len(items), MAX_MARKS, max(height - len(lines) - 1, 0))  # a line for the heading
+        shown_marks = items[len(items) - room:]
         if shown_marks:
             lines.append("[b]marks[/b]" if len(shown_marks) == len(items) else
                          f"[b]marks[/b], newest {len(shown_marks)} of {len(items)}")
