@@ -310,7 +310,7 @@ def test_regression_example_writes_predictions(tmp_path):
     assert lines[0] == "prediction,target" and len(lines) == 501
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events = EventAccumulator(str(tmp_path / "run"))
     events.Reload()
     assert {"val/loss", "val/mae", "epoch/train_loss"} <= set(events.Tags()["scalars"])
     assert len(events.Scalars("val/mae")) == 4

@@ -41,3 +41,42 @@ def test_help_screen(snap_compare):
         await pilot.press("question_mark")
 
     assert snap_compare(TuiTrainApp(FakeBackend()), terminal_size=(100, 30), run_before=settle_then_help)
+
+
+def _ended_app(watch_mode: bool, run_dir: str = "runs/fake") -> TuiTrainApp:
+    from tests.fakes import scripted_run
+
+    end = {"type": "event", "event": "end", "step": 150, "epoch": 1, "time": 0.0, "status": "done",
+           "best_val_acc": 0.85}
+    return TuiTrainApp(FakeBackend([*scripted_run(), end], controls=not watch_mode, run_dir=run_dir),
+                       watch_mode=watch_mode)
+
+
+async def _settle_ended(pilot) -> None:
+    app = pilot.app
+    for _ in range(50):
+        await pilot.pause()
+        if app.run_state.finished and len(app.query_one(Curves).train_loss):
+            break
+    app.query_one(Curves).redraw()
+    await pilot.pause()
+
+
+def test_dashboard_done_80x24(snap_compare):
+    """Issue 24: the DONE note whole with (q to leave); no p/s/l/r/d in the footer of a finished run."""
+    assert snap_compare(_ended_app(False), terminal_size=(80, 24), run_before=_settle_ended)
+
+
+def test_watch_done_wide(snap_compare):
+    """Issue 24: watch of a finished run with a long run dir; the note was cut at "(q to"."""
+    app = _ended_app(True, "/home/someone/experiments/fashion/a-long-folder-name/synthetic-cnn-20250101-120000")
+    assert snap_compare(app, terminal_size=(160, 48), run_before=_settle_ended)
+
+
+def test_dashboard_80x24_model_view(snap_compare):
+    """Issue 24: at 80x24 the model panel showed 4 of the cnn's 5 layers, hiding `out`."""
+    async def settle_then_model(pilot) -> None:
+        await _settle(pilot)
+        await pilot.press("v", "v")
+
+    assert snap_compare(TuiTrainApp(FakeBackend()), terminal_size=(80, 24), run_before=settle_then_model)

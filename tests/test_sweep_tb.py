@@ -66,7 +66,7 @@ def test_tensorboard_events_read_back(small_config):
     session.prepare()
     session.open_run_dir()
     session.run()
-    acc = EventAccumulator(str(session.log.run_dir / "tensorboard"), size_guidance={"histograms": 0, "scalars": 0})
+    acc = EventAccumulator(str(session.log.run_dir), size_guidance={"histograms": 0, "scalars": 0})
     acc.Reload()
     tags = acc.Tags()
     assert {"train/loss", "train/acc", "lr", "val/acc", "val/loss"} <= set(tags["scalars"])

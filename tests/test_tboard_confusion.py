@@ -14,7 +14,7 @@ def test_confusion_in_tensorboard(tmp_path):
     sink.write({"type": "confusion", "epoch": 2, "step": 1200, "classes": ["a"], "matrix": [[1, 2]]})  # refused
     sink.write({**confusion_record(epoch=2, step=1200), "classes": ["a|b", *confusion_record()["classes"][1:]]})
     sink.close()
-    acc = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
+    acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0, "tensors": 0})
     acc.Reload()
     shirt = acc.Scalars("val_class_acc/Shirt")
     assert [(e.step, round(e.value, 4)) for e in shirt] == [(600, 0.8), (1200, 0.8)]
@@ -23,3 +23,15 @@ def test_confusion_in_tensorboard(tmp_path):
     first = texts[0].tensor_proto.string_val[0].decode()
     assert "| Shirt | 80.0% | 1000 |" in first and "Shirt -> T-shirt/top 112" in first
     assert "a\\|b" in texts[1].tensor_proto.string_val[0].decode()
+
+
+def test_tensorboard_names_each_run_after_its_folder(tmp_path):
+    """Issue 24: `tensorboard --logdir runs` listed every run as `RUN/tensorboard`."""
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+
+    for name in ("sweep/01-lr=0.01", "synthetic-cnn-20250101-120000"):
+        sink = TensorBoardSink(tmp_path / "runs" / name)
+        sink.write({"type": "step", "step": 1, "epoch": 1, "loss": 1.0, "lr": 0.01})
+        sink.close()
+    runs = EventMultiplexer().AddRunsFromDirectory(str(tmp_path / "runs")).Runs()
+    assert sorted(runs) == ["sweep/01-lr=0.01", "synthetic-cnn-20250101-120000"]

@@ -21,13 +21,13 @@ from textual.binding import Binding, BindingType
 from textual.notifications import Notify
 
 from tuitrain.commands import Load, Pause, Resume, Save, SetDevice, SetLR
-from tuitrain.keys import KEYS, PROMPT_ACTIONS, help_lines
+from tuitrain.keys import CONTROL_ACTIONS, ENDED_ACTION, KEYS, PROMPT_ACTIONS, help_lines
 from tuitrain.messages import BackendFinished, RecordsArrived
 from tuitrain.runstate import RunState, checkpoint_choices, notice_for
 from tuitrain.widgets.choice_prompt import ChoicePrompt
 from tuitrain.widgets.curves import Curves
 from tuitrain.widgets.dashboard import DashboardScreen
-from tuitrain.widgets.help import HelpScreen
+from tuitrain.widgets.help import ENDED_NOTES, NOTES, HelpScreen
 from tuitrain.widgets.lr_prompt import LRPrompt
 
 GIL_SWITCH_S = 0.001
@@ -36,9 +36,18 @@ MAX_NOTIFICATIONS = 2
 
 
 def bindings() -> list[BindingType]:
-    """The App's bindings, from the one key list (tuitrain.keys) that help and --help also show."""
-    return [Binding(keys, action, key.footer or key.brief, show=bool(key.footer), priority=key.priority)
-            for key in KEYS for keys, action in key.bindings]
+    """The App's bindings, from the one key list (tuitrain.keys) that help and --help also show.
+
+    Each control key has a hidden twin, enabled instead of it once the run takes no commands (see
+    check_action): the footer no longer offers the key, and pressing it still says why nothing happens.
+    """
+    out: list[BindingType] = []
+    for key in KEYS:
+        for keys, action in key.bindings:
+            out.append(Binding(keys, action, key.footer or key.brief, show=bool(key.footer), priority=key.priority))
+            if action in CONTROL_ACTIONS:
+                out.append(Binding(keys, ENDED_ACTION, key.brief, show=False, priority=key.priority))
+    return out
 
 
 class TuiTrainApp(App[int]):
@@ -63,9 +72,15 @@ class TuiTrainApp(App[int]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Keys whose action this App lacks are inert and hidden; prompt keys wait for the dashboard."""
-        if action in PROMPT_ACTIONS and self.screen is not self.dashboard:
+        if (action in PROMPT_ACTIONS or action == ENDED_ACTION) and self.screen is not self.dashboard:
             return False  # a prompt or the help is open: the key goes to it instead
+        if action in CONTROL_ACTIONS or action == ENDED_ACTION:
+            return (action == ENDED_ACTION) != self._takes_commands()  # out of the footer once it cannot act
         return hasattr(self, f"action_{action}")
+
+    def _takes_commands(self) -> bool:
+        """Whether the run can still take a command (not ended, not watched read-only)."""
+        return not self.run_state.finished and self.backend.controls
 
     def notices(self) -> list[str]:
         """The messages of the notifications on screen now, newest first (tests and the help)."""
@@ -126,6 +141,8 @@ class TuiTrainApp(App[int]):
                 self.notify(notice.message, title=notice.title, severity=notice.severity, timeout=notice.timeout,
                             markup=False)
         self.dashboard.status_changed(at_once=before != (run.state, run.note))
+        if run.finished and before[0] != run.state:
+            self.refresh_bindings()  # the footer drops the keys that would command the run
 
     @on(BackendFinished)
     def backend_finished(self, message: BackendFinished) -> None:
@@ -133,6 +150,7 @@ class TuiTrainApp(App[int]):
         if message.error:
             self.run_state.finish("failed", message.error)
             self.dashboard.status_changed(at_once=True)
+            self.refresh_bindings()
             self.notify(message.error, title="failed", severity="error", timeout=10, markup=False)
         if self.run_state.quit_requested:
             self.exit(self.run_state.exit_code)
@@ -140,11 +158,15 @@ class TuiTrainApp(App[int]):
     # ----------------------------------------------------------------- keys
     def _can_control(self) -> bool:
         """Whether the run takes commands; says why not when it does not."""
-        finished = self.run_state.finished
-        if finished or not self.backend.controls:
-            self.notify(f"the run has ended ({finished or 'read-only'}); nothing to control", severity="warning")
+        if not self._takes_commands():
+            self.action_ended()
             return False
         return True
+
+    def action_ended(self) -> None:
+        """A control key (p s l r d) once the run takes no commands: say why nothing happens."""
+        finished = self.run_state.finished
+        self.notify(f"the run has ended ({finished or 'read-only'}); nothing to control", severity="warning")
 
     def _send(self, command_type, *args) -> None:
         """Send a command if the run can take one."""
@@ -223,7 +245,9 @@ class TuiTrainApp(App[int]):
 
     def action_help(self) -> None:
         """?: the key help, from the same key list as the bindings."""
-        self.push_screen(HelpScreen(help_lines(lambda action: self.check_action(action, ()) is not False)))
+        # Every key this App has, the control keys too: the notes say when they do nothing.
+        notes = NOTES if self._takes_commands() else ENDED_NOTES
+        self.push_screen(HelpScreen(help_lines(lambda action: hasattr(self, f"action_{action}")), notes))
 
     def action_quit_run(self) -> None:
         """q: stop the run at the next step (live) and leave once last.pt is written."""

@@ -18,9 +18,11 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable, Footer
 
+from tuitrain.keys import COMPARE_KEYS, help_lines
 from tuitrain.plotscale import compact
 from tuitrain.rundir import CONFIG, METRICS, Follow, expand_runs, read_json, run_state
-from tuitrain.widgets.compare_curves import AXES, COLORS, CompareCurves
+from tuitrain.widgets.compare_curves import AXES, CompareCurves, swatch
+from tuitrain.widgets.help import COMPARE_NOTES, HelpScreen
 
 POLL_S = 1.0
 NOT_PARAMETERS = {"run_dir", "data_dir", "resume", "headless", "device_resolved", "devices", "versions", "host", "pid",
@@ -105,11 +107,10 @@ class CompareApp(App[str]):
     """Overlaid curves and a table of the runs; Enter leaves with the selected run to open it alone."""
 
     TITLE = "tuitrain compare"
-    BINDINGS = [Binding("x", "next_axis", "X axis"), Binding("enter", "open_run", "Open run", show=True),
-                Binding("q", "quit", "Quit")]
+    BINDINGS = [Binding(keys, action, key.footer) for key in COMPARE_KEYS for keys, action in key.bindings]
     CSS = """
-    CompareCurves { height: 2fr; border: round $primary; }
-    DataTable { height: 1fr; border: round $primary; }
+    CompareCurves { height: 1fr; min-height: 10; border: round $primary; border-title-color: $accent; }
+    DataTable { height: auto; max-height: 60%; border: round $primary; }
     """
 
     def __init__(self, runs: list[Path], selected: str | None = None) -> None:
@@ -135,13 +136,13 @@ class CompareApp(App[str]):
     def compose(self) -> ComposeResult:
         yield CompareCurves(self.labels, self.configs)
         yield DataTable(cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield Footer(show_command_palette=False)  # the keys fit 80 columns
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         monitor = self.metrics[0]
         table.border_title = f"runs by {monitor} ({'lowest' if lower_is_better(monitor) else 'highest'} first)"
-        table.border_subtitle = "Enter: open the run (q there comes back)"
+        table.border_subtitle = "↑↓ choose, Enter opens it (q there comes back), ? keys"
         table.add_column("", key="mark")
         for key in self.params:
             table.add_column(SHORT.get(key, key), key=key)
@@ -162,7 +163,7 @@ class CompareApp(App[str]):
         ordered = sorted_rows(self.rows)
         for rank, row in enumerate(ordered):
             star = " [b yellow]★[/]" if rank == 0 and row.sort_key()[0] == 0 else "  "
-            cells = [f"[{COLORS[row.index % len(COLORS)]}]■[/]{star}"]
+            cells = [f"{swatch(row.index)}{star}"]
             cells += [_value(self.configs[row.index].get(k, "-")) for k in self.params]
             cells += [_fmt(row.best.get(key)) for key in self.metrics]
             cells += [str(row.epochs), run_state(self.runs[row.index]), self.runs[row.index].name]
@@ -200,6 +201,10 @@ class CompareApp(App[str]):
         curves = self.query_one(CompareCurves)
         curves.set_axis(AXES[(AXES.index(curves.axis) + 1) % len(AXES)])
         self.notify(f"x axis: {curves.axis}", timeout=2)
+
+    def action_help(self) -> None:
+        """?: the keys of the comparison."""
+        self.push_screen(HelpScreen(help_lines(keys=COMPARE_KEYS), COMPARE_NOTES, "tuitrain compare: keys"))
 
     def action_open_run(self) -> None:
         """Enter: leave the comparison with the selected run, to open it in the single-run view."""

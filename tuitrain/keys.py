@@ -46,8 +46,22 @@ KEYS: tuple[Key, ...] = (
 )
 """Every key, in the order the help lists them."""
 
+COMPARE_KEYS: tuple[Key, ...] = (
+    Key("x", "x axis: epoch, step, samples seen, wall time", "x axis", (("x", "next_axis"),), "X axis"),
+    Key("↑ ↓", "choose a run in the table (or PageUp / PageDown)", "choose", ()),
+    Key("Enter", "open the chosen run alone (q there comes back here)", "open", (("enter", "open_run"),),
+        "Open run"),
+    Key("q", "leave (the runs go on)", "quit", (("q", "quit"),), "Quit"),
+    Key("?", "this help", "help", (("question_mark", "help"),), "Help"),
+)
+"""The keys of the comparison view (``tuitrain watch A B ...``), in the order its help lists them."""
+
 PROMPT_ACTIONS = frozenset({"load", "set_lr", "device"})
 """Actions that open a prompt: not run while another prompt (or the help) is open."""
+CONTROL_ACTIONS = frozenset({"pause", "save", "load", "set_lr", "device"})
+"""Actions that send the run a command: out of the footer once the run has ended or is read-only."""
+ENDED_ACTION = "ended"
+"""A hidden binding under each control key, run instead of it when the run takes no commands (says so)."""
 
 HELP_KEY_WIDTH = 8
 HELP_TEXT_WIDTH = 58
@@ -59,9 +73,9 @@ def action_name(action: str) -> str:
     return action.split("(", 1)[0]
 
 
-def help_lines(available: Callable[[str], bool] | None = None) -> list[str]:
+def help_lines(available: Callable[[str], bool] | None = None, keys: tuple[Key, ...] = KEYS) -> list[str]:
     """The key table of the help screen, one line per key whose action is ``available``."""
-    return [f"{key.shown:<{HELP_KEY_WIDTH}}{key.does}" for key in KEYS
+    return [f"{key.shown:<{HELP_KEY_WIDTH}}{key.does}" for key in keys
             if available is None or any(available(action_name(action)) for _, action in key.bindings)]
 
 

@@ -18,6 +18,8 @@ Status: TypeAlias = RunStatus | Literal["stopping"]
 """A run's state in the one vocabulary (records.RunStatus: status.json, ``tuitrain runs``, the end
 event), plus the dashboard's own ``stopping``: q was pressed and the run has not ended yet."""
 DIVERGED_NOTE = "diverged: lower the LR (r) or load a checkpoint (l), then p"
+LEAVE_HINT = "(q to leave)"
+"""Ends the note of an ended run; the status line keeps it when it has to cut the note."""
 
 
 class RunState:
@@ -75,7 +77,8 @@ class RunState:
         if event == "start":
             self.epochs, self.total = record["epochs"], record["total_steps"]
             self.batch_size, self.device = record.get("batch_size", 0), record["device"]
-            self.lr, self.epoch = record.get("lr"), record.get("start_epoch", 0)
+            # Epochs count from 1 (step records carry the current one); start_epoch counts those done.
+            self.lr, self.epoch = record.get("lr"), min(record.get("start_epoch", 0) + 1, self.epochs)
             self.status, self.note = "running", ""  # also after an end: a run resumed in its own folder
         elif not ok:
             return  # a refused command changed nothing
@@ -109,7 +112,7 @@ class RunState:
         self.status = status
         if self.watch_mode:
             note = f"{note}  read-only: the run has ended" if status != "dead" else "read-only: its process is gone"
-        self.note = note + ("  (q to leave)" if not self.quit_requested else "")
+        self.note = note + (f"  {LEAVE_HINT}" if not self.quit_requested else "")
 
     def request_quit(self) -> None:
         """q while the run goes on: stopping until its end event arrives."""

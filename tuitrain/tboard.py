@@ -1,4 +1,9 @@
-"""TensorBoard event files under RUN_DIR/tensorboard, written from the same records as metrics.jsonl.
+"""TensorBoard event files in the run directory, written from the same records as metrics.jsonl.
+
+They lie in RUN_DIR itself (beside config.json, as Lightning's loggers put theirs), not in a folder of
+their own: TensorBoard names a run after the folder that holds its event files, so ``tensorboard
+--logdir runs`` lists ``synthetic-cnn-20250101-120000`` and ``my-sweep/03-lr=0.001-...``, not
+``.../tensorboard`` for every run.
 
 Scalars: train/loss, train/acc, train/grad_norm, lr (per step record); epoch/train_loss,
 epoch/train_acc, val/loss, val/acc and val/<metric> for each user metric (per epoch). Histograms:
@@ -44,7 +49,7 @@ class TensorBoardSink:
 
     def __init__(self, run_dir: str | Path):
         _quiet_writer_threads()
-        self.log_dir = str(Path(run_dir) / "tensorboard")
+        self.log_dir = str(Path(run_dir))  # TensorBoard's run name is this folder's path under --logdir
         self.writer: Any = None
         """The SummaryWriter, or None while it has failed (a new one is tried every RETRY_S)."""
         self.error: BaseException | None = None

@@ -18,12 +18,16 @@ from textual.widgets import Static
 from tuitrain import fmt
 from tuitrain.history import Markers, Series, smooth
 from tuitrain.plotscale import compact, labels, log_ticks, nice_ticks, spike_cut, without
-from tuitrain.widgets.plot import FastPlot
+from tuitrain.widgets.plot import FastPlot, y_ticks
 
 REDRAW_EVERY_S = 1.0
 """Plots are redrawn at most this often: plotext is pure Python and shares the GIL with training.
 (On the dashboard, its clock calls :meth:`Curves.redraw_if_dirty`, in one frame with the other panels.)"""
 
+LABEL, VALUE = 6, 8
+"""The widths of the numbers' row names and loss column."""
+MAX_MARKS = 5
+"""The numbers list at most this many of the newest marks (fewer when the panel is short)."""
 MARK_COLORS = {"pause": "orange", "lr": "magenta", "load": "cyan", "device": "green", "nonfinite": "red"}
 
 
@@ -128,15 +132,23 @@ class Curves(Vertical):
         self.redraw()
         return self.log_scale
 
+    def on_resize(self) -> None:
+        # How many marks the numbers list depends on their height, known once this layout is done.
+        self.call_after_refresh(self._show_numbers)
+
+    def _show_numbers(self) -> None:
+        self.query_one("#numbers", Static).update(self._numbers(), layout=False)  # fixed width
+
     def redraw(self) -> None:
         """Draw both plots and the numbers from the history."""
         self.spikes = self._draw(self.query_one("#loss", FastPlot), "loss", self.train_loss, self.val_loss,
                                  self.log_scale)
         title = {"acc": "accuracy", "": "no accuracy (fit: metrics=)"}.get(self.second, f"val {self.second}")
-        self._draw(self.query_one("#acc", FastPlot), title, self.train_acc, self.val_acc, False)
-        self.query_one("#numbers", Static).update(self._numbers(), layout=False)  # fixed width
+        self._draw(self.query_one("#acc", FastPlot), title, self.train_acc, self.val_acc, False,
+                   fraction=self.second == "acc")
+        self._show_numbers()
 
-    def _draw(self, plot: FastPlot, title: str, train: Series, val: Series, log: bool) -> list:
+    def _draw(self, plot: FastPlot, title: str, train: Series, val: Series, log: bool, fraction: bool = False) -> list:
         """Draw one plot; returns the (x, y) points left off its y-range as spikes."""
         plt = plot.plt
         plt.clear_data()
@@ -170,60 +182,75 @@ class Curves(Vertical):
         for step, kind, _label in self.markers.items:
             plt.vline(step, MARK_COLORS[kind])
         if shown:
-            self._yaxis(plt, min(shown), max(shown), log)
+            self._yaxis(plt, min(shown), max(shown), log, fraction, plot.size.height)
             if spikes:
                 plt.scatter([x for x, _ in spikes], [max(shown)] * len(spikes), color="red", marker="^")
         xs_all = train.xs or val.xs
         if xs_all:
             ticks = nice_ticks(xs_all[0], xs_all[-1], 5)
             plt.xticks(ticks, labels(ticks))
-        plt.xlabel("step")
+        # No x label: the panel's title says "by step", and on a 24-row terminal the row is a curve's.
         plot.refresh()
         return spikes
 
     @staticmethod
-    def _yaxis(plt, lo: float, hi: float, log: bool) -> None:
-        """Compact tick labels; on the log scale the positions are log10 and the labels the values."""
+    def _yaxis(plt, lo: float, hi: float, log: bool, fraction: bool = False, height: int = 24) -> None:
+        """Compact tick labels; on the log scale the positions are log10 and the labels the values.
+
+        A flat curve (one point, a constant) gets a margin that stays on the values' side of 0 (and,
+        for an accuracy, of 1): an accuracy of 0.1 is never drawn on an axis from -0.4.
+        """
         if hi - lo < 1e-12:
-            lo, hi = lo - 0.5, hi + 0.5
+            pad = 0.5 if log else abs(lo) * 0.1 or 0.5
+            low_limit = 0.0 if lo >= 0 and not log else -math.inf
+            high_limit = 1.0 if fraction and hi <= 1 else math.inf
+            lo, hi = max(lo - pad, low_limit), min(hi + pad, high_limit)
         plt.ylim(lo, hi)
         if log:
             plt.yticks(*log_ticks(lo, hi))
         else:
-            ticks = nice_ticks(lo, hi, 5)
+            ticks = y_ticks(lo, hi, height)
             plt.yticks(ticks, labels(ticks))
 
     def _numbers(self) -> Content:
+        """The current values as a small table (the row names, in the curves' colours, are their legend),
+        then the best value, spikes, and as many of the newest marks as the height leaves room for."""
+
         def value_of(value: float | None, pct: bool = False) -> str:
             if value is not None and not pct and abs(value) >= 1000:
                 return compact(value)  # never 4078280249534579.0000
             return fmt.acc(value) if pct else fmt.loss(value)
 
-        lines = [
-            "[b ansi_blue]train[/]",  # the numbers' headings are the plots' legend, in the curves' colours
-            f" loss {value_of(self.train_loss.last)}",
-        ]
-        if self.second == "acc":
-            lines.append(f" acc  {value_of(self.train_acc.last, True)}")
-        lines += [f"[b ansi_red]val[/] (epoch {self._epoch})", f" loss {value_of(self.val_loss.last)}"]
-        if self.second == "acc":
-            lines.append(f" acc  {value_of(self.val_acc.last, True)}")
+        acc = self.second == "acc"
+        lines = [f"[dim]{'':<{LABEL}}{'loss':<{VALUE}}{'acc' if acc else ''}[/]"]
+        for name, color, loss, second in (("train", "ansi_blue", self.train_loss, self.train_acc),
+                                          ("val", "ansi_red", self.val_loss, self.val_acc)):
+            row = f"[b {color}]{name:<{LABEL}}[/]{value_of(loss.last):<{VALUE}}"
+            lines.append(row + (value_of(second.last, True) if acc else ""))
+        lines.append(f"[dim] after epoch {self._epoch}[/]" if self._epoch else "[dim] after each epoch[/]")
         for key, value in list(self.val_values.items())[:6]:
             if key not in ("val_loss", "val_acc"):
                 lines.append(f" {key[4:][:12]} {value_of(value)}")
         if self.best is not None:
             value, epoch = self.best
             shown = value_of(value, True) if self.monitor == "val_acc" else value_of(value)
-            lines.append(f" best {self.monitor[4:][:8]} {shown} (ep {epoch})")
+            lines.append(f"best {self.monitor[4:][:8]} {shown} (ep {epoch})")
         if self.spikes:
             x, y = max(self.spikes, key=lambda p: p[1] if math.isfinite(p[1]) else math.inf)
             lines += ["[red]^[/] off scale (g: log)", f" {compact(y)} at step {compact(x)}"]
         if self.log_scale:
             lines.append("[dim]loss axis: log[/]")
         marks: dict[str, str] = {}  # marker labels quote records (lr, device): $variables, never markup
-        if self.markers.items:
-            lines.append("[b]marks[/b]")
-            for i, (step, kind, label) in enumerate(self.markers.items[-5:]):
+        height = self.query_one("#numbers").content_size.height or len(lines) + 1 + MAX_MARKS
+        items = self.markers.items
+        room = min(len(items), MAX_MARKS, max(height - len(lines) - 1, 0))  # a line for the heading
+        shown_marks = items[len(items) - room:]
+        if shown_marks:
+            lines.append("[b]marks[/b]" if len(shown_marks) == len(items) else
+                         f"[b]marks[/b], newest {len(shown_marks)} of {len(items)}")
+            for i, (step, kind, label) in enumerate(shown_marks):
                 marks[f"label{i}"] = str(label)
                 lines.append(f" [{MARK_COLORS[kind]}]|[/] {step}: $label{i}")
+        elif items and height > len(lines):
+            lines.append(f"[b]marks[/b]: {len(items)}, newest at step {items[-1][0]}")
         return Content.from_markup("\n".join(lines), **marks)

@@ -22,10 +22,12 @@ NARROW_BELOW = 120
 """Terminals narrower than this get the stacked layout: curves on top, one lower panel at a time."""
 STATUS_EVERY_S = 0.5
 """The status line is redrawn at most this often from metrics (state changes are drawn at once)."""
+AFTER_SAMPLES = frozenset({"step", "epoch", "event", "hist"})
+"""Records the engine writes after an epoch's samples (system records come from another thread)."""
 VIEWS = ("view-hist", "view-system", "view-summary", "view-classes")
 """The lower panel shown on a narrow terminal, cycled with v (a class on the screen; see app.tcss);
 the last is the classes view, which takes the whole screen (as c does on any terminal)."""
-TITLES = {"curves": "loss / accuracy", "histograms": "weights / gradients", "system": "system", "summary": "model",
+TITLES = {"curves": "loss / accuracy by step", "histograms": "weights / gradients", "system": "system", "summary": "model",
           "confusion": "classes: confusion (rows true, columns predicted)", "gallery": "misclassified samples"}
 
 
@@ -43,6 +45,8 @@ class DashboardScreen(Screen[None]):
         """Index in VIEWS of the lower panel shown on a narrow terminal."""
         self._status_dirty = False
         self._ticks = 0
+        self._samples_due: int | None = None
+        """The epoch of a confusion record whose samples record (it comes right after) has not come."""
 
     def compose(self) -> ComposeResult:
         yield StatusLine(self.run_dir, self.run, id="status")
@@ -70,6 +74,10 @@ class DashboardScreen(Screen[None]):
     def show(self, record: dict) -> None:
         """Hand one record to the panels that show it (call :meth:`status_changed` after a batch)."""
         kind = record.get("type")
+        if self._samples_due is not None and kind in AFTER_SAMPLES:
+            # The engine writes an epoch's samples right after its confusion: none came, none will.
+            self.query_one(Gallery).no_samples(self._samples_due, self.query_one(ClassesPanel).confusion)
+            self._samples_due = None
         if kind == "step":
             self.query_one(Curves).add_step(record)
         elif kind == "epoch":
@@ -79,8 +87,10 @@ class DashboardScreen(Screen[None]):
         elif kind == "system":
             self.query_one(SystemPanel).update_record(record)
         elif kind == "confusion":
-            self.query_one(ClassesPanel).update_record(record)
+            if self.query_one(ClassesPanel).update_record(record):
+                self._samples_due = record.get("epoch", 0)
         elif kind == "samples":
+            self._samples_due = None
             self.query_one(Gallery).update_record(record)
         elif kind == "event":
             self._show_event(record)

@@ -23,7 +23,7 @@ from textual_image.renderable import TGPImage as _TGPRenderable
 from textual_image.widget import HalfcellImage
 from textual_image.widget import Image as AutoImage
 
-from tuitrain.confusion import Sample, read_samples
+from tuitrain.confusion import Confusion, Sample, read_samples
 
 IMAGE_COLUMNS = 14
 """Each image is drawn this many characters wide (28x28 pixels become 14x7 half-block cells)."""
@@ -31,6 +31,7 @@ GRAPHICS = _detected in (_SixelRenderable, _TGPRenderable) and os.environ.get("T
 """Whether images go through a terminal graphics protocol rather than half-block characters."""
 ImageWidget = AutoImage if GRAPHICS else HalfcellImage
 WAITING = "no samples yet: image classification runs write the most confidently wrong at each epoch end"
+NOT_IMAGES = "no samples: this run's inputs are not images (the gallery shows image classification only)"
 
 
 def to_image(sample: Sample) -> PILImage.Image:
@@ -102,6 +103,13 @@ class Gallery(Vertical):
         if self.is_on_screen:
             self._mount_cards()
         return True
+
+    def no_samples(self, epoch: int, confusion: Confusion | None) -> None:
+        """Epoch ``epoch`` ended without a samples record: nothing was wrong, or the inputs are no images."""
+        if self.samples:
+            return  # an earlier epoch's images stay (a record that did not decode changes nothing either)
+        wrong = confusion is not None and confusion.accuracy < 1
+        self.query_one("#gallery-note", Static).update(NOT_IMAGES if wrong else f"epoch {epoch}: nothing wrong")
 
     def on_show(self) -> None:
         """The classes view opened: the cards of the latest record, if they are not there yet."""

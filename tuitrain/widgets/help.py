@@ -9,6 +9,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 NOTES = """Commands act at the next step boundary; each is confirmed or refused."""
+COMPARE_NOTES = """Each run has one colour: its curves, legend line and table square."""
+ENDED_NOTES = """This run has ended or is read-only: p, s, l, r and d do nothing."""
 
 
 class HelpScreen(ModalScreen[None]):
@@ -21,15 +23,17 @@ class HelpScreen(ModalScreen[None]):
                             background: $surface; }
     """
 
-    def __init__(self, lines: list[str]) -> None:
-        """``lines``: the key table, one line per key (tuitrain.keys.help_lines)."""
+    def __init__(self, lines: list[str], notes: str = NOTES, title: str = "tuitrain keys") -> None:
+        """``lines``: the key table, one line per key (tuitrain.keys.help_lines); ``notes`` below it."""
         super().__init__()
         self.lines = lines
+        self.notes = notes
+        self.heading = title
 
     def compose(self) -> ComposeResult:
         keys = escape("\n".join(self.lines))
         with Vertical():
-            yield Static(f"[b]tuitrain keys[/b]\n\n{keys}\n\n{NOTES}\n\nEsc, q or ? closes this help.")
+            yield Static(f"[b]{escape(self.heading)}[/b]\n\n{keys}\n\n{escape(self.notes)}\n\nEsc, q or ? closes this help.")
 
     def action_close(self) -> None:
         self.dismiss(None)

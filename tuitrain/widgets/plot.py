@@ -21,6 +21,11 @@ from rich.text import Text
 from textual.strip import Strip
 from textual_plotext import PlotextPlot
 
+from tuitrain.plotscale import nice_ticks
+
+FRAME_ROWS = 4
+"""Rows of a plot that hold no data: the title, the frame's top and bottom, the x tick labels."""
+
 _STYLES: dict[tuple[Style, str], Style] = {}
 """The style of each plotext (foreground, style, background) seen, by its repr, on each widget's
 base style (its CSS colours): a plot uses a few."""
@@ -36,6 +41,16 @@ def _style(base: Style, foreground, style, background) -> Style:
         spans = Text.from_ansi(f"{ansi}x").spans if ansi else []
         found = _STYLES[key] = base + spans[0].style if spans and isinstance(spans[0].style, Style) else base
     return found
+
+
+def y_ticks(lo: float, hi: float, height: int, most: int = 5) -> list[float]:
+    """Round y tick positions for a plot ``height`` rows tall: at most one per two rows of data, since
+    plotext drops a label that shares a row with another, and which one it keeps is not stable."""
+    room = max(2, (height - FRAME_ROWS + 1) // 2)
+    ticks = nice_ticks(lo, hi, most)
+    while len(ticks) > room:
+        ticks = ticks[::2]  # every other one: still round, still spread over the range
+    return ticks
 
 
 class FastPlot(PlotextPlot):

@@ -51,4 +51,5 @@ class SummaryPanel(Vertical):
         """Show the device the model is on now."""
         self._device = device
         self.query_one("#summary-totals", Static).update(
-            Content.from_markup(f"{self._totals}\non [b]$device[/b]", device=str(device)))  # $device: text, not markup
+            # One line where it fits: on a 24-row terminal the panel has room for 6 layers.
+            Content.from_markup(f"{self._totals}, on [b]$device[/b]", device=str(device)))  # $device: text, not markup

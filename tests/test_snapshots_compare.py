@@ -1,0 +1,30 @@
+"""SVG snapshots of the comparison view of a sweep of 8 runs (``tuitrain watch SWEEP``), at 80x24 and
+160x48 (issue 24: the legend wrapped mid-label and the table showed 4 of the 8 runs)."""
+
+from __future__ import annotations
+
+from tests.test_compare import _loaded
+from tests.test_compare_fit import _sweep
+from tuitrain.widgets.compare_curves import CompareCurves
+
+
+async def _drawn(pilot) -> None:
+    await _loaded(pilot, pilot.app)
+    pilot.app.query_one(CompareCurves).redraw()  # normally on a timer: drawn now so the snapshot is stable
+    await pilot.pause()
+
+
+def test_compare_8_runs_80x24(snap_compare, tmp_path):
+    assert snap_compare(_sweep(tmp_path), terminal_size=(80, 24), run_before=_drawn)
+
+
+def test_compare_8_runs_wide(snap_compare, tmp_path):
+    assert snap_compare(_sweep(tmp_path), terminal_size=(160, 48), run_before=_drawn)
+
+
+def test_compare_help_80x24(snap_compare, tmp_path):
+    async def drawn_then_help(pilot) -> None:
+        await _drawn(pilot)
+        await pilot.press("question_mark")
+
+    assert snap_compare(_sweep(tmp_path), terminal_size=(80, 24), run_before=drawn_then_help)
