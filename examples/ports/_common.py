@@ -23,11 +23,12 @@ import torch.nn.functional as F
 RESULT_PREFIX = "PORT_RESULT "
 
 
-def digits(n: int, seed: int, classes: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+def digits(n: int, seed: int, classes: int = 10, noise: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
     """MNIST-shaped data: (n, 1, 28, 28) float images in [0, 1] and (n,) int64 labels.
 
     Each class is a fixed figure of 3 strokes (the same for every seed); a sample is its class's
-    figure shifted by up to 2 pixels, with random stroke strength and background noise: as learnable
+    figure shifted by up to 2 pixels, with random stroke strength and ``noise`` (uniform, added to
+    the background; 0 gives MNIST's clean black background): as learnable
     as MNIST for the originals' models (a CNN reaches >95% in an epoch), chance is 10%.
     """
     proto = torch.zeros(classes, 28, 28)
@@ -43,7 +44,7 @@ def digits(n: int, seed: int, classes: int = 10) -> tuple[torch.Tensor, torch.Te
     y = torch.randint(0, classes, (n,), generator=gen)
     shift = torch.randint(-2, 3, (n, 2), generator=gen)
     x = torch.stack([torch.roll(proto[int(c)], (int(s[0]), int(s[1])), (0, 1)) for c, s in zip(y, shift)])
-    x = x * (0.6 + 0.4 * torch.rand(n, 1, 1, generator=gen)) + 0.15 * torch.rand(n, 28, 28, generator=gen)
+    x = x * (0.6 + 0.4 * torch.rand(n, 1, 1, generator=gen)) + noise * torch.rand(n, 28, 28, generator=gen)
     return x.clamp(0, 1)[:, None], y
 
 
