@@ -43,7 +43,7 @@ def digits(n: int, seed: int, classes: int = 10, noise: float = 0.15) -> tuple[t
     gen = torch.Generator().manual_seed(seed)
     y = torch.randint(0, classes, (n,), generator=gen)
     shift = torch.randint(-2, 3, (n, 2), generator=gen)
-    x = torch.stack([torch.roll(proto[int(c)], (int(s[0]), int(s[1])), (0, 1)) for c, s in zip(y, shift)])
+    x = torch.stack([torch.roll(proto[int(c)], (int(s[0]), int(s[1])), (0, 1)) for c, s in zip(y, shift, strict=True)])
     x = x * (0.6 + 0.4 * torch.rand(n, 1, 1, generator=gen)) + noise * torch.rand(n, 28, 28, generator=gen)
     return x.clamp(0, 1)[:, None], y
 

@@ -15,6 +15,8 @@ Shows today: issue 22 item 8 (the test DataLoader's batch size 1000 is not used:
 batches of 64, the training batch size; config.json says val_batch_size 0).
 """
 
+# ruff: noqa: UP008  (the original's code, kept as it is)
+
 from __future__ import annotations
 
 import torch

@@ -20,6 +20,8 @@ Shows today: issue 22 item 3 (``val_hamming`` taken as higher-is-better: best.pt
 keep the epoch with the MOST wrong labels) and item 7 (``tuitrain runs`` shows best val_acc "-").
 """
 
+# ruff: noqa: UP008  (the original's code, kept as it is)
+
 from __future__ import annotations
 
 import torch

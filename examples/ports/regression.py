@@ -18,6 +18,8 @@ decrease of the error as "no improvement", stops at epoch 4, and restore_best re
 model, the worst.
 """
 
+# ruff: noqa: UP032  (the original's code, kept as it is)
+
 from __future__ import annotations
 
 import torch

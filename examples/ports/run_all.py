@@ -100,9 +100,9 @@ def table(rows: list[dict]) -> str:
     cells = [[r["name"], r["status"], r.get("figure", ""), r.get("expected", ""), f"{r.get('seconds', 0):.0f}",
               f"{r.get('mb', 0):.0f}", r.get("reason", "")] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) if i < 6 else len(h) for i, h in enumerate(head)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     return "\n".join(lines)
 
 

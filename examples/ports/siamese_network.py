@@ -22,6 +22,8 @@ target and the only error is the model's ``TypeError: SiameseNetwork.forward() m
 positional argument: 'input2'``, which does not name batch_fn, raised after the run directory exists.
 """
 
+# ruff: noqa: UP008, UP034  (the original's code, kept as it is)
+
 from __future__ import annotations
 
 import random

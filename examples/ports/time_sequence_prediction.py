@@ -18,6 +18,8 @@ directory, config and TensorBoard files exist. The same script trains under Ligh
 passes a closure.
 """
 
+# ruff: noqa: B007, UP008  (the original's code, kept as it is)
+
 from __future__ import annotations
 
 import numpy as np

@@ -20,6 +20,8 @@ Shows today: issue 22 item 7 (``tuitrain runs`` shows best val_acc "-" for this 
 status.json holds best val_dice).
 """
 
+# ruff: noqa: UP008  (the original's code, kept as it is)
+
 from __future__ import annotations
 
 import torch

@@ -18,6 +18,8 @@ the monitored val_loss is right. The run's val_loss is the
 batch mean of a per-batch SUM, not the per-image figure the original prints.
 """
 
+# ruff: noqa: UP008  (the original's code, kept as it is)
+
 from __future__ import annotations
 
 import torch

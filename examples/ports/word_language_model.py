@@ -24,6 +24,8 @@ metrics.jsonl and seconds at each epoch end) and item 3 (``val_ppl`` taken as hi
 best.pt and restore_best keep the WORST epoch, so the model returned has the highest perplexity).
 """
 
+# ruff: noqa: UP008  (the original's code, kept as it is)
+
 from __future__ import annotations
 
 import math
