@@ -12,7 +12,9 @@ arguments); the original's train()/test() loops, device code and argparse (about
 
 Judged by: val_acc after training, against chance (10%).
 Shows today: issue 22 item 8 (the test DataLoader's batch size 1000 is not used: validation runs in
-batches of 64, the training batch size; config.json says val_batch_size 0).
+batches of 64, the training batch size; config.json says val_batch_size 0). ``--variant resume``
+trains epochs-1 epochs, then resumes from that run's last.pt into a new run directory (item 8:
+the resumed run's best_checkpoint and best).
 """
 
 # ruff: noqa: UP008  (the original's code, kept as it is)
@@ -64,11 +66,23 @@ def main(epochs: int = 3, limit: int = 2000, run_dir: str = "", headless: bool |
     torch.manual_seed(1)
     train_loader = torch.utils.data.DataLoader(data(limit, seed=0), batch_size=64, shuffle=True)
     test_loader = torch.utils.data.DataLoader(data(max(limit // 6, 100), seed=1), batch_size=1000)
-    model = Net()
-    optimizer = optim.Adadelta(model.parameters(), lr=1.0)
-    result = tuitrain.fit(model, train_loader, test_loader, loss_fn=F.nll_loss, optimizer=optimizer,
-                          scheduler=lambda opt: StepLR(opt, step_size=1, gamma=0.7), epochs=epochs,
-                          run_dir=run_dir, headless=headless, name="mnist")
+
+    def fit(epochs: int, run_dir: str, resume: str = ""):
+        model = Net()
+        optimizer = optim.Adadelta(model.parameters(), lr=1.0)
+        return tuitrain.fit(model, train_loader, test_loader, loss_fn=F.nll_loss, optimizer=optimizer,
+                            scheduler=lambda opt: StepLR(opt, step_size=1, gamma=0.7), epochs=epochs,
+                            run_dir=run_dir, headless=headless, name="mnist", resume=resume)
+
+    if variant == "resume":  # item 8: train, then resume from its last.pt into a new run directory
+        first = fit(max(epochs - 1, 1), f"{run_dir}-first" if run_dir else "")
+        result = fit(epochs, run_dir, resume=first.last_checkpoint or "")
+        ok = result.best_checkpoint is not None and result.best_epoch <= result.epochs_done
+        return verdict(result, figure="best_checkpoint", value=str(result.best_checkpoint),
+                       expected="a best.pt of the resumed run", ok=ok,
+                       reason=f"best_checkpoint {result.best_checkpoint}, best {result.best} from epoch "
+                              f"{result.best_epoch} (the first run's {first.best_epoch})")
+    result = fit(epochs, run_dir)
     acc = last(result, "val_acc")
     return verdict(result, figure="val_acc", value=acc, expected="> 0.9 (chance 0.1)", ok=acc > 0.9,
                    reason="val_acc near chance")

@@ -33,6 +33,7 @@ RESULT_PREFIX = "PORT_RESULT "
 # (port, variant, extra arguments): a short run each; the order of issue 22's list.
 PLAN: list[tuple[str, str, list[str]]] = [
     ("mnist", "", ["--epochs", "2", "--limit", "2000"]),
+    ("mnist", "resume", ["--epochs", "2", "--limit", "1000"]),
     ("mnist_rnn", "", ["--epochs", "2", "--limit", "3841"]),
     ("vae", "", ["--epochs", "3", "--limit", "4000"]),
     ("word_language_model", "", ["--epochs", "2", "--limit", "30000"]),
