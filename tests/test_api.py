@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
+import pytest
 import torch
 
 from tests.helpers import ROOT
@@ -19,6 +20,7 @@ def _example():
     return module
 
 
+@pytest.mark.slow
 def test_example_runs_headless(tmp_path):
     result = _example().main(epochs=3, headless=True, run_dir=str(tmp_path / "run"))
     assert result.status == "done" and result.epochs_done == 3 and result.best_val_acc > 0.8

@@ -62,6 +62,7 @@ async def test_pause_resume_save_keys():
         assert len(set(ids)) == len(ids)  # every command can be matched with its answer
 
 
+@pytest.mark.slow
 async def test_set_lr_prompt_sends_and_refuses():
     backend = FakeBackend()
     app = TuiTrainApp(backend)
@@ -169,6 +170,7 @@ async def test_narrow_terminal_cycles_lower_panel():
         assert not app.query_one(Histograms).display
 
 
+@pytest.mark.slow
 async def test_records_arriving_while_a_prompt_is_open():
     """The panels are updated behind an open prompt (the App's queries would search the prompt)."""
     backend = FakeBackend()
@@ -214,6 +216,7 @@ async def test_system_panel_grows_when_a_sample_wraps_longer():
         assert "went away" in str(panel.render())
 
 
+@pytest.mark.slow
 async def test_the_dashboard_clock_redraws_the_curves_and_the_status():
     """One clock draws the panels that changed (status twice a second, curves every second)."""
     from tuitrain.widgets.plot import FastPlot

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tests.helpers import until
@@ -12,6 +13,7 @@ from tuitrain.widgets.lr_prompt import LRPrompt
 from tuitrain.widgets.status import StatusLine
 
 
+@pytest.mark.slow
 async def test_real_engine_keys(small_config):
     session = Session(small_config(epochs=200, limit=2000))
     session.prepare()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
+
 from tests.fake_classes import FASHION, confusion_record, samples_record
 from tests.fakes import FakeBackend, scripted_run
 from tests.helpers import record_run, until
@@ -99,6 +101,7 @@ async def test_classes_view_with_c():
         await pilot.press("q")
 
 
+@pytest.mark.slow
 async def test_narrow_v_reaches_the_classes_view():
     app = TuiTrainApp(FakeBackend(scripted_run() + [confusion_record(), samples_record()]))
     async with app.run_test(size=(80, 24)) as pilot:

@@ -69,6 +69,7 @@ BAD_INPUTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,needle", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, needle, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -95,6 +96,7 @@ def test_help_is_fast_and_does_not_import_torch():
     assert time.perf_counter() - start < 5  # generous for a loaded CI box; benchmarks measure it properly
 
 
+@pytest.mark.slow
 def test_end_to_end_headless_on_idx_files(tmp_path):
     fmnist_dir = write_fashion_mnist(tmp_path / "data", n_train=6000, n_test=1000)
     run_dir = tmp_path / "run"
@@ -120,6 +122,7 @@ def test_end_to_end_headless_on_idx_files(tmp_path):
     assert ckpt["epoch"] == 2
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_last_and_exits_130(tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "tuitrain", "synthetic", "--headless", "--epochs", "100",

@@ -144,6 +144,7 @@ def setup_only(monkeypatch, tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(option=st.sampled_from(OPTIONS), value=VALUES)
 def test_any_option_value_is_taken_or_refused_in_one_line(setup_only, capsys, option, value):

@@ -41,6 +41,7 @@ def live_run(tmp_path):
         proc.wait()
 
 
+@pytest.mark.slow
 def test_ctl_controls_a_live_headless_run(live_run):
     run_dir, proc = live_run
     assert stat.S_IMODE(os.stat(run_dir / "control.sock").st_mode) == 0o600

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import ROOT
 from tuitrain.rundir import read_records
 
@@ -26,6 +28,7 @@ def _start_two_ranks(run_dir: Path, port: int, limit: int) -> tuple[subprocess.P
     return proc, metrics
 
 
+@pytest.mark.slow
 def test_two_process_gloo_ddp_with_a_command(tmp_path):
     run_dir = tmp_path / "run"
     proc, metrics = _start_two_ranks(run_dir, port=29517, limit=2000)
@@ -42,6 +45,7 @@ def test_two_process_gloo_ddp_with_a_command(tmp_path):
     assert (run_dir / "checkpoints" / "last.pt").is_file()
 
 
+@pytest.mark.slow
 def test_session_run_leaves_no_thread_holding_the_model(small_config, monkeypatch):
     """The system sampler's bound method holds the session (and a DDP model with it); a daemon thread
     that dropped it during interpreter shutdown aborted rank 1 (issue 12 #14). run() joins it."""
@@ -67,6 +71,7 @@ def test_session_run_leaves_no_thread_holding_the_model(small_config, monkeypatc
     assert not [t for t in threading.enumerate() if t.name == "tuitrain-system"]
 
 
+@pytest.mark.slow
 def test_sigterm_to_torchrun_stops_every_rank_at_one_step(tmp_path):
     """torchrun passes SIGTERM to each rank: rank 0 stops them all through its broadcast (the
     others leave the signal to it), so last.pt is saved and the ranks end in sync."""

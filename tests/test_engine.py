@@ -12,6 +12,7 @@ from tests.conftest import EngineRun
 from tuitrain.commands import Load, Pause, Resume, Save, SetDevice, SetLR, Stop
 
 
+@pytest.mark.slow
 def test_full_run_reports_epochs_and_saves(small_config):
     run = EngineRun(small_config()).start()
     result = run.join()
@@ -24,6 +25,7 @@ def test_full_run_reports_epochs_and_saves(small_config):
     assert any(r["type"] == "hist" for r in run.records)
 
 
+@pytest.mark.slow
 def test_pause_blocks_steps_and_resume_restarts(small_config):
     run = EngineRun(small_config(epochs=50))
     run.send(Pause(id=1))
@@ -43,6 +45,7 @@ def test_pause_blocks_steps_and_resume_restarts(small_config):
     assert run.join().status == "stopped"
 
 
+@pytest.mark.slow
 def test_set_lr_reaches_optimizer_and_bad_values_are_refused(small_config):
     run = EngineRun(small_config(epochs=50))
     run.send(Pause())
@@ -60,6 +63,7 @@ def test_set_lr_reaches_optimizer_and_bad_values_are_refused(small_config):
     run.join()
 
 
+@pytest.mark.slow
 def test_save_and_load_round_trip(small_config):
     run = EngineRun(small_config(epochs=50))
     run.start()
@@ -90,6 +94,7 @@ def test_save_and_load_round_trip(small_config):
     run.join()
 
 
+@pytest.mark.slow
 def test_device_switch_to_missing_device_is_refused(small_config):
     run = EngineRun(small_config(epochs=50))
     run.send(Pause())
@@ -104,6 +109,7 @@ def test_device_switch_to_missing_device_is_refused(small_config):
     run.join()
 
 
+@pytest.mark.slow
 def test_stop_writes_last_checkpoint(small_config):
     run = EngineRun(small_config(epochs=50))
     run.start()
@@ -116,6 +122,7 @@ def test_stop_writes_last_checkpoint(small_config):
     assert run.records[-1]["event"] == "end"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accumulate", [1, 3])
 def test_step_records_carry_the_real_gradient_norm(small_config, accumulate):
     # The norm is taken before the optimizer step frees the gradients (it once read 0.0 always).
@@ -127,6 +134,7 @@ def test_step_records_carry_the_real_gradient_norm(small_config, accumulate):
     assert max(norms) < 1e3
 
 
+@pytest.mark.slow
 def test_a_compile_failure_is_one_line_that_names_compile(small_config, monkeypatch, capsys):
     from tuitrain.launch import run
 
@@ -189,6 +197,7 @@ def _same_live(a: tuple, b: tuple) -> bool:
         and a[5] == b[5]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("resume", [False, True])
 def test_load_rolls_back_on_an_unexpected_exception(small_config, monkeypatch, resume):
     """A failure after the checkpoint was partly applied, of a type nothing catches by name: the
@@ -217,6 +226,7 @@ def test_load_rolls_back_on_an_unexpected_exception(small_config, monkeypatch, r
     assert not _same_live(_live(engine), before)
 
 
+@pytest.mark.slow
 def test_a_load_that_fails_half_way_is_refused_and_the_run_goes_on(small_config, monkeypatch):
     from tuitrain import checkpoints
 

@@ -24,6 +24,7 @@ def test_every_model_file_the_readme_names_is_shipped():
         assert f"def {name}(" in (ROOT / path).read_text(), (path, name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("depth", "width", "shape"), [(18, 0.5, (1, 28, 28)), (10, 0.25, (3, 32, 32))])
 def test_resnet_builds_and_runs_through_the_model_loader(depth, width, shape):
     model = build_model(f"{RESNET}:make_resnet", shape, 7, {"depth": depth, "width": width})

@@ -27,6 +27,7 @@ def _fit(model, train, val=None, tmp_path=None, name="run", **kwargs):
     return tuitrain.fit(model, train, val, headless=True, run_dir=str(tmp_path / name), device="cpu", **kwargs)
 
 
+@pytest.mark.slow
 def test_regression_with_mse_early_stopping_and_best_weights(tmp_path):
     torch.manual_seed(0)
     model = nn.Linear(8, 1)
@@ -56,6 +57,7 @@ def test_default_loss_refuses_targets_it_cannot_mean(tmp_path, targets):
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
+@pytest.mark.slow
 def test_single_logit_binary_model_never_reports_accuracy_of_eleven(tmp_path):
     x = torch.randn(200, 4)
     y = (x[:, :1] > 0).float()
@@ -83,6 +85,7 @@ def _classes(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
+@pytest.mark.slow
 def test_tuple_output_model_and_torchmetrics(tmp_path):
     import torchmetrics
 
@@ -109,6 +112,7 @@ class DictData(torch.utils.data.Dataset):
         return {"pixel_values": self.x[i], "label": self.y[i], "meta": i}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("triple", [False, True])
 def test_dict_and_triple_datasets(tmp_path, triple):
     torch.manual_seed(0)
@@ -127,6 +131,7 @@ class Bag(nn.Module):
         return self.out(self.emb(tokens).mean(dim=1))
 
 
+@pytest.mark.slow
 def test_embedding_model_on_integer_inputs_with_a_real_summary(tmp_path):
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, 50, (200, 6), generator=gen)
@@ -160,6 +165,7 @@ def test_user_exception_is_reraised_with_its_traceback_recorded(tmp_path):
     assert records[-1]["event"] == "end" and records[-1]["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_failing_sample_names_its_index(tmp_path):
     class Bad(DictData):
         def __getitem__(self, i):
@@ -172,6 +178,7 @@ def test_failing_sample_names_its_index(tmp_path):
     assert "sample 7 of train_data" in "".join(getattr(info.value, "__notes__", []))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheduler", ["onecycle", "plateau",
                                        lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)])
 def test_scheduler_resume_mid_epoch_is_bitwise_exact(tmp_path, scheduler):
@@ -253,6 +260,7 @@ def test_bf16_mixed_on_cpu_trains(tmp_path):
     assert config["precision"] == "bf16-mixed"
 
 
+@pytest.mark.slow
 def test_dataloader_and_numpy_arrays_and_collate(tmp_path):
     x, y = _classes(200)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=25, drop_last=True)
@@ -261,6 +269,7 @@ def test_dataloader_and_numpy_arrays_and_collate(tmp_path):
     assert result.status == "done" and result.history[0]["step"] == 8  # 200 / 25 with the loader's size
 
 
+@pytest.mark.slow
 def test_fit_in_a_loop_never_collides(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     dirs = []
@@ -270,6 +279,7 @@ def test_fit_in_a_loop_never_collides(tmp_path, monkeypatch):
     assert len(set(dirs)) == 3
 
 
+@pytest.mark.slow
 def test_fit_twice_gives_the_same_result(tmp_path):
     results = []
     for name in ("a", "b"):
@@ -296,6 +306,7 @@ def test_model_file_factory_arguments_and_sibling_import(tmp_path):
     assert made[1].out_features == 4
 
 
+@pytest.mark.slow
 def test_regression_example_writes_predictions(tmp_path):
     import importlib.util
     from pathlib import Path
@@ -328,6 +339,7 @@ def test_weights_overflowing_on_an_epochs_last_step_fail_the_run(tmp_path):
     assert not (tmp_path / "run" / "checkpoints" / "best.pt").exists()  # never a diverged best model
 
 
+@pytest.mark.slow
 def test_compile_trains_and_saves_the_plain_models_weights(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))

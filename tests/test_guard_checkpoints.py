@@ -138,6 +138,7 @@ def test_a_really_full_disk_twice_keeps_last_pt_loadable(tiny_tmpfs):
 
 
 # ----------------------------------------------------------------- item 6: payload checks
+@pytest.mark.slow
 def test_wrong_shaped_adam_moment_resume_exits_2(trained, tmp_path):
     ckpt = _fresh(trained[0])
     ckpt["optimizer"]["state"][0]["exp_avg"] = torch.zeros(2)

@@ -244,6 +244,7 @@ def test_the_private_folder_is_made_0700_and_used(private_tmp):
     assert srv.path.parent == folder and (folder.stat().st_mode & 0o777) == 0o700
 
 
+@pytest.mark.slow
 def test_training_with_a_squatted_private_folder_exits_2_writing_nothing(tmp_path):
     folder = tmp_path / f"tuitrain-{UID}"
     folder.write_text("squatted")
@@ -365,6 +366,7 @@ def _ctl(run_dir: Path, *args: str, cwd: Path = ROOT) -> subprocess.CompletedPro
                           text=True, timeout=90, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
+@pytest.mark.slow
 def test_a_live_run_survives_bad_messages_loads_from_the_callers_folder_and_ignores_its_copy(tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "tuitrain", "synthetic", "--headless", "--epochs", "500",

@@ -311,6 +311,7 @@ file_contents = st.one_of(json_values.map(json.dumps), st.binary(max_size=60),
                           }).map(lambda d: json.dumps(d)))
 
 
+@pytest.mark.slow
 @FAST
 @given(status=st.none() | file_contents, config=file_contents)
 def test_runs_and_ctl_read_any_status_and_config(status, config):

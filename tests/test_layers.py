@@ -193,6 +193,7 @@ def test_the_dashboard_and_watch_start_without_torch(name):
     assert "torch" not in closure(import_graph(eager=True), name)
 
 
+@pytest.mark.slow
 def test_the_eager_graph_agrees_with_python():
     """What the source says importing the CLI and the app loads is what Python loads."""
     code = "import sys, tuitrain.cli, tuitrain.app; print(' '.join(sorted(sys.modules)))"

@@ -64,6 +64,7 @@ TYPED = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("keys,lr,how", [(k, lr, "burst") for k, lr in TYPED] + [(*TYPED[1], "press")],
                          ids=[" ".join(k) for k, _ in TYPED] + ["pilot.press"])
 async def test_keys_typed_right_after_r_land_in_the_prompt(keys, lr, how):
@@ -80,6 +81,7 @@ async def test_keys_typed_right_after_r_land_in_the_prompt(keys, lr, how):
         assert app.screen is app.dashboard
 
 
+@pytest.mark.slow
 async def test_typed_ahead_refusal_keeps_the_prompt_and_sends_nothing():
     backend = FakeBackend()
     app = TuiTrainApp(backend)
@@ -92,6 +94,7 @@ async def test_typed_ahead_refusal_keeps_the_prompt_and_sends_nothing():
         assert "must be above 0" in str(app.screen.query_one("#lr-error").render())
 
 
+@pytest.mark.slow
 async def test_escape_typed_ahead_cancels():
     backend = FakeBackend()
     app = TuiTrainApp(backend)
@@ -102,6 +105,7 @@ async def test_escape_typed_ahead_cancels():
         assert backend.sent == [] and app.screen is app.dashboard
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["burst", "press"])
 async def test_keys_typed_right_after_l_and_d(how):
     backend = FakeBackend(devices=("cpu", "cuda:0", "cuda:1"),
@@ -121,6 +125,7 @@ async def test_keys_typed_right_after_l_and_d(how):
             ("Load", "runs/fake/checkpoints/last.pt"), ("SetDevice", "cuda:1")]
 
 
+@pytest.mark.slow
 async def test_prompt_keys_do_nothing_while_a_prompt_is_open():
     backend = FakeBackend(checkpoints=["runs/fake/checkpoints/last.pt"])
     app = TuiTrainApp(backend)
@@ -133,6 +138,7 @@ async def test_prompt_keys_do_nothing_while_a_prompt_is_open():
 
 
 # ------------------------------------------------------------------------------- status and panels
+@pytest.mark.slow
 async def test_paused_status_shows_no_eta_and_no_stale_throughput():
     backend = FakeBackend()
     app = TuiTrainApp(backend)
@@ -176,6 +182,7 @@ async def test_v_on_a_wide_terminal_says_what_it_does():
         assert app.dashboard.view == 0
 
 
+@pytest.mark.slow
 async def test_at_most_two_notifications_newest_first():
     backend = FakeBackend()
     app = TuiTrainApp(backend)
@@ -192,6 +199,7 @@ async def test_at_most_two_notifications_newest_first():
 
 
 # ------------------------------------------------------------------------------- load dialog
+@pytest.mark.slow
 async def test_load_dialog_tells_checkpoints_apart(tmp_path):
     folder = tmp_path / "checkpoints"
     folder.mkdir()
@@ -231,6 +239,7 @@ def test_help_lines_fit_and_come_from_the_key_list():
         assert key in shown, key
 
 
+@pytest.mark.slow
 async def test_help_screen_fits_80x24_and_lists_every_bound_key():
     app = TuiTrainApp(FakeBackend())
     async with app.run_test(size=(80, 24)) as pilot:
@@ -252,6 +261,7 @@ async def test_help_screen_fits_80x24_and_lists_every_bound_key():
         await pilot.press("escape")
 
 
+@pytest.mark.slow
 async def test_lr_prompt_title_and_refusals_are_whole_at_80x24():
     app = TuiTrainApp(FakeBackend())
     async with app.run_test(size=(80, 24)) as pilot:
@@ -279,6 +289,7 @@ async def test_footer_at_80x24_shows_every_key_with_the_classes_view():
             assert label in footer, (label, footer)
 
 
+@pytest.mark.slow
 async def test_saved_path_is_shown_whole():
     backend = FakeBackend()
     app = TuiTrainApp(backend)

@@ -121,6 +121,7 @@ def check_windows(timeline: Timeline, warm_up: int = 0) -> None:
             f"{i + 1}, with {records} records there")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("changes", CONFIGS)
 def test_no_host_sync_per_step(small_config, sync_counter, changes):
     config = small_config(**{"epochs": 2, "log_every": 10, "hist_every": 25, **changes})
@@ -134,6 +135,7 @@ def test_no_host_sync_per_step(small_config, sync_counter, changes):
     assert sync_counter.count("sync") <= SYNCS_PER_RECORD * len(records)
 
 
+@pytest.mark.slow
 def test_no_host_sync_per_step_with_user_metrics_and_loss(small_config, sync_counter):
     import torchmetrics
 
@@ -147,6 +149,7 @@ def test_no_host_sync_per_step_with_user_metrics_and_loss(small_config, sync_cou
     check_windows(sync_counter)
 
 
+@pytest.mark.slow
 def test_syncs_grow_with_records_not_steps(small_config, sync_counter):
     short, _ = count_syncs(small_config(epochs=1, limit=500, log_every=10, hist_every=1000), sync_counter)
     short_syncs = sync_counter.count("sync")
@@ -159,6 +162,7 @@ def test_syncs_grow_with_records_not_steps(small_config, sync_counter):
     assert sync_counter.count("sync") <= short_syncs + SYNCS_PER_RECORD * max(extra_records, 0)
 
 
+@pytest.mark.slow
 def test_the_counter_sees_a_sync_planted_in_each_step(small_config, sync_counter):
     # The check above must be able to fail: a loss read back every step, as the notes' loop does.
     result, _ = count_syncs(small_config(epochs=1, log_every=10), sync_counter, per_step=lambda out: out.sum().item())

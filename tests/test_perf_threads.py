@@ -23,6 +23,7 @@ def run_python(code: str) -> list[str]:
     return out.stdout.split()
 
 
+@pytest.mark.slow
 def test_release_ends_the_calling_threads_pool_workers():
     code = r"""
 import os, torch
@@ -38,6 +39,7 @@ print(released, with_pool - len(os.listdir("/proc/self/task")), torch.get_num_th
     assert int(ended) == int(nthreads) - 1  # every worker of the main thread's pool exited
 
 
+@pytest.mark.slow
 def test_a_thread_training_after_the_release_does_not_sleep_between_parallel_regions():
     # The cause of issue 13's thread cost: with the main thread's pool alive, the next thread's
     # pool workers sleep on a futex after every parallel region (libgomp throttles spinning when it
@@ -81,6 +83,7 @@ print(unreleased, regions_in_a_thread())
     assert released < unreleased / 3  # workers spin between regions, as in a single-threaded script
 
 
+@pytest.mark.slow
 def test_release_is_harmless_twice_and_torch_still_works():
     code = r"""
 import torch

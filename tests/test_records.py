@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tuitrain.rundir import Follower, RunLog, read_records
 from tuitrain.session import Session
 
 
+@pytest.mark.slow
 def test_record_schema(small_config):
     cfg = small_config()
     session = Session(cfg)
@@ -39,6 +42,7 @@ def test_record_schema(small_config):
     assert status["state"] == "done" and status["epoch"] == 2
 
 
+@pytest.mark.slow
 def test_confusion_samples_and_histograms_at_step_one_and_epoch_ends(small_config):
     session = Session(small_config(hist_every=1000))  # 20 steps an epoch: only step 1 and epoch ends
     session.prepare()
@@ -80,6 +84,7 @@ def test_reader_tolerates_partial_last_line(tmp_path):
     assert follower.poll() == []
 
 
+@pytest.mark.slow
 def test_histogram_counts_stay_exact_past_float32s_whole_numbers():
     # A bin holding 2**24 + 1 values: a float32 count read 2**24 (the counts no longer summed to numel).
     import torch

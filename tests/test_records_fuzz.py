@@ -8,6 +8,7 @@ import copy
 import json
 import math
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from textual_plotext import PlotextPlot
@@ -122,6 +123,7 @@ def _fresh_panels(app) -> None:
     run.samples_per_s, run.lr, run.device = 0.0, None, ""
 
 
+@pytest.mark.slow
 async def test_any_valid_record_is_routed_without_error():
     """Hypothesis inside one running app: each example's valid records go through the routing,
     then every panel is drawn at once (plots built, text parsed as markup); the app must live on."""
@@ -156,6 +158,7 @@ async def test_any_valid_record_is_routed_without_error():
         backend.quit()  # the fake's run() returns (an end record may have made the app leave it be)
 
 
+@pytest.mark.slow
 async def test_watch_skips_and_counts_records_that_do_not_fit(tmp_path):
     bad = [{"type": "step", "epoch": 1, "loss": 0.3},  # no step
            {"type": "step", "step": -1e308, "epoch": 1, "loss": 0.3},

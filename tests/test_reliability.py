@@ -52,6 +52,7 @@ def _all_finite(path) -> bool:
     return all(torch.isfinite(t).all() for t in state.values())
 
 
+@pytest.mark.slow
 def test_headless_divergence_stops_and_keeps_finite_checkpoints(small_config, nan_model):
     run = EngineRun(small_config(model=nan_model, epochs=5)).start()
     result = run.join()
@@ -63,6 +64,7 @@ def test_headless_divergence_stops_and_keeps_finite_checkpoints(small_config, na
         assert _all_finite(run.engine.checkpoint_dir / name)
 
 
+@pytest.mark.slow
 def test_cli_divergence_exits_1(tmp_path, nan_model):
     proc = subprocess.run([sys.executable, "-m", "tuitrain", "synthetic", "--model", nan_model, "--headless",
                            "--limit", "1000", "--batch-size", "50", "--run-dir", str(tmp_path / "run")],
@@ -73,6 +75,7 @@ def test_cli_divergence_exits_1(tmp_path, nan_model):
     assert "nonfinite" in events
 
 
+@pytest.mark.slow
 def test_dashboard_mode_pauses_on_divergence(small_config, nan_model):
     run = EngineRun(small_config(model=nan_model, epochs=5, on_nonfinite="pause")).start()
     event = run.wait_event("nonfinite")
@@ -84,6 +87,7 @@ def test_dashboard_mode_pauses_on_divergence(small_config, nan_model):
     assert run.join().status == "stopped"
 
 
+@pytest.mark.slow
 def test_a_diverged_model_is_never_saved(small_config):
     """Whatever makes the weights non-finite, no checkpoint is written with them."""
     run = EngineRun(small_config(epochs=50))
@@ -103,6 +107,7 @@ def test_a_diverged_model_is_never_saved(small_config):
     assert _all_finite(run.engine.checkpoint_dir / "last.pt")
 
 
+@pytest.mark.slow
 def test_failed_save_is_reported_and_training_goes_on(small_config, monkeypatch):
     def no_space(path, payload):
         raise OSError(28, "No space left on device")
@@ -118,6 +123,7 @@ def test_failed_save_is_reported_and_training_goes_on(small_config, monkeypatch)
     assert auto and all(r["ok"] is False for r in auto)
 
 
+@pytest.mark.slow
 def test_failed_load_leaves_the_live_model_untouched(small_config, tmp_path):
     wrong = tmp_path / "lenet.pt"
     from tuitrain.models import build_model
@@ -170,6 +176,7 @@ SAVER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(4))
 def test_kill_9_during_saves_leaves_last_pt_loadable(tmp_path, seed):
     path = tmp_path / "run" / "checkpoints" / "last.pt"
@@ -189,6 +196,7 @@ def test_kill_9_during_saves_leaves_last_pt_loadable(tmp_path, seed):
     assert not list(path.parent.glob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_leftover_temp_files_are_cleaned_at_the_next_start(small_config, tmp_path):
     from tuitrain.session import Session
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tests.conftest import EngineRun
@@ -12,6 +13,7 @@ def _weights(run_dir):
     return torch.load(f"{run_dir}/checkpoints/last.pt", weights_only=True)["model"]
 
 
+@pytest.mark.slow
 def test_four_straight_equals_two_plus_two(small_config, tmp_path):
     straight = EngineRun(small_config(epochs=4, run_dir=str(tmp_path / "a"))).start()
     straight.join()
@@ -25,6 +27,7 @@ def test_four_straight_equals_two_plus_two(small_config, tmp_path):
     assert all(torch.equal(a[k], c[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_mid_epoch_resume_is_exact(small_config, tmp_path):
     straight = EngineRun(small_config(epochs=2, run_dir=str(tmp_path / "a"))).start()
     straight.join()

@@ -16,6 +16,7 @@ from tuitrain.rundir import read_records
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_a_second_session_is_refused_while_the_first_holds_the_dir(small_config):
     from tuitrain.session import Session
 
@@ -32,6 +33,7 @@ def test_a_second_session_is_refused_while_the_first_holds_the_dir(small_config)
     assert len(starts) == 1
 
 
+@pytest.mark.slow
 def test_two_processes_started_together_on_one_run_dir(tmp_path):
     """Two races at once, each of two CLI runs on one new directory."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -44,6 +44,7 @@ def _events(run_dir: Path, name: str) -> list[dict]:
     return [r for r in read_records(run_dir / "metrics.jsonl") if r.get("event") == name]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("signum", "reason", "code"), [(signal.SIGTERM, "sigterm", 143), (signal.SIGHUP, "sighup", 129)])
 def test_stop_signal_saves_the_step_in_progress(tmp_path, signum, reason, code):
     run_dir = tmp_path / "run"
@@ -106,6 +107,7 @@ def test_the_relay_calls_back_from_its_thread_and_restores_the_handlers():
     assert not [t for t in threading.enumerate() if t.name == "tuitrain-signals"]
 
 
+@pytest.mark.slow
 async def test_a_stop_signal_leaves_the_dashboard_like_q():
     from tests.fakes import FakeBackend
     from tuitrain.app import TuiTrainApp

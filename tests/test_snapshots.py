@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.fakes import FakeBackend
 from tuitrain.app import TuiTrainApp
 from tuitrain.widgets.curves import Curves
@@ -19,6 +21,7 @@ async def _settle(pilot) -> None:
     await pilot.pause()
 
 
+@pytest.mark.slow
 def test_dashboard_wide(snap_compare):
     assert snap_compare(TuiTrainApp(FakeBackend()), terminal_size=(160, 48), run_before=_settle)
 
@@ -35,6 +38,7 @@ def test_dashboard_80x24_system_view(snap_compare):
     assert snap_compare(TuiTrainApp(FakeBackend()), terminal_size=(80, 24), run_before=settle_then_cycle)
 
 
+@pytest.mark.slow
 def test_help_screen(snap_compare):
     async def settle_then_help(pilot) -> None:
         await _settle(pilot)
@@ -73,6 +77,7 @@ def test_watch_done_wide(snap_compare):
     assert snap_compare(app, terminal_size=(160, 48), run_before=_settle_ended)
 
 
+@pytest.mark.slow
 def test_dashboard_80x24_model_view(snap_compare):
     """Issue 24: at 80x24 the model panel showed 4 of the cnn's 5 layers, hiding `out`."""
     async def settle_then_model(pilot) -> None:

@@ -3,6 +3,8 @@ curves with a spike, wide and at 80x24, from fixed records (no engine)."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.fake_classes import confusion_record, samples_record
 from tests.fakes import FakeBackend, scripted_run
 from tests.test_snapshots import _settle
@@ -33,14 +35,17 @@ def _then(*keys: str):
     return run_before
 
 
+@pytest.mark.slow
 def test_classes_view_wide(snap_compare):
     assert snap_compare(_app(), terminal_size=(160, 48), run_before=_then("c"))
 
 
+@pytest.mark.slow
 def test_classes_view_80x24(snap_compare):
     assert snap_compare(_app(), terminal_size=(80, 24), run_before=_then("v", "v", "v"))
 
 
+@pytest.mark.slow
 def test_classes_view_80x24_gallery(snap_compare):
     assert snap_compare(_app(samples=8), terminal_size=(80, 24), run_before=_then("c", "pagedown"))
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.test_compare import _loaded
 from tests.test_compare_fit import _sweep
 from tuitrain.widgets.compare_curves import CompareCurves
@@ -18,10 +20,12 @@ def test_compare_8_runs_80x24(snap_compare, tmp_path):
     assert snap_compare(_sweep(tmp_path), terminal_size=(80, 24), run_before=_drawn)
 
 
+@pytest.mark.slow
 def test_compare_8_runs_wide(snap_compare, tmp_path):
     assert snap_compare(_sweep(tmp_path), terminal_size=(160, 48), run_before=_drawn)
 
 
+@pytest.mark.slow
 def test_compare_help_80x24(snap_compare, tmp_path):
     async def drawn_then_help(pilot) -> None:
         await _drawn(pilot)

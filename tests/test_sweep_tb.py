@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from tuitrain.cli import main
 from tuitrain.sweep import combinations
 
@@ -15,6 +17,7 @@ def test_combinations_are_the_cartesian_product_in_order():
                     {"lr": 0.001, "batch_size": 100}, {"lr": 0.001, "batch_size": 1000}]
 
 
+@pytest.mark.slow
 def test_sweep_of_four_small_runs(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     code = main(["sweep", "synthetic", "--lr", "0.01,0.001", "--batch-size", "50,100", "--epochs", "1",
@@ -57,6 +60,7 @@ def test_sweep_compile_applies_to_every_run(tmp_path, monkeypatch):
     assert base.compile is True and grid == {"lr": [0.01, 0.001]}
 
 
+@pytest.mark.slow
 def test_tensorboard_events_read_back(small_config):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -76,6 +76,7 @@ async def test_watching_a_finished_run_shows_the_whole_note(size):
 
 
 # ------------------------------------------------------------------------------- the footer
+@pytest.mark.slow
 async def test_a_finished_run_offers_no_command_keys_but_answers_them():
     backend = FakeBackend()
     app = TuiTrainApp(backend)
@@ -212,6 +213,7 @@ async def test_one_accuracy_point_is_not_drawn_on_a_negative_axis():
 
 
 # ------------------------------------------------------------------------------- the gallery
+@pytest.mark.slow
 @pytest.mark.parametrize(("records", "note"), [
     ([confusion_record(epoch=1, step=100)], NOT_IMAGES),  # a fit run on tabular data: confusion, no samples
     ([{**confusion_record(epoch=1, step=100), "matrix": [[1000 if i == j else 0 for j in range(10)]
@@ -230,6 +232,7 @@ async def test_the_gallery_says_whether_samples_will_come(records, note):
         assert note in str(app.dashboard.query_one(Gallery).query_one("#gallery-note").render())
 
 
+@pytest.mark.slow
 async def test_the_gallery_waits_while_the_samples_may_still_come():
     backend = FakeBackend([*scripted_run(), confusion_record(epoch=1, step=150)])
     app = TuiTrainApp(backend)
