@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 from tuitrain.rundir.layout import INDEX, METRICS, STEP_MARKER
@@ -208,35 +210,67 @@ def _sample_steps(fh, end: int, max_steps: int) -> list[tuple[int, bytes | dict]
     return found
 
 
-def _indexed(fh, index_path: Path, end: int) -> list[tuple[int, bytes | dict]] | None:
-    """index.jsonl's records that lie before ``end``, or None without a usable index.
+_ENTRY = re.compile(rb'\{"at":(\d{1,18}),"record":(.*)\}', re.S)
 
-    An index is used only when it starts at the file's start (the start event at offset 0) and its
-    last entry is where it says: a run continued by a version that wrote none, or a damaged index,
-    is scanned instead.
+
+def checked_entries(data: bytes, read_at: Callable[[int, int], bytes],
+                    end: int) -> tuple[list[tuple[int, bytes]], int, int]:
+    """The leading entries of index.jsonl's bytes ``data`` that each point at exactly their line of
+    metrics.jsonl, in order from its start: ``read_at(offset, n)`` reads metrics.jsonl, ``end`` is
+    the end of its last complete line. Returns those entries (offset, the line's bytes), the length
+    of ``data`` they take, and the offset in metrics.jsonl after the last one's line (0: none).
+
+    An entry that does not match the bytes at its offset (one written before its line, by a process
+    killed between the two, and the line written later by another) ends the checked part: what
+    lies after it is the metrics file's to say.
+    """
+    entries: list[tuple[int, bytes]] = []
+    pos = covered = 0
+    while (newline := data.find(b"\n", pos)) >= 0:
+        match = _ENTRY.fullmatch(data, pos, newline)
+        if match is None:
+            break
+        at, line = int(match[1]), match[2]
+        if at < covered or (not entries and at != 0) or at + len(line) + 1 > end:
+            break
+        if read_at(at, len(line) + 1) != line + b"\n":
+            break
+        entries.append((at, line))
+        covered, pos = at + len(line) + 1, newline + 1
+    return entries, pos, covered
+
+
+def _indexed(fh, index_path: Path, end: int) -> list[tuple[int, bytes | dict]] | None:
+    """index.jsonl's records that lie before ``end``, each checked against the bytes at its offset,
+    and the records after the last checked one found by a scan; None without a usable index.
+
+    An index is used only when it starts at the file's start (the start event at offset 0): a run
+    continued by a version that wrote none, or an index damaged there, is scanned instead. Past its
+    first entry that does not match its line (a damaged index, a kill between a line and its entry),
+    or its last, the file is scanned.
     """
     try:
         with open(index_path, "rb") as ih:
-            entries, _ = parse_lines(ih.read())
+            data = ih.read()
     except OSError:
         return None
-    found: list[tuple[int, bytes | dict]] = [
-        (e["at"], e["record"]) for e in entries
-        if isinstance(e.get("at"), int) and isinstance(e.get("record"), dict) and e["at"] < end]
-    if not found or found[0][0] != 0:
+
+    def read_at(at: int, size: int) -> bytes:
+        fh.seek(at)
+        return fh.read(size)
+
+    entries, _, covered = checked_entries(data, read_at, end)
+    if not entries:
         return None
-    at, record = found[-1]
-    fh.seek(at)
-    line, _ = parse_lines(fh.readline())
-    if not line or not isinstance(record, dict) or any(line[0].get(k) != record.get(k) for k in ("type", "time", "step")):
-        return None
-    return found
+    found: list[tuple[int, bytes | dict]] = list(entries)
+    return found + _scan_not_steps(fh, end, start=covered)
 
 
-def _scan_not_steps(fh, end: int, chunk_size: int = 8 << 20) -> list[tuple[int, bytes | dict]]:
-    """Lines of known non-step types, found by a byte search chunk by chunk (no index: older runs)."""
+def _scan_not_steps(fh, end: int, chunk_size: int = 8 << 20, start: int = 0) -> list[tuple[int, bytes | dict]]:
+    """Lines of known non-step types from ``start`` (a line's start) to ``end``, found by a byte search
+    chunk by chunk (no index: older runs; or the part after the index's last entry)."""
     found: list[tuple[int, bytes | dict]] = []
-    pos = 0
+    pos = start
     while pos < end:
         fh.seek(pos)
         size = chunk_size
