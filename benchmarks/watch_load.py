@@ -10,8 +10,12 @@ Two cases, each a finished run directory in /tmp (deleted afterwards):
   then the real `tuitrain watch RUN_DIR` in tmux at 160x48: seconds from launching the command to
   the first screen (the run's end state and the curves on screen), and the viewer's peak RSS.
   Targets (issue 13): first screen under 1.5 s, viewer RSS under 300 MB.
+- a metrics.jsonl another program wrote (json.dumps' default separators, ``"type": "step"``, no
+  index.jsonl), --foreign-mb MB: read_history in a fresh process (time, records found, peak RSS),
+  then `tuitrain watch` in tmux (seconds to the first screen).
 
-Usage: python benchmarks/watch_load.py [--steps N] [--gigabytes G (0: skip the large case)]
+Usage: python benchmarks/watch_load.py [--steps N (0: skip)] [--gigabytes G (0: skip the large case)]
+       [--foreign-mb M (0: skip the foreign case)]
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import resource
 import shutil
 import subprocess
@@ -132,8 +137,61 @@ t = time.perf_counter()
 records, _ = read_history(sys.argv[1])
 seconds = time.perf_counter() - t
 print(json.dumps({"seconds": seconds, "records": len(records), "epochs": sum(r["type"] == "epoch" for r in records),
+                  "steps": sum(r["type"] == "step" for r in records),
+                  "events": sum(r["type"] == "event" for r in records),
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
+
+
+def write_foreign_run(run_dir: Path, size: int) -> tuple[int, int, int]:
+    """A finished run whose metrics.jsonl (about ``size`` bytes) another program wrote: json.dumps
+    with its default separators, no index.jsonl. Returns (bytes, steps, epochs)."""
+    start_dir(run_dir)
+    rng = random.Random(0)
+    pool = [round(rng.random(), 6) for _ in range(997)]
+    pos = step = epochs = 0
+    with open(run_dir / METRICS, "w") as fh:
+        def put(record: dict) -> None:
+            nonlocal pos
+            line = json.dumps(record) + "\n"
+            fh.write(line)
+            pos += len(line)
+
+        planned = size // 420  # about the size of a step line here
+        put({"type": "event", "event": "start", "step": 0, "time": 0.0, "epochs": planned // 2000 + 1,
+             "steps_per_epoch": 2000, "total_steps": planned, "device": "cpu", "lr": 0.001, "summary": SUMMARY,
+             "batch_size": 100})
+        while pos < size:
+            step += 1
+            record = {"type": "step", "step": step, "epoch": 1 + step // 2000, "loss": 2.3 / (1 + step / 5000),
+                      "acc": min(0.99, step / 2e6), "lr": 0.001, "time": float(step)}
+            record.update({f"metric_{i}": pool[(step * 7 + i * 13) % 997] for i in range(16)})
+            put(record)
+            if step % 2000 == 0:
+                epochs += 1
+                put({"type": "epoch", "epoch": epochs, "step": step, "train_loss": 0.5, "train_acc": 0.8,
+                     "val_loss": 0.45, "val_acc": 0.82, "lr": 0.001, "train_seconds": 3.0, "time": float(step)})
+        put({"type": "event", "event": "end", "step": step, "time": float(step), "status": "done",
+             "best_val_acc": 0.82})
+    return pos, step, epochs
+
+
+def foreign_case(megabytes: float) -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        run_dir = Path(tmp) / "run"
+        t0 = time.perf_counter()
+        size, steps, epochs = write_foreign_run(run_dir, int(megabytes * 1e6))
+        print(f"\nrun written by another program (json.dumps' default separators, no index.jsonl): metrics.jsonl "
+              f"{size / 1e6:.0f} MB, {steps:,} step records, {epochs:,} epochs (written in {time.perf_counter() - t0:.0f} s)")
+        found = read_in_process(run_dir / METRICS)
+        print(f"read_history: {found['seconds'] * 1000:.0f} ms, {found['steps']:,} step records sampled, "
+              f"{found['epochs']:,} of {epochs:,} epochs, {found['events']} events, peak RSS {found['rss_mb']:.0f} MB")
+        if not shutil.which("tmux"):
+            print("tuitrain watch: skipped (needs tmux)")
+            return
+        elapsed, rss = watch_in_tmux(run_dir)
+        print(f"tuitrain watch (tmux 160x48): first screen {elapsed:.2f} s after the command started, "
+              f"viewer peak RSS {rss:.0f} MB")
 
 
 def read_in_process(path: Path) -> dict:
@@ -162,7 +220,7 @@ def watch_in_tmux(run_dir: Path) -> tuple[float, float]:
             screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
                                     text=True).stdout
             # The end state is set by the last replayed record; the curves are drawn with it.
-            if "DONE" in screen and "└┬" in screen:
+            if "DONE" in screen and re.search("└─*┬", screen):
                 elapsed = time.perf_counter() - start
                 break
             time.sleep(0.01)
@@ -223,10 +281,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=50_000)
     parser.add_argument("--gigabytes", type=float, default=1.0, help="size of the large case (0: skip it)")
+    parser.add_argument("--foreign-mb", type=float, default=200.0,
+                        help="size of the case written by another program (0: skip it)")
     opts = parser.parse_args()
-    small_case(opts.steps)
+    if opts.steps > 0:
+        small_case(opts.steps)
     if opts.gigabytes > 0:
         large_case(opts.gigabytes)
+    if opts.foreign_mb > 0:
+        foreign_case(opts.foreign_mb)
 
 
 if __name__ == "__main__":

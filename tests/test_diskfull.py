@@ -202,3 +202,40 @@ def test_a_real_full_disk_on_tmpfs(tmp_path):
         assert not [p for p in run.rglob("*") if p.name.endswith(".tmp") or (p.is_file() and not p.stat().st_size)]
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def _fill(mnt: Path) -> None:
+    """Fill the file system to the last byte (unbuffered: see test_a_real_full_disk_on_tmpfs)."""
+    with open(mnt / "filler", "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+        except OSError:
+            pass
+        try:
+            while True:
+                fh.write(b"\0")
+        except OSError:
+            pass
+
+
+@pytest.mark.slow
+def test_a_disk_full_from_the_start_is_refused_with_one_line(tmp_path):
+    mnt = tmp_path / "mnt"
+    if not _can_mount_tmpfs(mnt):
+        pytest.skip("needs root and mount -t tmpfs")
+    try:
+        _fill(mnt)
+        run = mnt / "run"
+        out = subprocess.run(
+            [sys.executable, "-m", "tuitrain", "synthetic", "--headless", "--epochs", "1", "--limit", "200",
+             "--batch-size", "50", "--device", "cpu", "--run-dir", str(run)],
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
+        errors = [line for line in out.stderr.splitlines() if line.startswith("tuitrain: error")]
+        assert out.returncode == 2, out.stderr
+        assert errors == [f"tuitrain: error: cannot write config.json in run dir {run}: No space left on device; "
+                          f"nothing was trained"], out.stderr
+        assert "Traceback" not in out.stderr and "training" not in out.stderr.replace("nothing was trained", "")
+        assert not run.exists()  # nothing left that `watch`, `runs` or `ctl` would call "not a run directory"
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

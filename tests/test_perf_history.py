@@ -147,3 +147,142 @@ def test_the_scan_reads_lines_longer_than_its_chunk(tmp_path):
             found = _scan_not_steps(fh, len(data), chunk_size=chunk_size)
             assert [json.loads(line) for _, line in found] == not_steps(written)
             assert all(data[at:].startswith(line) for at, line in found)
+
+
+# --- files another program wrote ------------------------------------------------------------------
+
+SEPARATORS = [(", ", ": "), (",", ":"), (",", ": "), (" , ", " : ")]
+
+
+def write_foreign(path: Path, kinds: list[str], separators=(", ", ": "), type_last: bool = False,
+                  long_line: int = 0) -> list[dict]:
+    """A metrics.jsonl written by another program (json.dumps with other separators, "type" last);
+    ``long_line``: one event line of about that many bytes in the middle. Returns the records."""
+    written = []
+    with open(path, "w") as fh:
+        for i, kind in enumerate(["start", *kinds]):
+            if kind == "step":
+                record = {"type": "step", "step": i, "epoch": 1, "loss": 1.0 / (i + 1), "time": float(i)}
+            elif kind == "epoch":
+                record = {"type": "epoch", "epoch": i, "step": i, "val_acc": 0.5, "time": float(i)}
+            else:
+                record = {"type": "event", "event": "start" if kind == "start" else "save", "step": i,
+                          "time": float(i)}
+            if long_line and i == len(kinds) // 2:
+                record = {"type": "event", "event": "note", "step": i, "time": float(i), "text": "x" * long_line}
+            if type_last:
+                record = {**{k: v for k, v in record.items() if k != "type"}, "type": record["type"]}
+            fh.write(json.dumps(record, separators=separators) + "\n")
+            written.append(record)
+    return written
+
+
+def key(record: dict) -> tuple:
+    return tuple(sorted(record.items()))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kinds=st.lists(st.sampled_from(["step"] * 8 + ["epoch", "event"]), max_size=300),
+       separators=st.sampled_from(SEPARATORS), type_last=st.booleans(), max_steps=st.integers(1, 50))
+def test_a_file_another_program_wrote_shows_every_epoch_and_event(tmp_path_factory, kinds, separators, type_last,
+                                                                    max_steps):
+    path = tmp_path_factory.mktemp("foreign") / METRICS
+    written = write_foreign(path, kinds, separators, type_last)
+    truth = read_records(path)
+    for whole_below in (0, 1 << 30):  # the sampled path (files over 16 MB) and the whole one
+        records, follower = read_history(path, max_steps=max_steps, whole_below=whole_below)
+        assert [key(r) for r in not_steps(records)] == [key(r) for r in not_steps(truth)]
+        steps = [r for r in records if r["type"] == "step"]
+        all_steps = [r for r in written if r["type"] == "step"]
+        assert len(steps) <= max_steps + 1
+        assert len(steps) >= min(len(all_steps), max_steps // 2)  # about max_steps, spread over the run
+        if all_steps:
+            assert key(steps[-1]) == key(all_steps[-1])
+        assert follower.poll() == []
+
+
+class CountingOpen:
+    """open() for read.py that counts the bytes its files read."""
+
+    def __init__(self):
+        self.read = 0
+
+    def __call__(self, *args, **kwargs):
+        fh = open(*args, **kwargs)  # noqa: SIM115
+        counter = self
+
+        class Counted:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                fh.close()
+
+            def read(self, n=-1):
+                data = fh.read(n)
+                counter.read += len(data)
+                return data
+
+            def readline(self):
+                data = fh.readline()
+                counter.read += len(data)
+                return data
+
+            def __getattr__(self, name):
+                return getattr(fh, name)
+
+        return Counted()
+
+
+def test_a_long_line_does_not_hide_the_steps_around_it_and_costs_one_pass(tmp_path, monkeypatch):
+    from tuitrain.rundir import read
+
+    path = tmp_path / METRICS
+    written = write_foreign(path, ["step"] * 21 + ["epoch"] + ["step"] * 21, long_line=20 << 20)
+    opened = CountingOpen()
+    monkeypatch.setattr(read, "open", opened, raising=False)
+    records, _ = read_history(path)  # 20 MB: sampled
+    assert [r["step"] for r in records if r["type"] == "step"] == [r["step"] for r in written if r["type"] == "step"]
+    assert [key(r) for r in not_steps(records)] == [key(r) for r in not_steps(written)]
+    assert opened.read < 3 * path.stat().st_size  # about one pass for the scan, one for the samples
+
+
+def test_a_large_foreign_file_is_read_in_bounded_bytes(tmp_path, monkeypatch):
+    from tuitrain.rundir import read
+
+    path = tmp_path / METRICS
+    written = write_foreign(path, (["step"] * 500 + ["epoch"]) * 500)  # about 40 MB, json.dumps' defaults
+    opened = CountingOpen()
+    monkeypatch.setattr(read, "open", opened, raising=False)
+    seen = []
+    records, _ = read_history(path, progress=lambda done, total: seen.append((done, total)))
+    assert len([r for r in records if r["type"] == "epoch"]) == 500
+    assert len([r for r in records if r["type"] == "step"]) >= 1900
+    assert key(records[-1]) == key(written[-1])
+    assert opened.read < 2 * path.stat().st_size  # before: 2,000 samples of 1 MB each
+    assert seen[-1][0] == seen[-1][1] and [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_watch_says_how_far_it_read_a_long_history_on_its_first_screen(tmp_path):
+    from tuitrain.backends import WatchBackend
+    from tuitrain.runstate import LOADING_NOTE, RunState
+
+    written = write_foreign(tmp_path / METRICS, (["step"] * 500 + ["epoch"]) * 500)  # about 20 MB: sampled
+    written.append({"type": "event", "event": "end", "step": 0, "time": 0.0, "status": "done"})
+    with open(tmp_path / METRICS, "a") as fh:
+        fh.write(json.dumps(written[-1]) + "\n")
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "status.json").write_text('{"state": "done"}')
+    batches: list[list[dict]] = []
+    WatchBackend(tmp_path).run(batches.append)
+    loading = [r for batch in batches for r in batch if r["type"] == "loading"]
+    assert loading and loading[-1]["done"] == loading[-1]["total"] == (tmp_path / METRICS).stat().st_size
+    history = next(batch for batch in batches if batch[0]["type"] == "replay")
+    assert len([r for r in history if r.get("type") == "epoch"]) == 500
+    assert len([r for r in history if r.get("type") == "step"]) >= 1900
+    run = RunState(watch_mode=True)
+    run.apply(loading[0])
+    assert run.note.startswith(LOADING_NOTE) and run.note.endswith("MB")
+    for record in history:
+        run.apply(record)
+    assert run.status == "done" and not run.note.startswith(LOADING_NOTE)

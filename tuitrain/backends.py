@@ -103,6 +103,7 @@ class WatchBackend:
         self._follow: Follow | None = None
         self._skipped_told = 0
         self._skip_told_at = 0.0
+        self._loading_at = 0.0
 
     @property
     def skipped(self) -> int:
@@ -123,13 +124,23 @@ class WatchBackend:
         self._emit = emit
         follow = self._follow = Follow(self.run_dir, poll_s=self.POLL_S, alive_check_s=self.ALIVE_CHECK_S,
                                        stop=self._stop)
-        history = follow.history()
+        history = follow.history(progress=self._loading)
         emit([{"type": "replay", "begin": True}, *history, {"type": "replay", "begin": False}, *self._skip_notice()])
         for batch in follow:
             new = [read.record for read in batch] + self._skip_notice()
             if new:
                 emit(new)
         self.controls = False
+
+    LOADING_EVERY_S = 0.2
+
+    def _loading(self, done: int, total: int) -> None:
+        """How far reading a long history got, for the first screen (at most every LOADING_EVERY_S)."""
+        now = time.monotonic()
+        if self._emit is None or (now - self._loading_at < self.LOADING_EVERY_S and done < total):
+            return
+        self._loading_at = now
+        self._emit([{"type": "loading", "done": done, "total": total}])
 
     def send(self, command) -> None:
         """Send through the control channel in a thread; a failure comes back as a refused event."""

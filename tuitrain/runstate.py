@@ -17,6 +17,8 @@ from tuitrain.records import END_STATES, RunStatus, exit_code
 Status: TypeAlias = RunStatus | Literal["stopping"]
 """A run's state in the one vocabulary (records.RunStatus: status.json, ``tuitrain runs``, the end
 event), plus the dashboard's own ``stopping``: q was pressed and the run has not ended yet."""
+LOADING_NOTE = "reading the history:"
+"""The note while ``watch`` reads a long metrics.jsonl (its first screen says how far it got)."""
 DIVERGED_NOTE = "diverged: lower the LR (r) or load a checkpoint (l), then p"
 LEAVE_HINT = "(q to leave)"
 """Ends the note of an ended run; the status line keeps it when it has to cut the note."""
@@ -69,6 +71,12 @@ class RunState:
             self._apply_event(record)
         elif kind == "replay":
             self.replaying = record["begin"]
+            if self.note.startswith(LOADING_NOTE):
+                self.note = ""
+        elif kind == "loading" and self.status == "starting":  # watch reading a long history
+            done, total = record.get("done"), record.get("total")
+            if type(done) is int and type(total) is int and 0 <= done <= total:
+                self.note = f"{LOADING_NOTE} {fmt.count(done // 1_000_000)} of {fmt.count(total // 1_000_000)} MB"
 
     def _apply_event(self, record: dict) -> None:
         event, ok = record["event"], record.get("ok", True)

@@ -10,6 +10,7 @@ import os
 import platform
 import queue
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -18,8 +19,9 @@ from typing import cast
 from tuitrain import __version__, records
 from tuitrain.config import TrainConfig
 from tuitrain.control import ControlServer
+from tuitrain.errors import UsageError
 from tuitrain.records import RunStatus
-from tuitrain.rundir import RunLock, RunLog, refuse_if_in_use, status_json
+from tuitrain.rundir import CONFIG, STATUS, RunLock, RunLog, refuse_if_in_use, status_json
 
 SYSTEM_EVERY_S = 2.0
 
@@ -48,16 +50,22 @@ class Session:
 
     def open_run_dir(self) -> None:
         """Create the run directory, clean temp files a killed save left, write config.json."""
-        import torch
-
         from tuitrain import checkpoints
-        from tuitrain.device import available_devices
 
         control = ControlServer(self.config.run_dir, self.send)  # refuses a bad socket folder before anything is written
         self._lock.acquire()
         try:
             refuse_if_in_use(self.config.run_dir, bool(self.config.resume))
-            self.log = RunLog(self.config.run_dir, on_problem=self._write_problem)
+            try:
+                self.log = RunLog(self.config.run_dir, on_problem=self._write_problem)
+                self.log.write_config(self._config_json())
+            except OSError as exc:  # a full or read-only disk: no reader would take the folder for a run
+                if self.log:
+                    self.log.close()
+                    self.log = None
+                self._lock.remove_created()
+                raise UsageError(f"cannot write {CONFIG} in run dir {self.config.run_dir}: {exc.strerror or exc}; "
+                                 f"nothing was trained") from None
             from tuitrain.tboard import TensorBoardSink
 
             self.log.sinks.append(TensorBoardSink(self.config.run_dir))
@@ -67,8 +75,16 @@ class Session:
         except BaseException:
             self._lock.release()
             raise
+        self._write_status("running")
+
+    def _config_json(self) -> dict:
+        """config.json's contents: every setting, the data statistics and the versions."""
+        import torch
+
+        from tuitrain.device import available_devices
+
         eng = self.engine
-        self.log.write_config({
+        return {
             **self.config.to_dict(),
             "record_format": records.FORMAT,
             "monitor": eng.monitor,
@@ -81,8 +97,7 @@ class Session:
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "started": time.time(),
-        })
-        self._write_status("running")
+        }
 
     def run(self):
         """Train (blocking) while sampling system usage; return the engine's Result."""
@@ -104,7 +119,11 @@ class Session:
         # One word for how it ended, the end event's: done, stopped, interrupted (a signal) or failed.
         self._write_status(cast(RunStatus, self.result.status))
         if self.log:
-            self.log.close()
+            lost = self.log.close()
+            if lost:
+                print("tuitrain: could not write " + ", ".join(f"{name} ({n} records)" if name != STATUS else name
+                                                               for name, n in lost.items())
+                      + f" to run dir {self.config.run_dir}: lost", file=sys.stderr)
         self._lock.release()
         return self.result
 

@@ -24,18 +24,37 @@ def write_all(fd: int, data: bytes) -> int:
     return done
 
 
+LINK_REASON = "is a symbolic link (tuitrain never writes through one)"
+
+
+def open_nofollow(path: str | Path, flags: int, mode: int = 0o644) -> int:
+    """os.open that never follows a symbolic link at ``path`` itself (a link planted in the run
+    directory, even a dangling one, must not send writes elsewhere): OSError(ELOOP) saying so."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and os.path.islink(path):
+            raise OSError(errno.ELOOP, f"{Path(path).name} {LINK_REASON}") from None
+        raise
+
+
 def write_atomic(path: str | Path, data: bytes | str) -> None:
     """Write ``path`` through a temp file in the same folder: write, fsync, os.replace, fsync the folder.
 
     A reader sees the old file or the new one, never half of one, and after a crash the new one is
     on disk whole. A write that fails (disk full) raises OSError and leaves the old file and no
-    temp file behind.
+    temp file behind. The temp file is created anew (O_EXCL, O_NOFOLLOW): a file or link planted at
+    its name is removed first, never written through; a link at ``path`` is replaced, not followed.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
     raw = data.encode() if isinstance(data, str) else data
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:  # left by a killed process of this pid, or planted: never written through
+            os.unlink(tmp)
+            fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             if write_all(fd, raw) < len(raw):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -38,7 +38,7 @@ from typing import Literal, NamedTuple
 
 from tuitrain.records import valid
 from tuitrain.rundir.layout import HISTOGRAMS, METRICS, RECORD_FILES, SAMPLES, SYSTEM
-from tuitrain.rundir.read import Follower, read_history, read_last
+from tuitrain.rundir.read import Follower, Progress, read_history, read_last
 from tuitrain.rundir.status import run_state
 
 LATEST_ONLY = (HISTOGRAMS, SYSTEM, SAMPLES)
@@ -140,11 +140,12 @@ class Follow:
         """The last poll stopped at READ_LIMIT in some file: poll again at once."""
         return any(follower.more for follower in self._followers.values())
 
-    def history(self, max_steps: int = MAX_STEPS) -> list[dict]:
+    def history(self, max_steps: int = MAX_STEPS, progress: Progress | None = None) -> list[dict]:
         """The first screen, checked, in file order: metrics.jsonl's history (read_history: every
         record that is not a step record, and about ``max_steps`` step records evenly spaced, in
         bounded time and memory) and the newest record of each other file. Following goes on after
-        what it read. Called once, before anything else, by a follower given no position."""
+        what it read. Called once, before anything else, by a follower given no position.
+        ``progress(done, total)`` hears how far metrics.jsonl's reading got (read.read_history)."""
         if not self._fresh:
             raise RuntimeError("history() comes first, and only for a follower given no position")
         self._fresh = False
@@ -152,7 +153,7 @@ class Follow:
         for name in self._followers:
             path = self.run_dir / name
             if name == METRICS:
-                found, self._followers[name] = read_history(path, max_steps)
+                found, self._followers[name] = read_history(path, max_steps, progress=progress)
             else:
                 last, self._followers[name] = read_last(path)
                 found = [last] if last is not None else []

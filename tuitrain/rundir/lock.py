@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 from tuitrain.errors import UsageError
-from tuitrain.rundir.layout import LOCK, METRICS
+from tuitrain.rundir.files import LINK_REASON, open_nofollow
+from tuitrain.rundir.layout import CHECKPOINTS, CONFIG, INDEX, LOCK, METRICS, RECORD_FILES, STATUS
 from tuitrain.rundir.status import read_status, run_state
 
 
@@ -19,6 +21,8 @@ class RunLock:
     def __init__(self, run_dir: str | Path):
         self.run_dir = run_dir
         self._fd: int | None = None
+        self._made: list[Path] = []
+        """The folders :meth:`acquire` created, deepest first."""
 
     def acquire(self) -> None:
         """Create the folder if needed and take the lock; UsageError (one line) when it cannot be
@@ -28,7 +32,8 @@ class RunLock:
         try:
             made = [p for p in (path, *path.parents) if not p.exists()]
             path.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            refuse_links(path)
+            fd = open_nofollow(path / LOCK, os.O_RDWR | os.O_CREAT)
         except OSError as exc:
             for folder in made:
                 try:
@@ -49,12 +54,52 @@ class RunLock:
         except OSError:  # a full disk: the lock holds all the same
             pass
         self._fd = fd
+        self._made = made
 
     def release(self) -> None:
         """Let go (closing the descriptor releases the flock); nothing when not held."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    def remove_created(self) -> None:
+        """Let go, and remove what a start that wrote nothing else left, when :meth:`acquire` created
+        the folder: .lock, an empty checkpoints/ and the folders (a folder holding more stays)."""
+        self.release()
+        if not self._made:
+            return
+        path = Path(self.run_dir)
+        for leftover in (path / LOCK, path / CHECKPOINTS, *self._made):
+            _remove(leftover)
+        self._made = []
+
+
+WRITTEN = (LOCK, CONFIG, STATUS, INDEX, *RECORD_FILES)
+"""The run directory's files a run writes: none may be a symbolic link or anything but a plain file."""
+
+
+def refuse_links(run_dir: str | Path) -> None:
+    """UsageError (one line) when a file the run writes is a symbolic link (dangling or not) or not a
+    plain file: writes would go through it to wherever it points (O_NOFOLLOW refuses them anyway;
+    this says so before anything is written)."""
+    for name in WRITTEN:
+        try:
+            mode = os.lstat(Path(run_dir) / name).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise UsageError(f"cannot use run dir {run_dir}: {name}: {exc.strerror or exc}") from None
+        if stat.S_ISLNK(mode):
+            raise UsageError(f"run dir {run_dir}: {name} {LINK_REASON}; remove it or choose another --run-dir")
+        if not stat.S_ISREG(mode):
+            raise UsageError(f"run dir {run_dir}: {name} is not a plain file; remove it or choose another --run-dir")
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
+    except OSError:
+        pass
 
 
 def refuse_if_in_use(run_dir: str | Path, resume: bool) -> None:
