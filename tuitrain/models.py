@@ -229,7 +229,7 @@ def format_summary(summary: ModelSummary) -> str:
     from tuitrain import fmt
 
     names = ["  " * (row.depth - 1) + f"{row.name} ({row.kind})" for row in summary.rows]
-    shapes = [str(list(row.output_shape)) for row in summary.rows]
+    shapes = [fmt.shape(row.output_shape) for row in summary.rows]
     nw = max([len("Layer"), *map(len, names)]) + 2
     sw = max([len("Output shape"), *map(len, shapes)]) + 2
     lines = [f"{'Layer':<{nw}}{'Output shape':<{sw}}{'Params':>12}  Trainable"]
