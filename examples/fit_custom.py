@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 import tuitrain
+from tuitrain import fmt
 
 
 def spirals(n_per_class: int = 1000, classes: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,4 +63,4 @@ if __name__ == "__main__":
     parser.add_argument("--run-dir", default="")
     args = parser.parse_args()
     result = main(args.epochs, True if args.headless else None, args.run_dir)
-    print(f"{result.status}: best val_acc {result.best_val_acc:.4f}")
+    print(f"{result.status}: best val_acc {fmt.acc(result.best_val_acc)}")

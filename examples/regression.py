@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 import tuitrain
+from tuitrain import fmt
 
 
 def make_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,8 +59,8 @@ def main(epochs: int = 100, headless: bool | None = None, run_dir: str = "", out
         writer.writerow(["prediction", "target"])
         writer.writerows(zip(predictions[:, 0].tolist(), y_test[:, 0].tolist(), strict=True))
     test_mse = float(((predictions - y_test) ** 2).mean())
-    print(f"best val_loss {result.best:.4f} at epoch {result.best_epoch} of {result.epochs_done}; "
-          f"test MSE {test_mse:.4f}; predictions in {Path(out).resolve()}")
+    print(f"best val_loss {fmt.loss(result.best)} at epoch {result.best_epoch} of {result.epochs_done}; "
+          f"test MSE {fmt.loss(test_mse)}; predictions in {Path(out).resolve()}")
     return result
 
 

@@ -166,3 +166,42 @@ def test_a_fresh_run_is_not_mixed_into_an_old_run_dir(tmp_path, capsys):
     assert (run_dir / "metrics.jsonl").read_text() == before
     resumed = main([*args[:3], "2", *args[4:], "--resume", str(run_dir / "checkpoints" / "last.pt")])
     assert resumed == 0
+
+
+def _held_run_dir(tmp_path: Path) -> Path:
+    held = tmp_path / "held"
+    held.mkdir()
+    (held / "metrics.jsonl").write_text("")
+    return held
+
+
+EARLY = [
+    (lambda tmp: ["--run-dir", str(_held_run_dir(tmp))], "already holds a run"),
+    (lambda tmp: ["--model", str(tmp / "nofile.py") + ":Net"], "nofile.py does not exist"),
+    (lambda tmp: ["--resume", str(tmp / "nope.pt")], "nope.pt does not exist"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("extra", "needle"), EARLY, ids=["run-dir-held", "model-file", "resume-file"])
+def test_what_can_be_checked_without_data_is_refused_before_loading_it(tmp_path, extra, needle):
+    started = time.monotonic()
+    proc = _cli("synthetic", "--headless", "--epochs", "1", "--data-dir", str(tmp_path), *extra(tmp_path))
+    assert proc.returncode == 2 and needle in proc.stderr.strip().splitlines()[-1], proc.stderr
+    assert "loading synthetic" not in proc.stderr  # said before any data was loaded or model built
+    assert time.monotonic() - started < 60  # loosely: interpreter and torch import, no data
+
+
+@pytest.mark.slow
+def test_a_model_failing_before_the_run_dir_exists_prints_its_whole_traceback(tmp_path):
+    (tmp_path / "fwd.py").write_text("import torch.nn as nn\n\n\nclass Net(nn.Module):\n"
+                                     "    def forward(self, x):\n        return helper(x)\n\n\n"
+                                     "def helper(x):\n    return 1 / 0\n")
+    run_dir = tmp_path / "run"
+    proc = _cli("synthetic", "--headless", "--epochs", "1", "--limit", "200", "--data-dir", str(tmp_path),
+                "--model", f"{tmp_path / 'fwd.py'}:Net", "--run-dir", str(run_dir))
+    assert proc.returncode == 1 and not run_dir.exists(), proc.stderr
+    assert "metrics.jsonl" not in proc.stderr  # no run dir holds an error event
+    assert "kept nowhere else" in proc.stderr and "in helper" in proc.stderr and "1 / 0" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == \
+        "tuitrain: run failed before training: ZeroDivisionError: division by zero"

@@ -19,7 +19,7 @@ def test_legend_labels_name_what_differs():
                {**BASE, "lr": 0.001, "batch_size": 100, "run_dir": "runs/b", "pid": 2},
                {**BASE, "lr": 0.0001, "batch_size": 1000, "run_dir": "runs/c", "pid": 3}]
     assert varied_params(configs) == ["lr", "batch_size"]
-    assert legend_labels(configs, ["a", "b", "c"]) == ["lr=0.01 bs=100", "lr=0.001 bs=100", "lr=1e-4 bs=1000"]
+    assert legend_labels(configs, ["a", "b", "c"]) == ["lr=0.01 bs=100", "lr=0.001 bs=100", "lr=0.0001 bs=1000"]  # as the sweep table shows lr
 
 
 def test_legend_labels_of_identical_settings():

@@ -104,3 +104,19 @@ def test_watch_and_ctl_refuse_a_folder_that_is_not_a_run(tmp_path, capsys, comma
     args = [*command, str(tmp_path)] + (["pause"] if command == ["ctl"] else [])
     assert main(args) == 2
     assert "not a tuitrain run directory" in capsys.readouterr().err
+
+
+def test_save_without_a_suffix_gets_pt_and_a_missing_value_names_its_own_example():
+    from tuitrain.commands import Save
+    from tuitrain.control import build_command
+    from tuitrain.errors import UsageError
+
+    save = build_command("save", "mine", 1)
+    assert isinstance(save, Save) and save.name == "mine.pt"  # README: `save [NAME]`
+    assert build_command("save", "mine.pt", 2).name == "mine.pt"
+    with pytest.raises(UsageError, match="must end in .pt"):
+        build_command("save", "mine.ckpt", 3)
+    for name, example in (("lr", "'lr 0.01'"), ("device", "'device cpu'")):
+        with pytest.raises(UsageError) as refused:
+            build_command(name, None, 4)
+        assert str(refused.value) == f"{name} needs a value, e.g. {example}"

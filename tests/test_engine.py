@@ -135,6 +135,33 @@ def test_step_records_carry_the_real_gradient_norm(small_config, accumulate):
 
 
 @pytest.mark.slow
+def test_compile_on_cpu_drops_only_the_cuda_home_warning_and_only_while_it_trains(small_config, monkeypatch,
+                                                                                   capsys):
+    import logging
+
+    from tuitrain.launch import run
+
+    loader = logging.getLogger("torch.utils.cpp_extension")
+    seen = []
+
+    def compiling(model, **kwargs):  # compiles lazily, as torch.compile does: the loader logs at first calls
+        def forward(*args, **kw):
+            loader.warning("No CUDA runtime is found, using CUDA_HOME='%s'", "/usr/local")
+            loader.warning("another loader warning")
+            seen.append(1)
+            return model(*args, **kw)
+        return forward
+
+    monkeypatch.setattr(torch, "compile", compiling)
+    result = run(small_config(compile=True, epochs=1, limit=200), ui="headless")
+    assert result.status == "done" and seen
+    err = capsys.readouterr().err
+    assert "CUDA_HOME" not in err and "another loader warning" in err
+    loader.warning("No CUDA runtime is found, using CUDA_HOME='%s'", "/usr/local")  # the run is over
+    assert "CUDA_HOME='/usr/local'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_a_compile_failure_is_one_line_that_names_compile(small_config, monkeypatch, capsys):
     from tuitrain.launch import run
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tuitrain.cli import main
-from tuitrain.rundir import STATES, UNREADABLE, list_runs, run_state
+from tuitrain.rundir import STATES, UNREADABLE, format_runs, list_runs, run_state
 
 HOST = socket.gethostname()
 
@@ -94,10 +94,15 @@ def test_runs_inside_sweep_folders_are_listed_as_sweep_slash_run(tmp_path, capsy
     assert names == ["solo", "sweep1/lr=0.001", "sweep1/lr=0.01"]
     # the sweep folder itself lists its runs by their own names
     assert sorted(r.name for r in list_runs(tmp_path / "sweep1")) == ["lr=0.001", "lr=0.01"]
+    capsys.readouterr()
     assert main(["runs", str(tmp_path)]) == 0
+    # the printed table names them the same way, so two sweeps' runs can be told apart
+    listed = {line.split()[0] for line in capsys.readouterr().out.splitlines()[2:]}
+    assert listed == {"solo", "sweep1/lr=0.001", "sweep1/lr=0.01"}
 
 
 def test_a_run_name_with_terminal_escapes_is_printable(tmp_path):
     _run(tmp_path / "evil\x1b[2J\x07", {"state": "done"})
     (run,) = list_runs(tmp_path)
     assert run.name == "evil?[2J?"  # what a table should print (format_runs: r.name)
+    assert "\x1b" not in format_runs([run]) and "evil?[2J?" in format_runs([run])

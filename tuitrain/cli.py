@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from tuitrain import __version__
+from tuitrain import __version__, fmt
 from tuitrain.config import DATASETS, MODELS, OPTIONS, TrainConfig, validate
 from tuitrain.errors import UsageError
 from tuitrain.keys import key_line
@@ -317,7 +317,7 @@ def cmd_ctl(argv: list[str]) -> int:
     if answer.get("bad_input"):
         raise UsageError(answer.get("reason", "bad input"))
     shown = {k: v for k, v in answer.items() if k not in ("ok", "type", "event", "time", "cmd_id", "reason")}
-    details = " ".join(f"{k}={v}" for k, v in shown.items())
+    details = fmt.details(shown, args.command)
     if answer.get("ok"):
         print(f"done: {args.command} {details}".rstrip())
         return EXIT_OK

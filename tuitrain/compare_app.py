@@ -18,8 +18,8 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable, Footer
 
+from tuitrain import fmt
 from tuitrain.keys import COMPARE_KEYS, help_lines
-from tuitrain.plotscale import compact
 from tuitrain.rundir import CONFIG, METRICS, Follow, expand_runs, read_json, run_state
 from tuitrain.widgets.compare_curves import AXES, CompareCurves, swatch
 from tuitrain.widgets.help import COMPARE_NOTES, HelpScreen
@@ -34,24 +34,16 @@ SHORT = {"batch_size": "bs", "weight_decay": "wd", "optimizer": "opt", "schedule
 """Short names for the legend and the table columns."""
 
 
-def _value(value: object) -> str:
-    if isinstance(value, float):
-        return compact(value, 6)
-    if isinstance(value, list | tuple):
-        return ",".join(_value(v) for v in value)
-    return str(value)
-
-
 def varied_params(configs: list[dict]) -> list[str]:
     """The settings whose values differ between the runs, in config order."""
     keys = [k for k in dict.fromkeys(k for c in configs for k in c) if k not in NOT_PARAMETERS]
-    return [k for k in keys if len({_value(c.get(k)) for c in configs}) > 1]
+    return [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
 
 
 def legend_labels(configs: list[dict], names: list[str]) -> list[str]:
     """``lr=0.01 bs=100`` for each run: the varied settings; the run's folder name when none varies."""
     params = varied_params(configs)
-    labels = [" ".join(f"{SHORT.get(k, k)}={_value(c.get(k, '-'))}" for k in params) or name
+    labels = [" ".join(f"{SHORT.get(k, k)}={fmt.param(k, c.get(k, '-'))}" for k in params) or name
               for c, name in zip(configs, names, strict=True)]
     return [f"{label} #{i + 1}" if labels.count(label) > 1 else label for i, label in enumerate(labels)]
 
@@ -164,8 +156,8 @@ class CompareApp(App[str]):
         for rank, row in enumerate(ordered):
             star = " [b yellow]★[/]" if rank == 0 and row.sort_key()[0] == 0 else "  "
             cells = [f"{swatch(row.index)}{star}"]
-            cells += [_value(self.configs[row.index].get(k, "-")) for k in self.params]
-            cells += [_fmt(row.best.get(key)) for key in self.metrics]
+            cells += [fmt.param(k, self.configs[row.index].get(k, "-")) for k in self.params]
+            cells += [fmt.metric(key, row.best.get(key)) for key in self.metrics]
             cells += [str(row.epochs), run_state(self.runs[row.index]), self.runs[row.index].name]
             table.add_row(*cells, key=str(row.index))
         for i, row in enumerate(ordered):
@@ -221,10 +213,6 @@ class CompareApp(App[str]):
 
     def on_unmount(self) -> None:
         self._stop.set()
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
 
 
 def run_compare(paths: list[str]) -> int:

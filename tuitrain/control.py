@@ -138,7 +138,7 @@ def build_command(name: object, arg: object, cmd_id: int, wire: bool = False):
         raise UsageError(f"the argument of {name} must be a string or absent, not {type(arg).__name__}")
     arg = arg or ""
     if name in ("lr", "device") and not arg:
-        raise UsageError(f"{name} needs a value, e.g. 'lr 0.01' or 'device cpu'")
+        raise UsageError(f"{name} needs a value, e.g. '{name} {'0.01' if name == 'lr' else 'cpu'}'")
     if name in ("pause", "resume", "stop") and arg:
         raise UsageError(f"{name} takes no argument")
     if arg:
@@ -148,6 +148,8 @@ def build_command(name: object, arg: object, cmd_id: int, wire: bool = False):
     if name == "resume":
         return Resume(id=cmd_id)
     if name == "save":
+        if arg and "." not in arg.rsplit("/", 1)[-1]:
+            arg += ".pt"  # `save mine` is mine.pt, as the README's `save [NAME]` reads
         if arg and (problem := save_name_problem(arg)):
             raise UsageError(f"bad checkpoint name {arg!r}: {problem}")
         return Save(arg, id=cmd_id)

@@ -14,6 +14,8 @@ schedules (schedule.py), devices (device.py), what a checkpoint holds (checkpoin
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import queue
 import random
@@ -73,6 +75,33 @@ def compiler_error(exc: BaseException) -> bool:
     """Whether ``exc`` came from torch.compile's machinery (no C++ compiler, an unsupported
     construct...) rather than from the user's code running as it is."""
     return type(exc).__module__.startswith(("torch._dynamo", "torch._inductor"))
+
+
+CUDA_HOME_NOTE = "No CUDA runtime is found"
+"""The start of the warning torch's C++ extension loader logs when --compile compiles on a machine
+with a CUDA toolkit folder but no GPU: true, harmless and nothing a user can act on."""
+
+
+class CudaHomeNote(logging.Filter):
+    """Drops just that warning; anything else the loader logs passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(CUDA_HOME_NOTE)
+
+
+@contextlib.contextmanager
+def without_cuda_home_note(compiling: bool):
+    """While a compiled model trains (torch.compile compiles lazily, at its first calls), without the
+    CUDA_HOME warning; other runs, other loggers and the loader's other messages are left alone."""
+    if not compiling:
+        yield
+        return
+    logger, note = logging.getLogger("torch.utils.cpp_extension"), CudaHomeNote()
+    logger.addFilter(note)
+    try:
+        yield
+    finally:
+        logger.removeFilter(note)
 
 
 class Engine:
@@ -224,6 +253,10 @@ class Engine:
     def run(self) -> Result:
         """Train to the configured number of epochs, or until stopped. Never raises: a crash in
         user code or torch ends the run ``failed`` with its traceback in an ``error`` event."""
+        with without_cuda_home_note(self.config.compile):
+            return self._train()
+
+    def _train(self) -> Result:
         cfg, st = self.config, self.state
         self.emit_event("start", epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch,
                          total_steps=self.steps_per_epoch * cfg.epochs, device=str(self.device),

@@ -18,12 +18,49 @@ def acc(value: float | None) -> str:
 
 
 def loss(value: float | None) -> str:
-    """A loss: four decimals (``0.3412``), or three significant digits when large or tiny."""
+    """A loss (or any other value that is not a fraction to show as %): four decimals (``0.3412``),
+    three significant digits when small or large (``0.00777``, ``1.23e+04``), never 17 digits."""
     if value is None or math.isnan(value):
         return MISSING
-    if value != 0 and not 1e-3 <= abs(value) < 1e4:
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if value != 0 and not 1e-2 <= abs(value) < 1e4:
         return f"{value:.3g}"
     return f"{value:.4f}"
+
+
+PERCENT_NAMES = ("acc", "accuracy")
+"""A metric whose name ends in one of these (``val_acc``, ``best_val_acc``, ``subset_acc``,
+``top1_accuracy``) is a fraction of 1 and is shown as a percentage."""
+
+
+def is_percent(name: str) -> bool:
+    """Whether the metric ``name`` reads as a percentage (an accuracy) rather than as a loss."""
+    last = name.lower().rsplit("_", 1)[-1]
+    return last in PERCENT_NAMES or name.lower() in PERCENT_NAMES
+
+
+def metric(name: str, value: float | None) -> str:
+    """A metric by its name: an accuracy as ``57.18%``, a learning rate as ``0.001``, a duration as
+    ``6.1s``, anything else (losses, MSE, perplexity, dice) as :func:`loss` does."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return MISSING if value is None else str(value)
+    key = name.lower()
+    if is_percent(key):
+        return acc(value)
+    if key == "lr" or key.endswith("_lr"):
+        return lr(value)
+    if key.endswith("seconds"):
+        return seconds(value)
+    if isinstance(value, int):
+        return count(value)
+    return loss(value)
+
+
+def shape(dims) -> str:
+    """A tensor shape without its batch dimension, as the model panel shows it: ``6x24x24``
+    (``-`` when there is nothing but the batch)."""
+    return "x".join(str(d) for d in list(dims)[1:]) or MISSING
 
 
 def lr(value: float | None) -> str:
@@ -81,3 +118,29 @@ def clock(unix_time: float | None, now: float | None = None) -> str:
     if here[:3] == today[:3]:
         return time.strftime("%H:%M:%S", here)
     return time.strftime("%Y-%m-%d %H:%M", here)
+
+
+
+def details(fields: dict, event: str = "") -> str:
+    """An event's (or a control answer's) fields as ``key=value`` pairs, each number as :func:`metric`
+    shows it: ``best`` by the ``monitor`` it is the best of, ``old``/``new`` by the ``event`` they
+    change (``lr``): ``monitor=val_loss best=0.00777 best_epoch=3``."""
+    shown = []
+    for key, value in fields.items():
+        if isinstance(value, float):
+            name = str(fields.get("monitor", "")) if key == "best" else event if key in ("old", "new") else key
+            value = metric(name, value)
+        shown.append(f"{key}={value}")
+    return " ".join(shown)
+
+
+def param(name: str, value: object) -> str:
+    """A setting (a sweep's or a comparison's column): a learning rate as :func:`lr`, another number
+    as short as it reads exactly (``0.9``, ``5e-04``), a list comma-separated, text as it is."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        return lr(value) if name == "lr" or name.endswith("_lr") else f"{value:g}"
+    if isinstance(value, list | tuple):
+        return ",".join(param(name, v) for v in value)
+    return str(value)

@@ -28,7 +28,7 @@ def run(config: TrainConfig, ui: UI = "auto", *, model=None, dataset=None, task=
     """
     from tuitrain.engine import compiler_error
     from tuitrain.progress import Progress, final_line
-    from tuitrain.session import Session
+    from tuitrain.session import Session, check_first
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # started by torchrun
     headless = ui == "headless" or distributed or (ui == "auto" and (config.headless or not sys.stdout.isatty()))
@@ -44,6 +44,7 @@ def run(config: TrainConfig, ui: UI = "auto", *, model=None, dataset=None, task=
     if not headless:
         # A person is there to lower the LR and go on, so divergence pauses rather than stops.
         config = config.replace(on_nonfinite="pause")
+    check_first(config, own_model=model is not None)  # before the seconds of loading data
     print(f"tuitrain: loading {config.dataset} and building {config.model}...", file=sys.stderr)
     session = Session(config, on_record=Progress(run_dir=config.run_dir) if headless else None, model=model,
                       dataset=dataset, task=task)
@@ -68,7 +69,8 @@ def run(config: TrainConfig, ui: UI = "auto", *, model=None, dataset=None, task=
             app.run()
     error = session.result.error if session.result is not None else None
     if show_traceback and error is not None and not (config.compile and compiler_error(error)):
-        print(user_traceback(error), file=sys.stderr)  # a --compile failure is the final line alone
+        # a --compile failure is the final line alone
+        print(user_traceback(error, f"{config.run_dir}/metrics.jsonl's error event"), file=sys.stderr)
     print(final_line(session.result, config.run_dir), file=sys.stderr)
     if session.result is None:  # the app itself crashed before training ended; Textual printed why
         from tuitrain.engine import Result
@@ -125,16 +127,22 @@ def _train_in_thread(session) -> None:
     worker.join()
 
 
-def user_traceback(exc: BaseException) -> str:
-    """The traceback of ``exc`` with tuitrain's and torch's own frames left out: what a user can fix."""
+def user_traceback(exc: BaseException, whole_in: str = "") -> str:
+    """The traceback of ``exc`` with tuitrain's and torch's own frames left out (what a user can fix),
+    saying where the whole one is kept (``whole_in``); with nowhere, the whole traceback itself (the
+    model failed before a run dir was written)."""
     import traceback
     from pathlib import Path
 
     import torch
 
+    if not whole_in:
+        whole = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip().splitlines()
+        return "\n".join(["Traceback (the whole of it: no run dir was written, so it is kept nowhere else):",
+                          *whole[1:]])
     ours = (str(Path(__file__).resolve().parent), str(Path(torch.__file__).resolve().parent))
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(ours)]
-    lines = ["Traceback (your code; the whole traceback is in metrics.jsonl's error event):"]
+    lines = [f"Traceback (your code; the whole traceback is in {whole_in}):"]
     lines += [line.rstrip() for line in traceback.format_list(frames)]
     lines += [line.rstrip() for line in traceback.format_exception_only(type(exc), exc)]
     return "\n".join(lines)

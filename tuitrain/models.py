@@ -106,6 +106,15 @@ def build_model(name: str, shape: tuple[int, ...], num_classes: int = 10, model_
                            model_args or {})
 
 
+def check_model_file(spec: str) -> Path:
+    """The file of a ``path/to/file.py:NAME`` model; ModelError when it is not there (checked before
+    the data loads, so a typo is said at once)."""
+    path = Path(spec.rpartition(":")[0])
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist")
+    return path
+
+
 def load_user_model(spec: str, offered: dict | None = None, model_args: dict | None = None) -> nn.Module:
     """Import ``path/to/file.py:NAME`` and build it: NAME is an nn.Module class or a function
     returning one. Of ``offered`` (num_classes, in_channels, image_size) those its signature
@@ -115,9 +124,7 @@ def load_user_model(spec: str, offered: dict | None = None, model_args: dict | N
     This runs the user's own code, by design (the README says so).
     """
     path_text, _, name = spec.rpartition(":")
-    path = Path(path_text)
-    if not path.is_file():
-        raise ModelError(f"model file {path} does not exist")
+    path = check_model_file(spec)
     folder = str(path.resolve().parent)
     mod_name = f"tuitrain_user_{path.stem}"
     module_spec = importlib.util.spec_from_file_location(mod_name, path)
@@ -229,7 +236,7 @@ def format_summary(summary: ModelSummary) -> str:
     from tuitrain import fmt
 
     names = ["  " * (row.depth - 1) + f"{row.name} ({row.kind})" for row in summary.rows]
-    shapes = [str(list(row.output_shape)) for row in summary.rows]
+    shapes = [fmt.shape(row.output_shape) for row in summary.rows]
     nw = max([len("Layer"), *map(len, names)]) + 2
     sw = max([len("Output shape"), *map(len, shapes)]) + 2
     lines = [f"{'Layer':<{nw}}{'Output shape':<{sw}}{'Params':>12}  Trainable"]

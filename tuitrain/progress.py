@@ -77,7 +77,7 @@ class Progress:
         values = []
         for key, value in record.items():  # train_loss, train_acc, val_loss, val_acc, val_<metric>
             if key.startswith(("train_", "val_")) and key != "train_seconds" and isinstance(value, (int, float)):
-                values.append(f"{key} {fmt.acc(value) if key.endswith('_acc') else fmt.loss(value)}")
+                values.append(f"{key} {fmt.metric(key, value)}")
         self._line(f"epoch {record['epoch']}: {' '.join(values)}" + (" (best)" if record.get("best") else "")
                    + f" [{took}]")
 
@@ -111,7 +111,7 @@ class Progress:
             self._line(f"{event}: {record.get('reason', 'failed')}")
         else:
             detail = {k: v for k, v in record.items() if k not in ("type", "event", "time", "ok", "cmd_id", "epoch")}
-            self._line(f"{event}: " + " ".join(f"{k}={v}" for k, v in detail.items()))
+            self._line(f"{event}: " + fmt.details(detail, event))
 
     def _step(self, record: dict) -> None:
         now = time.monotonic()
@@ -121,7 +121,7 @@ class Progress:
         step, total = record["step"], max(self.total, 1)
         when = record.get("time", time.time())
         acc = f"acc {fmt.acc(record['acc'])} " if "acc" in record else ""  # classification only
-        text = (f"epoch {record['epoch']} step {step}/{total} loss {fmt.loss(record['loss'])} "
+        text = (f"epoch {record['epoch']} step {fmt.count(step)}/{fmt.count(total)} loss {fmt.loss(record['loss'])} "
                 f"{acc}{fmt.rate(record.get('samples_per_s'))} samples/s "
                 f"elapsed {fmt.seconds(self.elapsed(when))} ETA {fmt.seconds(self.eta(step, when))}")
         if self.tty:
@@ -151,7 +151,7 @@ def final_line(result, run_dir: str) -> str:
         return f"tuitrain: run failed: {result.message} (run dir {run_dir})"
     monitor = getattr(result, "monitor", "") or "val_acc"
     value = result.best_val_acc if monitor == "val_acc" else getattr(result, "best", None)
-    shown = fmt.acc(value) if monitor == "val_acc" else fmt.loss(value) if value is not None else fmt.MISSING
+    shown = fmt.metric(monitor, value)
     at = f" (epoch {result.best_epoch})" if getattr(result, "best_epoch", 0) and value is not None else ""
     return (f"tuitrain: {result.status} after {fmt.plural(result.epochs_done, 'epoch')} "
             f"({fmt.plural(result.step, 'step')}); best {monitor} {shown}{at}; run dir {run_dir}")
@@ -164,8 +164,9 @@ def status_line(run_dir: str, records: list[dict], state: str) -> str:
     start = next((r for r in records if r.get("event") == "start"), {})
     best = max((e["val_acc"] for e in epochs if "val_acc" in e), default=None)
     done = epochs[-1]["epoch"] if epochs else start.get("start_epoch", 0)
+    total = fmt.count(start["total_steps"]) if "total_steps" in start else "?"
     return (f"tuitrain: {run_dir}: {state}, epoch {done}/{start.get('epochs', '?')}, "
-            f"step {max(steps, default=0)}/{start.get('total_steps', '?')}, best val_acc {fmt.acc(best)}")
+            f"step {fmt.count(max(steps, default=0))}/{total}, best val_acc {fmt.acc(best)}")
 
 
 def watch_plain(run_dir: str, stream: TextIO | None = None, poll_s: float = FOLLOW_POLL_S) -> int:
@@ -199,7 +200,7 @@ def watch_plain(run_dir: str, stream: TextIO | None = None, poll_s: float = FOLL
                 return 0
             progress(record)
             if record.get("event") == "end":
-                out.write(f"tuitrain: {run_dir}: {record.get('status', 'ended')} at step {record.get('step')}; "
+                out.write(f"tuitrain: {run_dir}: {record.get('status', 'ended')} at step {fmt.count(record.get('step', 0))}; "
                           f"best val_acc {fmt.acc(record.get('best_val_acc'))}\n")
                 out.flush()
                 return 0

@@ -26,6 +26,23 @@ from tuitrain.rundir import CONFIG, STATUS, RunLock, RunLog, refuse_if_in_use, s
 SYSTEM_EVERY_S = 2.0
 
 
+def check_first(config: TrainConfig, own_model: bool = False) -> None:
+    """What can be refused without loading the data or building the model (seconds each): a run dir
+    that already holds a run, a model file or a checkpoint to resume that is not there. UsageError.
+    ``own_model``: ``tuitrain.fit`` brought its model, so --model names no file."""
+    from pathlib import Path
+
+    from tuitrain import models
+    from tuitrain.config import MODELS
+    from tuitrain.errors import CheckpointError
+
+    refuse_if_in_use(config.run_dir, bool(config.resume))  # checked again under the lock when writing
+    if not own_model and config.model not in MODELS:
+        models.check_model_file(config.model)
+    if config.resume and not Path(config.resume).exists():
+        raise CheckpointError(f"checkpoint {config.resume} does not exist")
+
+
 class Session:
     """One run: ``prepare()`` (may raise UsageError, writes nothing), then ``run()``."""
 

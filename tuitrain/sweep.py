@@ -20,9 +20,6 @@ from tuitrain.errors import UsageError
 from tuitrain.records import EXIT_SIGNALS
 from tuitrain.rundir import METRICS, read_records
 
-CELL_FORMATS = {"best_val_acc": fmt.acc, "final_val_acc": fmt.acc, "best_val_loss": fmt.loss,
-                "final_val_loss": fmt.loss, "train_seconds": fmt.seconds, "lr": fmt.lr}
-"""How the table shows each kind of number (results.csv and results.json keep the raw values)."""
 RESULT_FIELDS = ["status", "best_val_acc", "final_val_acc", "best_val_loss", "final_val_loss", "epochs_done",
                  "train_seconds", "run_dir"]
 
@@ -74,10 +71,8 @@ def format_table(rows: list[dict], params: list[str]) -> str:
     cols = params + ["status", "best_val_acc", "final_val_loss", "train_seconds"]
 
     def cell(row: dict, col: str) -> str:
-        value = row[col]
-        if value is None:
-            return fmt.MISSING
-        return CELL_FORMATS.get(col, str)(value)
+        # As every other surface shows it, by the column's name (results.csv and .json keep raw values).
+        return fmt.metric(col, row[col]) if col in RESULT_FIELDS else fmt.param(col, row[col])
 
     widths = {c: max(len(c), *(len(cell(r, c)) for r in ordered)) for c in cols}
     lines = ["  ".join(c.ljust(widths[c]) for c in cols)]

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tuitrain import fmt
 from tuitrain.confusion import Confusion, confused_pairs, per_class, read_confusion
 
 RETRY_S = 10.0
@@ -29,7 +30,7 @@ RETRY_S = 10.0
 def confusion_markdown(conf: Confusion) -> str:
     """Per-class accuracy (worst first), the most confused pairs and the matrix, as TensorBoard markdown."""
     conf = Confusion(conf.epoch, [c.replace("|", "\\|") for c in conf.classes], conf.matrix)  # | splits cells
-    lines = [f"**epoch {conf.epoch}**: val accuracy {100 * conf.accuracy:.2f}% of {conf.total} samples", "",
+    lines = [f"**epoch {conf.epoch}**: val accuracy {fmt.acc(conf.accuracy)} of {fmt.count(conf.total)} samples", "",
              "| class | accuracy | samples |", "|---|---:|---:|"]
     lines += [f"| {name} | {100 * acc:.1f}% | {n} |" for name, acc, n in per_class(conf)]
     lines += ["", "most confused (true -> predicted): "

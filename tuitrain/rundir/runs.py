@@ -159,12 +159,13 @@ def format_runs(runs: list[RunInfo]) -> str:
 
     if not runs:
         return "no runs found"
-    width = max(len("run"), *(len(r.path.name) for r in runs))
+    names = [r.name or _printable(r.path.name) for r in runs]  # SWEEP/RUN for a run in a sweep folder
+    width = max(len("run"), *map(len, names))
     states = max(8, *(len(r.status) for r in runs))  # "interrupted", "unreadable"
     head = f"{'run':<{width}} {'status':<{states}} {'epochs':>7} {'best val_acc':>12}  {'last update':<19} device"
     lines = [head, "-" * len(head)]
-    for r in runs:
+    for r, name in zip(runs, names, strict=True):
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.updated))
-        lines.append(f"{r.path.name:<{width}} {r.status:<{states}} {f'{r.epoch}/{r.epochs}':>7} {fmt.acc(r.best_val_acc):>12}  "
+        lines.append(f"{name:<{width}} {r.status:<{states}} {f'{r.epoch}/{r.epochs}':>7} {fmt.acc(r.best_val_acc):>12}  "
                      f"{when:<19} {r.device}")
     return "\n".join(lines)

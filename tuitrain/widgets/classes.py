@@ -11,6 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
+from tuitrain import fmt
 from tuitrain.confusion import Confusion, confused_pairs, per_class, read_confusion
 from tuitrain.plotscale import compact
 
@@ -120,7 +121,7 @@ class ClassesPanel(Horizontal):
         if conf is None:
             return False
         self.confusion = conf
-        self.border_subtitle = f"epoch {conf.epoch} · val acc {100 * conf.accuracy:.2f}% of {conf.total:,}"
+        self.border_subtitle = f"epoch {conf.epoch} · val acc {fmt.acc(conf.accuracy)} of {fmt.count(conf.total)}"
         self.query_one("#heatmap", Static).update(heatmap(conf))
         self.query_one("#pairs", Static).update(pairs_text(conf))
         self._draw_bars()

@@ -116,7 +116,8 @@ class Curves(Vertical):
         """Mark successful interventions on the curves."""
         kind = record["event"]
         if kind in MARK_COLORS and (record.get("ok", True) or kind == "nonfinite"):
-            label = {"lr": f"lr {record.get('new')}", "device": f"→{record.get('new')}"}.get(kind, kind)
+            new = record.get("new")
+            label = {"lr": f"lr {fmt.lr(new) if isinstance(new, (int, float)) else new}", "device": f"→{record.get('new')}"}.get(kind, kind)
             self.markers.add(record["step"], kind, label)
             self._dirty = True
 
@@ -219,7 +220,7 @@ class Curves(Vertical):
         def value_of(value: float | None, pct: bool = False) -> str:
             if value is not None and not pct and abs(value) >= 1000:
                 return compact(value)  # never 4078280249534579.0000
-            return fmt.acc(value) if pct else fmt.loss(value)
+            return fmt.acc(value) if pct else fmt.loss(value)  # the same text fmt.metric gives these names
 
         acc = self.second == "acc"
         lines = [f"[dim]{'':<{LABEL}}{'loss':<{VALUE}}{'acc' if acc else ''}[/]"]

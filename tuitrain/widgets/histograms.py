@@ -91,9 +91,9 @@ class Histograms(Vertical):
         layer = self.layer_list[self.layer_index]
         w, g = layer.get("w"), layer.get("g")
         title = (f"[b]$name[/b] ({self.layer_index + 1}/{len(self.layer_list)}, [ ] to change) "
-                 f"step {fmt.count(record['step'])}  |w| {w['norm']:.3f}" if w else "$name")
+                 f"step {fmt.count(record['step'])}  |w| {fmt.loss(w['norm'])}" if w else "$name")
         if g:
-            title += f"  |grad| {g['norm']:.3g}"
+            title += f"  |grad| {fmt.loss(g['norm'])}"
         # The layer name comes from a record: inserted as $name, text and never markup.
         self.query_one("#hist-title", Static).update(Content.from_markup(title, name=str(layer["name"])),
                                                      layout=False)  # one line

@@ -28,7 +28,7 @@ def first_line(run: RunState, width: int) -> Content:
     """``RUNNING  epoch 1/3  step 150/300 ███░░ 50.0%  ETA 12s``, the bar as wide as ``width`` allows."""
     frac = run.step / run.total if run.total else 0.0
     head = Content.assemble((run.state, f"bold {STATE_STYLE.get(run.state, 'white')}"),
-                            f"{GAP}epoch {run.epoch}/{run.epochs}{GAP}step {run.step}/{run.total} ")
+                            f"{GAP}epoch {run.epoch}/{run.epochs}{GAP}step {fmt.count(run.step)}/{fmt.count(run.total)} ")
     tail = f" {100 * frac:5.1f}%" + ("" if run.finished else f"{GAP}ETA {fmt.seconds(run.eta_seconds())}")
     room = width - head.cell_length - len(tail) if width > 0 else BAR_WIDTH
     return head + bar(frac, max(BAR_MIN, min(BAR_WIDTH, room))) + tail

@@ -40,7 +40,7 @@ class SummaryPanel(Vertical):
         for name, kind, depth, shape, params, trainable in summary["rows"]:
             label = "  " * max(depth - 1, 0) + f"{name} ({kind})"
             # Text, not str: a DataTable parses str cells as markup, and these come from a record.
-            table.add_row(Text(label), "x".join(str(d) for d in shape[1:]) or "-", fmt.count(params),
+            table.add_row(Text(label), fmt.shape(shape), fmt.count(params),
                           Text(str(trainable)))
         self._totals = (f"total {fmt.count(summary['total_params'])} params "
                         f"({fmt.count(summary['trainable_params'])} trainable), "
