@@ -104,7 +104,6 @@ def test_a_broadcasting_loss_is_refused_before_training(tmp_path):
     assert steps_done(tmp_path / "run") == 0
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22 item 3: val_l1 is taken as higher-is-better")
 def test_early_stopping_on_val_l1_keeps_the_lowest_error(tmp_path):
     out = run("regression", tmp_path, epochs=4, limit=640)
     assert out["best"] <= min(out["val_l1"]) + 1e-3, out  # val_l1 is rounded to 4 places
@@ -130,7 +129,6 @@ def test_a_warm_up_schedule_is_stepped_per_step(tmp_path):
     assert out["epoch_lr"][0] > 0, out["epoch_lr"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22 item 7: `tuitrain runs` shows best val_acc '-' for a run monitoring val_hamming")
 def test_runs_shows_the_monitored_value(tmp_path):
     run("multilabel", tmp_path, epochs=1, limit=50)
     listing = subprocess.run([sys.executable, "-m", "tuitrain", "runs", str(tmp_path)], capture_output=True, text=True)

@@ -17,8 +17,10 @@ from __future__ import annotations
 import math
 import queue
 import random
+import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +41,9 @@ from tuitrain.window import MetricWindow, grad_norm
 
 Report = Callable[[dict], None]
 LOG_MAX_INTERVAL_S = 1.0
+MAX_WARNINGS = 50
+"""Distinct warnings recorded as events in a run; later ones are dropped (a message per step would
+otherwise flood metrics.jsonl)."""
 
 
 @dataclass(frozen=True)
@@ -155,7 +160,8 @@ class Engine:
         self.model.to(self.device)
         self.data.place(self.device)
         self._check_on_a_batch()
-        self.monitoring = Monitor.of(self.task.monitor_for(cfg.monitor), cfg.mode, cfg.early_stopping)
+        monitor = self.task.monitor_for(cfg.monitor)
+        self.monitoring = Monitor.of(monitor, cfg.mode, cfg.early_stopping, self.task.higher_is_better(monitor))
         per_rank = self.data.n_train // self.dist.world if self.dist else self.data.n_train
         bs = cfg.batch_size
         self.steps_per_epoch = per_rank // bs if cfg.drop_last else -(-per_rank // bs)
@@ -164,9 +170,9 @@ class Engine:
                              f"lower the batch size")
         self.optimizer = self.task.build_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr, cfg.weight_decay)
         self.fused = bool(self.optimizer.defaults.get("fused"))
-        total = -(-self.steps_per_epoch // cfg.accumulate) * cfg.epochs
         self.scheduler, self.scheduler_interval = self.task.build_scheduler(
-            cfg.scheduler, self.optimizer, total, cfg.epochs, self.mode)
+            cfg.scheduler, self.optimizer, -(-self.steps_per_epoch // cfg.accumulate), cfg.epochs, self.mode,
+            cfg.scheduler_interval)
         if cfg.precision == "16-mixed":
             self.scaler = torch.amp.GradScaler(self.device.type)
         self.data_gen.manual_seed(cfg.seed)
@@ -199,6 +205,7 @@ class Engine:
             with torch.no_grad(), self._autocast():
                 outputs = forward(self.model, inputs)
             self.task.check(outputs, targets)
+            self.task.check_loss(outputs, targets)
             try:
                 self.summary = models.summarize(self.model, inputs).to_dict()
             except Exception as exc:  # a summary is a nicety: say why there is none and train anyway
@@ -231,7 +238,10 @@ class Engine:
                          summary_error=self.summary_error or None, dataset=cfg.dataset, model=cfg.model,
                          samples=self.data.n_train, batch_size=cfg.batch_size, monitor=self.monitor, mode=self.mode,
                          classification=self.task.classification, metrics=list(self.task.metrics),
-                         classes=self.task.classes)
+                         classes=self.task.classes, scheduler=cfg.scheduler,
+                         scheduler_interval=self.scheduler_interval if self.scheduler is not None else None)
+        shown = warnings.showwarning
+        warnings.showwarning = self._warned(shown, threading.current_thread())
         try:
             while st.epoch < cfg.epochs and not self.stop_reason:
                 self.train_epoch()
@@ -249,6 +259,8 @@ class Engine:
             self.emit_event("end", status="failed", best_val_acc=st.best_val_acc, epochs_done=st.epoch)
             self._leave_group()
             return self._result("failed", reason)
+        finally:
+            warnings.showwarning = shown
         if self.stop_reason == "nonfinite":
             self._save_quietly("last.pt")  # refused if the weights are not finite: the old file stays
             self.emit_event("end", status="failed", best_val_acc=st.best_val_acc, epochs_done=st.epoch)
@@ -265,6 +277,25 @@ class Engine:
         self.emit_event("end", status=status, best_val_acc=st.best_val_acc, best=st.best, monitor=self.monitor,
                          epochs_done=st.epoch, **extra)
         return self._result(status)
+
+    def _warned(self, shown: Callable, thread: threading.Thread) -> Callable:
+        """warnings.showwarning while training: a warning raised in this run's thread (by the model,
+        the loss, torch) becomes a ``warning`` event, once per distinct message: in metrics.jsonl, on
+        the dashboard and in the progress lines. Other threads' warnings are shown as before."""
+        seen: set[str] = set()
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if threading.current_thread() is not thread:
+                return shown(message, category, filename, lineno, file, line)
+            text = " ".join(str(message).split())[:500]
+            key = f"{category.__name__}: {text}"
+            if key in seen or len(seen) >= MAX_WARNINGS:
+                return None
+            seen.add(key)
+            self.emit_event("warning", category=category.__name__, message=text, source=f"{filename}:{lineno}")
+            return None
+
+        return show
 
     def _leave_group(self) -> None:
         """Leave the process group and free the DDP wrapper here, in this thread, while Python runs:

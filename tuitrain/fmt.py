@@ -26,6 +26,17 @@ def loss(value: float | None) -> str:
     return f"{value:.4f}"
 
 
+def monitored(name: str, value: float | None) -> str:
+    """A monitored value by its name: an accuracy (``val_acc``, ``val_top5_acc``) as a percentage,
+    anything else (a loss, an error, a score) as a loss is: ``93.30%``, ``0.1234``."""
+    return acc(value) if name.endswith("_acc") else loss(value)
+
+
+def best(name: str, value: float | None) -> str:
+    """``best val_l1 0.4123``: the best value of what a run was judged by, and its name."""
+    return f"best {name} {monitored(name, value)}"
+
+
 def lr(value: float | None) -> str:
     """A learning rate with three significant digits: ``0.001``, ``0.000512``, ``1e-05``."""
     return MISSING if value is None or math.isnan(value) else f"{value:.3g}"

@@ -10,6 +10,7 @@ combination (a single output under cross-entropy, float targets) is refused rath
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,11 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 FUSED = ("adam", "adamw", "sgd")
 """Optimizers built on the fused kernel: one kernel for all parameters (about 10% more samples/s
 for the notes' cnn on 2 CPU cores), and the divergence guard's sync-free skip (``found_inf``)."""
+
+
+ELEMENTWISE_LOSSES = (torch.nn.MSELoss, torch.nn.L1Loss, torch.nn.SmoothL1Loss, torch.nn.HuberLoss, torch.nn.BCELoss,
+                      torch.nn.BCEWithLogitsLoss, torch.nn.SoftMarginLoss, torch.nn.KLDivLoss, torch.nn.PoissonNLLLoss)
+"""torch's losses that compare outputs and targets element by element: the two must have one shape."""
 
 
 class TargetError(UsageError, ValueError):
@@ -148,6 +154,35 @@ class Task:
                                   f"the model's {out.shape[1]} outputs")
         self.classification = bool(classes)
 
+    def check_loss(self, outputs: Any, targets: Any) -> None:
+        """The given loss on the pre-flight batch: refuse (TargetError) outputs and targets of
+        different shapes under an elementwise torch loss (MSELoss broadcasts (N, 1) against (N,) to
+        (N, N) and trains on every pair), any warning the loss raises, and a loss that is not a
+        scalar tensor. An exception is left for the first step to raise, with its traceback."""
+        if self.loss_fn is None:
+            return  # cross-entropy: check() has held the shapes to (N, C) and (N,)
+        if (isinstance(self.loss_fn, ELEMENTWISE_LOSSES) and isinstance(outputs, torch.Tensor)
+                and isinstance(targets, torch.Tensor) and outputs.shape != targets.shape):
+            raise TargetError(
+                f"{type(self.loss_fn).__name__} compares outputs and targets element by element, but the outputs are "
+                f"{_describe(outputs)} and the targets {_describe(targets)}{_broadcast(outputs, targets)}: "
+                f"reshape one to the other (e.g. targets.view(-1, 1) or outputs.squeeze(1)), in the data or the model")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                loss = self.loss_fn(outputs, targets)
+            except Exception:
+                return  # the first training step raises it again, with its traceback in the error event
+        if caught:
+            said = " ".join(str(caught[0].message).split())
+            raise TargetError(f"the loss warned on the first batch (outputs {_describe(primary_or(outputs))}, targets "
+                              f"{_describe(targets)}): {caught[0].category.__name__}: {said}")
+        if not isinstance(loss, torch.Tensor):
+            hint = (" (a model computes its own loss only when given the labels)" if loss is None else "")
+            raise TargetError(f"loss_fn returned {type(loss).__name__}, not a tensor{hint}")
+        if loss.numel() != 1:
+            raise TargetError(f"loss_fn returned a tensor {_describe(loss)}, not a scalar: reduce it (e.g. .mean())")
+
     def monitor_for(self, requested: str) -> str:
         """The monitored value: as requested (checked), else val_acc for classifiers under the default loss."""
         if not requested:
@@ -156,6 +191,13 @@ class Task:
         if requested not in allowed:
             raise UsageError(f"cannot monitor {requested!r}: choose from {', '.join(allowed)}")
         return requested
+
+    def higher_is_better(self, monitor: str) -> bool | None:
+        """What the monitored metric says of itself: a torchmetrics Metric's ``higher_is_better``
+        (None for val_loss, val_acc, a function metric, or a Metric that does not say)."""
+        metric = self.metrics.get(monitor[4:]) if monitor.startswith("val_") else None
+        said = getattr(metric, "higher_is_better", None)
+        return said if isinstance(said, bool) else None
 
     def build_optimizer(self, name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
         """The optimizer: the user's (object or factory), else a built-in by name."""
@@ -173,12 +215,16 @@ class Task:
             kwargs["fused"] = True
         return OPTIMIZERS[name](params, **kwargs)
 
-    def build_scheduler(self, name: str, optimizer, total_steps: int, epochs: int, mode: str):
-        """(scheduler or None, interval): a user's factory, else a built-in by name (schedule.py)."""
+    def build_scheduler(self, name: str, optimizer, steps_per_epoch: int, epochs: int, mode: str,
+                        interval: str = ""):
+        """(scheduler or None, interval): a user's factory, else a built-in by name (schedule.py).
+        ``steps_per_epoch``: optimizer steps; ``interval``: step, epoch or "" (the schedule's own)."""
         if callable(self.scheduler):
             built = self.scheduler(optimizer)
-            return built, schedule.interval_of(built)
-        return schedule.build(name, optimizer, total_steps, epochs, mode)
+            every = schedule.interval_of(built, interval)
+            schedule.check_start(built, optimizer, every, interval)
+            return built, every
+        return schedule.build(name, optimizer, steps_per_epoch, epochs, mode, interval)
 
 
 def metric_names_clash(metrics: Mapping[str, Any]) -> None:
@@ -198,6 +244,24 @@ def accepts(fn: Callable, name: str) -> bool:
     except (TypeError, ValueError):
         return False
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def primary_or(outputs: Any) -> Any:
+    """The prediction tensor of ``outputs`` when there is one, else ``outputs`` as they are."""
+    return outputs if _is_raw(outputs) else primary(outputs)
+
+
+def _broadcast(outputs: torch.Tensor, targets: torch.Tensor) -> str:
+    """``, which broadcast to (N, N)``: what a loss that broadcasts would compare."""
+    try:
+        shape = torch.broadcast_shapes(outputs.shape, targets.shape)
+    except RuntimeError:
+        return ""
+    if shape in (outputs.shape, targets.shape) and outputs.numel() == targets.numel():
+        return ""
+    n = len(targets) if targets.dim() else 0
+    dims = ["N" if d == n and n else str(d) for d in shape]
+    return f", which broadcast to ({', '.join(dims)}{',' if len(dims) == 1 else ''})"
 
 
 def _is_raw(outputs: Any) -> bool:
