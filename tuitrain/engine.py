@@ -117,6 +117,9 @@ class Engine:
         self.stop_id = 0
         self.error: BaseException | None = None
         self.nonfinite_message = ""
+        self._warnings_seen: set[str] = set()
+        self._early_warnings: list[warnings.WarningMessage] = []
+        """Warnings the model raised on the pre-flight batch: recorded as events once the run starts."""
         self._hist_due = False
         self._epoch_started = 0.0
         self._paused_seconds = 0.0
@@ -159,7 +162,10 @@ class Engine:
             self.model = models.build_model(cfg.model, self.data.shape, len(self.data.classes), cfg.model_args)
         self.model.to(self.device)
         self.data.place(self.device)
+        self.task.bind(self.model)
         self._check_on_a_batch()
+        if self.task.own_loss and cfg.loss == "cross_entropy":
+            self.config = cfg = cfg.replace(loss="model")  # config.json says what trained: outputs.loss
         monitor = self.task.monitor_for(cfg.monitor)
         self.monitoring = Monitor.of(monitor, cfg.mode, cfg.early_stopping, self.task.higher_is_better(monitor))
         per_rank = self.data.n_train // self.dist.world if self.dist else self.data.n_train
@@ -202,12 +208,16 @@ class Engine:
         was_training = self.model.training
         self.model.eval()  # BatchNorm and dropout must not change state or draw random numbers here
         try:
-            with torch.no_grad(), self._autocast():
+            with torch.no_grad(), self._autocast(), warnings.catch_warnings(record=True) as early:
+                warnings.simplefilter("always")  # recorded as events when the run starts (shown, not refused)
                 outputs = forward(self.model, inputs)
+            self._early_warnings = list(early)
             self.task.check(outputs, targets)
             self.task.check_loss(outputs, targets)
             try:
-                self.summary = models.summarize(self.model, inputs).to_dict()
+                with warnings.catch_warnings():  # the model runs again: what it warns was recorded above
+                    warnings.simplefilter("ignore")
+                    self.summary = models.summarize(self.model, inputs).to_dict()
             except Exception as exc:  # a summary is a nicety: say why there is none and train anyway
                 self.summary_error = first_line(exc, limit=None, named=True)[:200]
         finally:
@@ -240,6 +250,8 @@ class Engine:
                          classification=self.task.classification, metrics=list(self.task.metrics),
                          classes=self.task.classes, scheduler=cfg.scheduler,
                          scheduler_interval=self.scheduler_interval if self.scheduler is not None else None)
+        for early in self._early_warnings:  # the model's, on the pre-flight batch
+            self._warning(early.category, early.message, early.filename, early.lineno)
         shown = warnings.showwarning
         warnings.showwarning = self._warned(shown, threading.current_thread())
         try:
@@ -282,20 +294,23 @@ class Engine:
         """warnings.showwarning while training: a warning raised in this run's thread (by the model,
         the loss, torch) becomes a ``warning`` event, once per distinct message: in metrics.jsonl, on
         the dashboard and in the progress lines. Other threads' warnings are shown as before."""
-        seen: set[str] = set()
 
         def show(message, category, filename, lineno, file=None, line=None):
             if threading.current_thread() is not thread:
                 return shown(message, category, filename, lineno, file, line)
-            text = " ".join(str(message).split())[:500]
-            key = f"{category.__name__}: {text}"
-            if key in seen or len(seen) >= MAX_WARNINGS:
-                return None
-            seen.add(key)
-            self.emit_event("warning", category=category.__name__, message=text, source=f"{filename}:{lineno}")
+            self._warning(category, message, filename, lineno)
             return None
 
         return show
+
+    def _warning(self, category: type, message: Any, filename: str, lineno: int) -> None:
+        """A ``warning`` event, unless this message was recorded already (or MAX_WARNINGS were)."""
+        text = " ".join(str(message).split())[:500]
+        key = f"{category.__name__}: {text}"
+        if key in self._warnings_seen or len(self._warnings_seen) >= MAX_WARNINGS:
+            return
+        self._warnings_seen.add(key)
+        self.emit_event("warning", category=category.__name__, message=text, source=f"{filename}:{lineno}")
 
     def _leave_group(self) -> None:
         """Leave the process group and free the DDP wrapper here, in this thread, while Python runs:

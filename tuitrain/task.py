@@ -57,15 +57,8 @@ def to_device(batch: Any, device: torch.device) -> Any:
 def default_batch_fn(batch: Any) -> tuple[Any, Any]:
     """``(x, y)``, ``(x, y, *extra)`` or a dict with common keys -> (inputs, targets)."""
     if isinstance(batch, Mapping):
-        target_key = next((k for k in TARGET_KEYS if k in batch), None)
-        if target_key is None:
-            raise UsageError(f"a dict batch needs a target key (one of {', '.join(TARGET_KEYS)}); "
-                             f"found {', '.join(map(str, batch))}; pass batch_fn=")
+        input_key, target_key = dict_keys(batch)
         rest = {k: v for k, v in batch.items() if k not in TARGET_KEYS}
-        input_key = next((k for k in INPUT_KEYS if k in rest), None)
-        if input_key is None:
-            raise UsageError(f"a dict batch needs an input key (one of {', '.join(INPUT_KEYS)}); "
-                             f"found {', '.join(map(str, batch))}; pass batch_fn=")
         # input_ids travel with their attention masks: the model gets every input key by name.
         inputs = rest if input_key == "input_ids" and len(rest) > 1 else rest[input_key]
         return inputs, batch[target_key]
@@ -74,10 +67,41 @@ def default_batch_fn(batch: Any) -> tuple[Any, Any]:
     raise UsageError(f"cannot find (inputs, targets) in a batch of type {type(batch).__name__}; pass batch_fn=")
 
 
+def dict_keys(batch: Mapping) -> tuple[str, str]:
+    """(input key, target key) of a dict batch: the first of INPUT_KEYS and TARGET_KEYS it holds."""
+    target_key = next((k for k in TARGET_KEYS if k in batch), None)
+    if target_key is None:
+        raise UsageError(f"a dict batch needs a target key (one of {', '.join(TARGET_KEYS)}); "
+                         f"found {', '.join(map(str, batch))}; pass batch_fn=")
+    input_key = next((k for k in INPUT_KEYS if k in batch and k not in TARGET_KEYS), None)
+    if input_key is None:
+        raise UsageError(f"a dict batch needs an input key (one of {', '.join(INPUT_KEYS)}); "
+                         f"found {', '.join(map(str, batch))}; pass batch_fn=")
+    return input_key, target_key
+
+
+def model_loss(outputs: Any) -> torch.Tensor | None:
+    """The loss a model computed itself (Hugging Face style: ``outputs.loss`` or ``outputs["loss"]``)."""
+    loss = outputs.get("loss") if isinstance(outputs, Mapping) else getattr(outputs, "loss", None)
+    return loss if isinstance(loss, torch.Tensor) else None
+
+
+def keywords_of(model: torch.nn.Module) -> frozenset[str]:
+    """The argument names ``model``'s forward takes by name (not ``**kwargs``)."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return frozenset()
+    return frozenset(n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
 def primary(outputs: Any) -> torch.Tensor:
-    """The tensor that predictions come from: element 0 of a tuple/list, ``logits`` of a dict."""
+    """The tensor that predictions come from: element 0 of a tuple/list, ``logits`` of a dict or of
+    an output object (a Hugging Face ``ModelOutput``)."""
     if isinstance(outputs, torch.Tensor):
         return outputs
+    if not isinstance(outputs, Mapping) and isinstance(getattr(outputs, "logits", None), torch.Tensor):
+        return outputs.logits
     if isinstance(outputs, Mapping):
         if "logits" in outputs:
             return outputs["logits"]
@@ -125,24 +149,50 @@ class Task:
     classes: list[str] = field(default_factory=list)
     classification: bool = True
     """Decided on the first batch: class-index targets of shape (N,) and (N, C) outputs."""
+    takes: frozenset[str] = frozenset()
+    """The names the model's forward takes (:meth:`bind`): a dict batch's target key among them
+    (``labels``) goes to the model too, as transformers' models compute their loss from it."""
+    own_loss: bool = False
+    """Decided on the first batch: no loss_fn, and the model returns its own ``loss``: trained on."""
+
+    def bind(self, model: torch.nn.Module) -> None:
+        """Learn which arguments ``model`` takes by name."""
+        self.takes = keywords_of(model)
 
     def split(self, batch: Any) -> tuple[Any, Any]:
-        """(inputs, targets) of a batch."""
-        return (self.batch_fn or default_batch_fn)(batch)
+        """(inputs, targets) of a batch; with the default batch_fn, a dict batch's target key goes
+        to the model as well when its forward takes that name (``forward(input_ids, labels=None)``)."""
+        if self.batch_fn is not None:
+            return self.batch_fn(batch)
+        inputs, targets = default_batch_fn(batch)
+        if isinstance(batch, Mapping) and self.takes:
+            input_key, target_key = dict_keys(batch)
+            if target_key in self.takes:
+                if isinstance(inputs, Mapping):
+                    inputs = {**inputs, target_key: targets}
+                elif input_key in self.takes:
+                    inputs = {input_key: inputs, target_key: targets}
+        return inputs, targets
 
     def loss(self, outputs: Any, targets: Any) -> torch.Tensor:
         """The training loss of a batch."""
         if self.loss_fn is None:
+            if self.own_loss:
+                loss = model_loss(outputs)
+                if loss is None:
+                    raise TargetError("the model returned no loss for this batch (it did on the first one)")
+                return loss
             return F.cross_entropy(primary(outputs), targets)
         return self.loss_fn(outputs, targets)
 
     def check(self, outputs: Any, targets: Any) -> None:
         """Refuse targets the default loss cannot mean; decide whether accuracy means something."""
-        out = primary(outputs) if self.loss_fn is None or not _is_raw(outputs) else None
+        self.own_loss = self.loss_fn is None and model_loss(outputs) is not None  # transformers' Trainer does so
+        out = primary(outputs) if (self.loss_fn is None and not self.own_loss) or not _is_raw(outputs) else None
         classes = (isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[1] >= 2
                    and isinstance(targets, torch.Tensor) and targets.dim() == 1 and not targets.is_floating_point()
                    and not targets.is_complex() and targets.dtype != torch.bool and len(targets) == len(out))
-        if self.loss_fn is None and not classes:
+        if self.loss_fn is None and not classes and not self.own_loss:
             raise TargetError(
                 f"the default loss is cross-entropy over class indices: it needs outputs of shape (N, C>=2) "
                 f"and integer targets of shape (N,); got outputs {_describe(out if out is not None else outputs)} "
@@ -184,7 +234,8 @@ class Task:
             raise TargetError(f"loss_fn returned a tensor {_describe(loss)}, not a scalar: reduce it (e.g. .mean())")
 
     def monitor_for(self, requested: str) -> str:
-        """The monitored value: as requested (checked), else val_acc for classifiers under the default loss."""
+        """The monitored value: as requested (checked), else val_acc for classifiers under the default
+        loss or the model's own, else val_loss."""
         if not requested:
             return "val_acc" if self.classification and self.loss_fn is None else "val_loss"
         allowed = ["val_loss"] + (["val_acc"] if self.classification else []) + [f"val_{n}" for n in self.metrics]
