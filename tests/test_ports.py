@@ -97,14 +97,12 @@ def test_three_element_samples_for_a_two_input_model_name_batch_fn(tmp_path):
         run("siamese_network", tmp_path, epochs=1, limit=64, variant="naive")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22 item 2: (N, 1) outputs against (N,) targets under MSELoss train silently")
 def test_a_broadcasting_loss_is_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"(?s)\(.*1\).*\("):
         run("tabular_regression", tmp_path, epochs=1)
     assert steps_done(tmp_path / "run") == 0
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22 item 3: val_l1 is taken as higher-is-better")
 def test_early_stopping_on_val_l1_keeps_the_lowest_error(tmp_path):
     out = run("regression", tmp_path, epochs=4, limit=640)
     assert out["best"] <= min(out["val_l1"]) + 1e-3, out  # val_l1 is rounded to 4 places
@@ -116,21 +114,18 @@ def test_a_large_vocabulary_keeps_the_run_dir_small(tmp_path):
     assert (tmp_path / "run" / "metrics.jsonl").stat().st_size < 5_000_000
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22 item 5: labels are stripped from the model's kwargs, outputs.loss is None")
 def test_a_hugging_face_model_trains_on_its_own_loss(tmp_path):
     pytest.importorskip("transformers")
     out = run("glue", tmp_path, epochs=1, limit=64)
     assert out["epochs_done"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22 item 1: a warm-up schedule is stepped once an epoch (LR 0 all epoch 1)")
 def test_a_warm_up_schedule_is_stepped_per_step(tmp_path):
     pytest.importorskip("transformers")
     out = run("glue", tmp_path, epochs=2, limit=96, variant="ce")
     assert out["epoch_lr"][0] > 0, out["epoch_lr"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22 item 7: `tuitrain runs` shows best val_acc '-' for a run monitoring val_hamming")
 def test_runs_shows_the_monitored_value(tmp_path):
     run("multilabel", tmp_path, epochs=1, limit=50)
     listing = subprocess.run([sys.executable, "-m", "tuitrain", "runs", str(tmp_path)], capture_output=True, text=True)

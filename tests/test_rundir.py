@@ -249,3 +249,42 @@ def test_first_line_of_an_exception():
     assert first_line(KeyError()) == "KeyError" and first_line(ValueError("x" * 300)) == "x" * 160
     assert first_line(ValueError(" \n"), named=True) == "ValueError"
     assert first_line(ValueError("bad\nworse"), limit=None, named=True) == "ValueError: bad"
+
+
+# ------------------------------------------------------------------------------- what a run was judged by
+def test_runs_and_watch_into_a_file_name_the_monitored_value_of_a_multilabel_run(tmp_path, capsys):
+    """A multi-label run (BCEWithLogits over 4 labels, judged by a Hamming distance) has no val_acc:
+    `tuitrain runs` and `watch RUN > file` showed "best val_acc -" though status.json holds
+    ``best`` and ``monitor``."""
+    import torch
+    from torch import nn
+
+    import tuitrain
+    from tuitrain import fmt
+    from tuitrain.cli import main
+
+    torch.manual_seed(0)
+    x = torch.randn(160, 12)
+    y = (x[:, :4] > 0).float()
+    model = nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 4))
+    result = tuitrain.fit(model, (x, y), loss_fn=nn.BCEWithLogitsLoss(), monitor="val_hamming", epochs=2,
+                          metrics={"hamming": lambda out, t: ((out > 0).float() != t).float().mean()},
+                          batch_size=32, headless=True, device="cpu", run_dir=str(tmp_path / "runs" / "multi"))
+    shown = f"best val_hamming {fmt.loss(result.best)}"
+    assert result.monitor == "val_hamming" and result.best is not None and result.best_val_acc is None
+    capsys.readouterr()
+    assert main(["runs", str(tmp_path / "runs")]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:4] == ["run", "status", "epochs", "best"]
+    assert f"val_hamming {fmt.loss(result.best)}" in table[2] and "val_acc" not in table[2]
+    assert main(["watch", str(tmp_path / "runs" / "multi")]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"step {result.step}/{result.step}, {shown}")
+
+
+def test_the_runs_table_names_each_runs_monitor_and_keeps_its_columns():
+    rows = [RunInfo(Path("runs") / "cls", "done", 3, 3, 0.9123, 1_700_000_000.0, "cpu"),
+            RunInfo(Path("runs") / "seg", "done", 3, 3, None, 1_700_000_000.0, "cpu", "seg", "val_dice_loss", 0.0812),
+            RunInfo(Path("runs") / "vae", "running", 1, 3, None, 1_700_000_000.0, "cpu", "vae", "val_loss", None)]
+    lines = format_runs(rows).splitlines()
+    assert "val_acc 91.23%" in lines[2] and "val_dice_loss 0.0812" in lines[3] and "val_loss -" in lines[4]
+    assert len({line.index("2023-") for line in lines[2:]}) == 1

@@ -81,3 +81,19 @@ def test_notices():
     assert refused.severity == "error" and refused.message == "lr refused: must be above 0"
     assert notice_for(_event("nonfinite", reason="loss is nan")).title == "training diverged"
     assert notice_for(_event("end", status="failed")).severity == "error"
+
+
+def test_a_warning_while_training_is_a_notification_and_stays_on_the_status_line():
+    warning = _event("warning", category="UserWarning", message="Using a target size (torch.Size([14])) that is "
+                     "different to the input size (torch.Size([14, 1]))", source="loss.py:610")
+    run = _applied(*scripted_run(), warning)
+    assert run.note.startswith("UserWarning: Using a target size") and run.warnings == 1 and run.status == "running"
+    notice = notice_for(warning)
+    assert notice is not None and notice.severity == "warning" and "target size" in notice.message
+
+
+def test_the_end_note_names_the_monitored_value():
+    run = _applied(*scripted_run(), _event("end", status="done", best_val_acc=None, best=0.0812, monitor="val_l1"))
+    assert run.note.startswith("best val_l1 0.0812")
+    run = _applied(*scripted_run(), _event("end", status="done", best_val_acc=0.91, best=0.91, monitor="val_acc"))
+    assert run.note.startswith("best val_acc 91.00%")

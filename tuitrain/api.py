@@ -29,7 +29,7 @@ from tuitrain.task import Task, default_batch_fn, forward, metric_names_clash, p
 
 def fit(model: torch.nn.Module, train_data: Any, val_data: Any = None, *, loss_fn: Callable | None = None,
         metrics: Mapping[str, Any] | None = None, batch_fn: Callable | None = None, optimizer: Any = "adam",
-        weight_decay: float = 0.0, scheduler: Any = "none", monitor: str = "", mode: str = "",
+        weight_decay: float = 0.0, scheduler: Any = "none", scheduler_interval: str = "", monitor: str = "", mode: str = "",
         early_stopping: int = 0, restore_best: bool = True, grad_clip: float = 0.0, accumulate: int = 1,
         precision: str = "32", compile: bool = False, val_batch_size: int = 0, collate_fn: Callable | None = None, drop_last: bool = False,
         num_workers: int = 0, epochs: int = 10, batch_size: int = 100, lr: float = 0.001, device: str = "auto",

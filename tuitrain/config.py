@@ -160,17 +160,34 @@ class TrainConfig:
             "``custom:Name`` for a factory given to ``tuitrain.fit``.",
         fit_doc="none, step (x0.1 every third of the epochs), cosine (per step to 0), onecycle (per step, "
                 "peaking at lr), plateau (x0.1 after 2 epochs without improvement of the monitor), or "
-                "``optimizer -> scheduler`` (any torch LR scheduler; OneCycleLR/CyclicLR step per optimizer "
-                "step, others per epoch, ReduceLROnPlateau with the monitored value). Its state is in "
+                "``optimizer -> scheduler`` (any torch LR scheduler, stepped as ``scheduler_interval`` says; "
+                "ReduceLROnPlateau with the monitored value, per epoch). Its state is in "
                 "checkpoints. A manual LR change (``r``, ``tuitrain ctl lr``) rescales the schedule from "
                 "the new value."))
+    scheduler_interval: str = option("", Choice(
+        choices=("step", "epoch"), noun="scheduler interval", blank=True, metavar="I", sweep="one",
+        help="when the schedule steps: step (after each optimizer step) or epoch", shown="the schedule's own",
+        doc="When the LR schedule steps: ``step`` (after every optimizer step; its counts are optimizer steps) "
+            "or ``epoch`` (after each epoch's validation; counts are epochs); empty: the schedule's own: step for "
+            "cosine and onecycle, epoch for step and plateau (plateau steps per epoch only).",
+        fit_doc="When the schedule steps: ``step`` (after every optimizer step, as transformers' Trainer and "
+                "OneCycleLR's docs do; warm-up and linear-decay schedules counted in optimizer steps) or "
+                "``epoch`` (after each epoch's validation, as torch's docs step StepLR, MultiStepLR, "
+                "ExponentialLR, CosineAnnealingLR and Lightning does by default). Empty: per step for the "
+                "built-ins cosine and onecycle, OneCycleLR, CyclicLR, CosineAnnealingWarmRestarts and the "
+                "schedules of transformers' ``get_scheduler``; per epoch for every other scheduler. A schedule "
+                "whose first LR is 0 (a warm-up) under that per-epoch default is refused (it would train a "
+                "whole epoch at LR 0): say which."))
     monitor: str = option("", Monitor(
         metavar="M", help="val_loss or val_acc: picks best.pt, drives early stopping and plateau", shown="val_acc",
         doc="What picks best.pt and drives early stopping and plateau: val_loss, val_acc or val_<metric>; "
             "empty: val_acc for classifiers under the default loss, else val_loss."))
     mode: str = option("", Choice(
         choices=("min", "max"), noun="mode", blank=True, cli=False,
-        doc="min or max for the monitor; empty: inferred (min for names with loss, error, mse or mae)."))
+        doc="min or max for the monitor; empty: a torchmetrics Metric's own ``higher_is_better``, else the "
+            "monitor's name: min for a loss or an error (loss, error, mse, mae, rmse, l1, nll, ppl, bce, ce, kld, "
+            "hamming, wer...), max for a score (acc, f1, precision, recall, auc, iou, dice, r2, psnr, bleu...); "
+            "a name that says neither is refused (ValueError): pass mode."))
     early_stopping: int = option(0, Count(
         low=0, metavar="N", help="stop after N epochs without improvement of the monitor", shown="off",
         sweep="values", doc="Stop after this many epochs without improvement of the monitor (0: never), "

@@ -19,8 +19,10 @@ import logging
 import math
 import queue
 import random
+import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +43,9 @@ from tuitrain.window import MetricWindow, grad_norm
 
 Report = Callable[[dict], None]
 LOG_MAX_INTERVAL_S = 1.0
+MAX_WARNINGS = 50
+"""Distinct warnings recorded as events in a run; later ones are dropped (a message per step would
+otherwise flood metrics.jsonl)."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,9 @@ class Engine:
         self.stop_id = 0
         self.error: BaseException | None = None
         self.nonfinite_message = ""
+        self._warnings_seen: set[str] = set()
+        self._early_warnings: list[warnings.WarningMessage] = []
+        """Warnings the model raised on the pre-flight batch: recorded as events once the run starts."""
         self._hist_due = False
         self._epoch_started = 0.0
         self._paused_seconds = 0.0
@@ -183,8 +191,12 @@ class Engine:
             self.model = models.build_model(cfg.model, self.data.shape, len(self.data.classes), cfg.model_args)
         self.model.to(self.device)
         self.data.place(self.device)
+        self.task.bind(self.model)
         self._check_on_a_batch()
-        self.monitoring = Monitor.of(self.task.monitor_for(cfg.monitor), cfg.mode, cfg.early_stopping)
+        if self.task.own_loss and cfg.loss == "cross_entropy":
+            self.config = cfg = cfg.replace(loss="model")  # config.json says what trained: outputs.loss
+        monitor = self.task.monitor_for(cfg.monitor)
+        self.monitoring = Monitor.of(monitor, cfg.mode, cfg.early_stopping, self.task.higher_is_better(monitor))
         per_rank = self.data.n_train // self.dist.world if self.dist else self.data.n_train
         bs = cfg.batch_size
         self.steps_per_epoch = per_rank // bs if cfg.drop_last else -(-per_rank // bs)
@@ -193,9 +205,9 @@ class Engine:
                              f"lower the batch size")
         self.optimizer = self.task.build_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr, cfg.weight_decay)
         self.fused = bool(self.optimizer.defaults.get("fused"))
-        total = -(-self.steps_per_epoch // cfg.accumulate) * cfg.epochs
         self.scheduler, self.scheduler_interval = self.task.build_scheduler(
-            cfg.scheduler, self.optimizer, total, cfg.epochs, self.mode)
+            cfg.scheduler, self.optimizer, -(-self.steps_per_epoch // cfg.accumulate), cfg.epochs, self.mode,
+            cfg.scheduler_interval)
         if cfg.precision == "16-mixed":
             self.scaler = torch.amp.GradScaler(self.device.type)
         self.data_gen.manual_seed(cfg.seed)
@@ -225,11 +237,16 @@ class Engine:
         was_training = self.model.training
         self.model.eval()  # BatchNorm and dropout must not change state or draw random numbers here
         try:
-            with torch.no_grad(), self._autocast():
+            with torch.no_grad(), self._autocast(), warnings.catch_warnings(record=True) as early:
+                warnings.simplefilter("always")  # recorded as events when the run starts (shown, not refused)
                 outputs = forward(self.model, inputs)
+            self._early_warnings = list(early)
             self.task.check(outputs, targets)
+            self.task.check_loss(outputs, targets)
             try:
-                self.summary = models.summarize(self.model, inputs).to_dict()
+                with warnings.catch_warnings():  # the model runs again: what it warns was recorded above
+                    warnings.simplefilter("ignore")
+                    self.summary = models.summarize(self.model, inputs).to_dict()
             except Exception as exc:  # a summary is a nicety: say why there is none and train anyway
                 self.summary_error = first_line(exc, limit=None, named=True)[:200]
         finally:
@@ -264,7 +281,12 @@ class Engine:
                          summary_error=self.summary_error or None, dataset=cfg.dataset, model=cfg.model,
                          samples=self.data.n_train, batch_size=cfg.batch_size, monitor=self.monitor, mode=self.mode,
                          classification=self.task.classification, metrics=list(self.task.metrics),
-                         classes=self.task.classes)
+                         classes=self.task.classes, scheduler=cfg.scheduler,
+                         scheduler_interval=self.scheduler_interval if self.scheduler is not None else None)
+        for early in self._early_warnings:  # the model's, on the pre-flight batch
+            self._warning(early.category, early.message, early.filename, early.lineno)
+        shown = warnings.showwarning
+        warnings.showwarning = self._warned(shown, threading.current_thread())
         try:
             while st.epoch < cfg.epochs and not self.stop_reason:
                 self.train_epoch()
@@ -282,6 +304,8 @@ class Engine:
             self.emit_event("end", status="failed", best_val_acc=st.best_val_acc, epochs_done=st.epoch)
             self._leave_group()
             return self._result("failed", reason)
+        finally:
+            warnings.showwarning = shown
         if self.stop_reason == "nonfinite":
             self._save_quietly("last.pt")  # refused if the weights are not finite: the old file stays
             self.emit_event("end", status="failed", best_val_acc=st.best_val_acc, epochs_done=st.epoch)
@@ -298,6 +322,28 @@ class Engine:
         self.emit_event("end", status=status, best_val_acc=st.best_val_acc, best=st.best, monitor=self.monitor,
                          epochs_done=st.epoch, **extra)
         return self._result(status)
+
+    def _warned(self, shown: Callable, thread: threading.Thread) -> Callable:
+        """warnings.showwarning while training: a warning raised in this run's thread (by the model,
+        the loss, torch) becomes a ``warning`` event, once per distinct message: in metrics.jsonl, on
+        the dashboard and in the progress lines. Other threads' warnings are shown as before."""
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if threading.current_thread() is not thread:
+                return shown(message, category, filename, lineno, file, line)
+            self._warning(category, message, filename, lineno)
+            return None
+
+        return show
+
+    def _warning(self, category: type, message: Any, filename: str, lineno: int) -> None:
+        """A ``warning`` event, unless this message was recorded already (or MAX_WARNINGS were)."""
+        text = " ".join(str(message).split())[:500]
+        key = f"{category.__name__}: {text}"
+        if key in self._warnings_seen or len(self._warnings_seen) >= MAX_WARNINGS:
+            return
+        self._warnings_seen.add(key)
+        self.emit_event("warning", category=category.__name__, message=text, source=f"{filename}:{lineno}")
 
     def _leave_group(self) -> None:
         """Leave the process group and free the DDP wrapper here, in this thread, while Python runs:

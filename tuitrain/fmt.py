@@ -63,6 +63,11 @@ def shape(dims) -> str:
     return "x".join(str(d) for d in list(dims)[1:]) or MISSING
 
 
+def best(name: str, value: float | None) -> str:
+    """``best val_l1 0.4123``: the best value of what a run was judged by, and its name."""
+    return f"best {name} {metric(name, value)}"
+
+
 def lr(value: float | None) -> str:
     """A learning rate with three significant digits: ``0.001``, ``0.000512``, ``1e-05``."""
     return MISSING if value is None or math.isnan(value) else f"{value:.3g}"

@@ -95,6 +95,7 @@ class Progress:
                 f"training {record['model']} on {record['dataset']} ({fmt.count(record['samples'])} samples) on "
                 f"{record['device']}: {fmt.plural(record['epochs'], 'epoch')} x {fmt.plural(self.per_epoch, 'step')}"
                 + (f", resumed at epoch {record['start_epoch']}" if record.get("resumed_from") else "")
+                + start_details(record)
             )
             return
         if record.get("ok", True):
@@ -106,6 +107,9 @@ class Progress:
         if event == "save" and record.get("auto") and record.get("ok"):
             return  # every epoch saves last.pt; the epoch line already says an epoch ended
         if event == "end":
+            return
+        if event == "warning":  # the engine records each distinct message once
+            self._line(f"warning: {record.get('category', 'Warning')}: {record.get('message', '')}")
             return
         if event == "error" or not record.get("ok", True):
             self._line(f"{event}: {record.get('reason', 'failed')}")
@@ -143,6 +147,19 @@ class Progress:
         self.stream.flush()
 
 
+def start_details(start: dict) -> str:
+    """What the start line adds after the plan: what picks the best epoch and which way (``monitor
+    val_l1 (min)``), and when a schedule steps (``scheduler cosine per step``)."""
+    text = ""
+    if isinstance(start.get("monitor"), str) and start["monitor"]:
+        mode = start.get("mode")
+        text += f"; monitor {start['monitor']}" + (f" ({mode})" if isinstance(mode, str) and mode else "")
+    scheduler, interval = start.get("scheduler"), start.get("scheduler_interval")
+    if isinstance(scheduler, str) and scheduler not in ("", "none") and isinstance(interval, str):
+        text += f"; scheduler {scheduler} per {interval}"
+    return text
+
+
 def final_line(result, run_dir: str) -> str:
     """The one summary line a run ends with (headless and dashboard alike)."""
     if result is None:  # the session itself crashed; its traceback went to stderr
@@ -151,10 +168,25 @@ def final_line(result, run_dir: str) -> str:
         return f"tuitrain: run failed: {result.message} (run dir {run_dir})"
     monitor = getattr(result, "monitor", "") or "val_acc"
     value = result.best_val_acc if monitor == "val_acc" else getattr(result, "best", None)
-    shown = fmt.metric(monitor, value)
     at = f" (epoch {result.best_epoch})" if getattr(result, "best_epoch", 0) and value is not None else ""
     return (f"tuitrain: {result.status} after {fmt.plural(result.epochs_done, 'epoch')} "
-            f"({fmt.plural(result.step, 'step')}); best {monitor} {shown}{at}; run dir {run_dir}")
+            f"({fmt.plural(result.step, 'step')}); {fmt.best(monitor, value)}{at}; run dir {run_dir}")
+
+
+def best_so_far(records: list[dict]) -> tuple[str, float | None]:
+    """(the monitored name, its best value) from a run's records: the value of the last epoch that
+    improved it (epoch records say ``best``), named by the start event (val_acc for runs older than
+    the monitor)."""
+    start = next((r for r in records if r.get("event") == "start"), {})
+    monitor = start.get("monitor") if isinstance(start.get("monitor"), str) and start.get("monitor") else ""
+    epochs = [r for r in records if r.get("type") == "epoch"]
+    monitor = monitor or next((e["monitor"] for e in epochs if isinstance(e.get("monitor"), str)), "") or "val_acc"
+    improved = [e[monitor] for e in epochs if e.get("best") is True and isinstance(e.get(monitor), (int, float))]
+    if improved:
+        return monitor, float(improved[-1])
+    if monitor == "val_acc":  # records without the best flag: the highest accuracy
+        return monitor, max((e["val_acc"] for e in epochs if isinstance(e.get("val_acc"), (int, float))), default=None)
+    return monitor, None
 
 
 def status_line(run_dir: str, records: list[dict], state: str) -> str:
@@ -162,11 +194,11 @@ def status_line(run_dir: str, records: list[dict], state: str) -> str:
     epochs = [r for r in records if r.get("type") == "epoch"]
     steps = [r["step"] for r in records if r.get("type") in ("step", "epoch") and "step" in r]
     start = next((r for r in records if r.get("event") == "start"), {})
-    best = max((e["val_acc"] for e in epochs if "val_acc" in e), default=None)
+    monitor, best = best_so_far(records)
     done = epochs[-1]["epoch"] if epochs else start.get("start_epoch", 0)
     total = fmt.count(start["total_steps"]) if "total_steps" in start else "?"
     return (f"tuitrain: {run_dir}: {state}, epoch {done}/{start.get('epochs', '?')}, "
-            f"step {fmt.count(max(steps, default=0))}/{total}, best val_acc {fmt.acc(best)}")
+            f"step {fmt.count(max(steps, default=0))}/{total}, {fmt.best(monitor, best)}")
 
 
 def watch_plain(run_dir: str, stream: TextIO | None = None, poll_s: float = FOLLOW_POLL_S) -> int:
@@ -191,6 +223,7 @@ def watch_plain(run_dir: str, stream: TextIO | None = None, poll_s: float = FOLL
     for record in history:
         progress(record)
     progress.quiet = False
+    seen = list(history)  # what the end line names the best value from
     for batch in follow:
         for read in batch:
             record = read.record
@@ -199,9 +232,18 @@ def watch_plain(run_dir: str, stream: TextIO | None = None, poll_s: float = FOLL
                 out.flush()
                 return 0
             progress(record)
+            if record.get("type") in ("epoch", "event"):
+                seen.append(record)
             if record.get("event") == "end":
+                monitor, best = best_so_far(seen)
+                if isinstance(record.get("monitor"), str) and record["monitor"]:
+                    monitor = record["monitor"]
+                if isinstance(record.get("best"), (int, float)):
+                    best = record["best"]
+                elif monitor == "val_acc" and isinstance(record.get("best_val_acc"), (int, float)):
+                    best = record["best_val_acc"]
                 out.write(f"tuitrain: {run_dir}: {record.get('status', 'ended')} at step {fmt.count(record.get('step', 0))}; "
-                          f"best val_acc {fmt.acc(record.get('best_val_acc'))}\n")
+                          f"{fmt.best(monitor, best)}\n")
                 out.flush()
                 return 0
     return 0

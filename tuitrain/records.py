@@ -23,7 +23,7 @@ FORMAT = 2
 
 RecordType = Literal["step", "epoch", "event", "confusion", "hist", "system", "samples", "replay"]
 EventName = Literal["start", "pause", "resume", "save", "load", "lr", "device", "nonfinite", "early_stop",
-                    "stop", "end", "error", "signal", "write"]
+                    "stop", "end", "error", "signal", "write", "warning"]
 RunStatus = Literal["starting", "running", "paused", "done", "failed", "stopped", "interrupted", "dead"]
 """One vocabulary for a run's state: status.json, ``tuitrain runs``, the dashboard and Result."""
 
@@ -200,6 +200,7 @@ KIND_OPTIONAL: dict[str, dict[str, tuple[type, ...]]] = {"epoch": {"best": (bool
 """``best``: whether an epoch improved the monitor; in an end event, the best value."""
 EVENT_REQUIRED: dict[str, dict[str, tuple[type, ...]]] = {
     "start": {"epochs": _INT, "total_steps": _INT, "device": _STR},
+    "warning": {"message": _STR},
 }
 EVENT_OK_REQUIRED: dict[str, dict[str, tuple[type, ...]]] = {"lr": {"new": _NUM}, "device": {"new": _STR}}
 """What a command's answer carries when it succeeded."""

@@ -44,6 +44,8 @@ class RunState:
         self.device = ""
         self.epoch = self.epochs = self.step = self.total = self.batch_size = 0
         self.samples_per_s = 0.0
+        self.warnings = 0
+        """Distinct warnings raised while training (``warning`` events)."""
         self.checkpoints: dict[str, CheckpointInfo] = {}
         """What each saved checkpoint holds, by file name (one entry per file: bounded)."""
         self._last_epoch: dict = {}
@@ -100,13 +102,18 @@ class RunState:
             self.lr = record["new"]
         elif event == "device":
             self.device = record["new"]
+        elif event == "warning":  # kept on the status line (the notification goes away) until a later note
+            self.warnings += 1
+            self.note = self.note or f"{record.get('category', 'Warning')}: {record.get('message', '')}"
         elif event == "nonfinite" and record.get("action") == "paused":
             self.paused, self.status, self.note = True, "paused", DIVERGED_NOTE
         elif event == "end":
-            best = record.get("best_val_acc")
+            said = record.get("monitor")
+            monitor: str = said if isinstance(said, str) and said else "val_acc"
+            best = record.get("best_val_acc") if monitor == "val_acc" else record.get("best")
             status = record.get("status")
             self.finish(status if status in END_STATES else "done",  # a status of a later format: shown as done
-                        f"best val_acc {fmt.acc(best)}" if best is not None else "")
+                        fmt.best(monitor, best) if isinstance(best, (int, float)) else "")
 
     def _note_checkpoint(self, record: dict) -> None:
         # Saved at an epoch's end (last.pt, best.pt): the weights that epoch's val_acc was measured on.
@@ -202,6 +209,9 @@ def notice_for(record: dict) -> Notice | None:
         return Notice(record.get("reason", ""), "training diverged", "error", 10)  # the status line keeps it
     if not ok:
         return Notice(f"{event} refused: {record.get('reason', '')}", severity="error", timeout=6)
+    if event == "warning":  # raised while training (the model, the loss, torch): once per distinct message
+        return Notice(f"{record.get('category', 'Warning')}: {record.get('message', '')}", "warning while training",
+                      "warning", 20)
     if record.get("auto") or event in ("start", "stop"):
         return None
     messages = {

@@ -19,35 +19,81 @@ Interval = Literal["step", "epoch"]
 """When a schedule steps: after every optimizer step, or after every epoch's validation."""
 PER_STEP_SCHEDULERS = (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR,
                        torch.optim.lr_scheduler.CosineAnnealingWarmRestarts)
-"""A user's schedulers that step per optimizer step; any other steps per epoch."""
+"""A user's schedulers that step per optimizer step unless told: torch's docs call these after every
+batch. Every other torch scheduler's docs step it once an epoch (its step_size, milestones, T_max or
+total_iters count epochs), as Lightning does by default."""
+PER_STEP_MODULES = ("transformers.",)
+"""Where the functions of LambdaLR schedules counted in optimizer steps come from: transformers'
+``get_scheduler`` (linear, cosine, polynomial... with ``num_warmup_steps``/``num_training_steps``)."""
 NAMES = ("step", "cosine", "onecycle", "plateau", "none")
+OWN_INTERVAL: dict[str, Interval] = {"step": "epoch", "cosine": "step", "onecycle": "step", "plateau": "epoch",
+                                     "none": "epoch", "": "epoch"}
+"""The built-ins' interval when none is asked for."""
 
 
-def interval_of(scheduler: Any) -> Interval:
-    """When a user's scheduler steps (it was built without telling)."""
-    return "step" if isinstance(scheduler, PER_STEP_SCHEDULERS) else "epoch"
+def interval_of(scheduler: Any, requested: str = "") -> Interval:
+    """When a user's scheduler steps: ``requested`` (step or epoch), else the rule of
+    :data:`PER_STEP_SCHEDULERS` and :data:`PER_STEP_MODULES` (per epoch for any other).
+    ReduceLROnPlateau steps on a validation value: per epoch only (UsageError for step)."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        if requested == "step":
+            raise UsageError("ReduceLROnPlateau steps on the monitored validation value, once an epoch: "
+                             "scheduler_interval='step' cannot apply")
+        return "epoch"
+    if requested in ("step", "epoch"):
+        return requested  # type: ignore[return-value]
+    if isinstance(scheduler, PER_STEP_SCHEDULERS) or _counts_steps(scheduler):
+        return "step"
+    return "epoch"
 
 
-def build(name: str, optimizer: torch.optim.Optimizer, total_steps: int, epochs: int,
-          mode: str) -> tuple[Any, Interval]:
+def _counts_steps(scheduler: Any) -> bool:
+    """A LambdaLR/MultiplicativeLR whose functions come from transformers (counted in optimizer steps)."""
+    lambdas = getattr(scheduler, "lr_lambdas", None) or []
+    for fn in lambdas:
+        inner = getattr(fn, "func", fn)  # functools.partial, as get_scheduler builds them
+        if getattr(inner, "__module__", "").startswith(PER_STEP_MODULES):
+            return True
+    return False
+
+
+def check_start(scheduler: Any, optimizer: torch.optim.Optimizer, interval: Interval, requested: str) -> None:
+    """Refuse (UsageError) a schedule that starts at LR 0 and steps per epoch by default: a warm-up
+    from 0 counted in optimizer steps would train all of epoch 1 at LR 0 and learn nothing."""
+    if scheduler is None or requested or interval != "epoch":
+        return
+    if any(float(group["lr"]) == 0.0 for group in optimizer.param_groups):
+        raise UsageError(f"the schedule ({type(scheduler).__name__}) starts at LR 0 and would step once an epoch "
+                         f"(the default for it), training all of epoch 1 at LR 0: pass scheduler_interval='step' "
+                         f"(a warm-up counted in optimizer steps) or scheduler_interval='epoch'")
+
+
+def build(name: str, optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int,
+          mode: str, interval: str = "") -> tuple[Any, Interval]:
     """(scheduler or None, interval) of a built-in schedule by name; UsageError for another name.
 
-    ``total_steps``: optimizer steps in the whole run; ``mode``: the monitor's (plateau follows it).
+    ``steps_per_epoch``: optimizer steps in an epoch; ``mode``: the monitor's (plateau follows it);
+    ``interval``: step or epoch, "" for the schedule's own (:data:`OWN_INTERVAL`). The schedule's
+    counts are in its interval's units: cosine's period and onecycle's length are the whole run.
     """
     sched = torch.optim.lr_scheduler
+    if name not in NAMES and name != "":
+        raise UsageError(f"unknown scheduler {name!r} ({', '.join(NAMES)})")
+    every: Interval = interval if interval in ("step", "epoch") else OWN_INTERVAL[name]  # type: ignore[assignment]
     if name in ("", "none"):
-        return None, "epoch"
+        return None, every
+    total = max(1, steps_per_epoch * epochs if every == "step" else epochs)
     if name == "step":
-        return sched.StepLR(optimizer, step_size=max(1, epochs // 3), gamma=0.1), "epoch"
+        return sched.StepLR(optimizer, step_size=max(1, total // 3), gamma=0.1), every
     if name == "cosine":
-        return sched.CosineAnnealingLR(optimizer, T_max=max(1, total_steps)), "step"
+        return sched.CosineAnnealingLR(optimizer, T_max=total), every
     if name == "onecycle":
         lrs = [g["lr"] for g in optimizer.param_groups]
-        return sched.OneCycleLR(optimizer, max_lr=lrs, total_steps=max(1, total_steps)), "step"
-    if name == "plateau":
-        return sched.ReduceLROnPlateau(optimizer, mode="min" if mode == "min" else "max", factor=0.1,
-                                       patience=2), "epoch"
-    raise UsageError(f"unknown scheduler {name!r} ({', '.join(NAMES)})")
+        return sched.OneCycleLR(optimizer, max_lr=lrs, total_steps=total), every
+    if every == "step":
+        raise UsageError("the plateau schedule steps on the monitored validation value, once an epoch: "
+                         "scheduler interval 'step' cannot apply")
+    return sched.ReduceLROnPlateau(optimizer, mode="min" if mode == "min" else "max", factor=0.1, patience=2), every
 
 
 def step(scheduler: Any, value: float | None = None) -> None:

@@ -103,6 +103,7 @@ class Session:
         eng = self.engine
         return {
             **self.config.to_dict(),
+            "loss": eng.config.loss,  # "model" when the model's own outputs.loss trains (decided in setup)
             "record_format": records.FORMAT,
             "monitor": eng.monitor,
             "mode": eng.mode,

@@ -10,6 +10,7 @@ combination (a single output under cross-entropy, float targets) is refused rath
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,11 @@ FUSED = ("adam", "adamw", "sgd")
 for the notes' cnn on 2 CPU cores), and the divergence guard's sync-free skip (``found_inf``)."""
 
 
+ELEMENTWISE_LOSSES = (torch.nn.MSELoss, torch.nn.L1Loss, torch.nn.SmoothL1Loss, torch.nn.HuberLoss, torch.nn.BCELoss,
+                      torch.nn.BCEWithLogitsLoss, torch.nn.SoftMarginLoss, torch.nn.KLDivLoss, torch.nn.PoissonNLLLoss)
+"""torch's losses that compare outputs and targets element by element: the two must have one shape."""
+
+
 class TargetError(UsageError, ValueError):
     """Targets (or outputs) that the loss cannot train on: refused before the first step."""
 
@@ -51,15 +57,8 @@ def to_device(batch: Any, device: torch.device) -> Any:
 def default_batch_fn(batch: Any) -> tuple[Any, Any]:
     """``(x, y)``, ``(x, y, *extra)`` or a dict with common keys -> (inputs, targets)."""
     if isinstance(batch, Mapping):
-        target_key = next((k for k in TARGET_KEYS if k in batch), None)
-        if target_key is None:
-            raise UsageError(f"a dict batch needs a target key (one of {', '.join(TARGET_KEYS)}); "
-                             f"found {', '.join(map(str, batch))}; pass batch_fn=")
+        input_key, target_key = dict_keys(batch)
         rest = {k: v for k, v in batch.items() if k not in TARGET_KEYS}
-        input_key = next((k for k in INPUT_KEYS if k in rest), None)
-        if input_key is None:
-            raise UsageError(f"a dict batch needs an input key (one of {', '.join(INPUT_KEYS)}); "
-                             f"found {', '.join(map(str, batch))}; pass batch_fn=")
         # input_ids travel with their attention masks: the model gets every input key by name.
         inputs = rest if input_key == "input_ids" and len(rest) > 1 else rest[input_key]
         return inputs, batch[target_key]
@@ -68,10 +67,41 @@ def default_batch_fn(batch: Any) -> tuple[Any, Any]:
     raise UsageError(f"cannot find (inputs, targets) in a batch of type {type(batch).__name__}; pass batch_fn=")
 
 
+def dict_keys(batch: Mapping) -> tuple[str, str]:
+    """(input key, target key) of a dict batch: the first of INPUT_KEYS and TARGET_KEYS it holds."""
+    target_key = next((k for k in TARGET_KEYS if k in batch), None)
+    if target_key is None:
+        raise UsageError(f"a dict batch needs a target key (one of {', '.join(TARGET_KEYS)}); "
+                         f"found {', '.join(map(str, batch))}; pass batch_fn=")
+    input_key = next((k for k in INPUT_KEYS if k in batch and k not in TARGET_KEYS), None)
+    if input_key is None:
+        raise UsageError(f"a dict batch needs an input key (one of {', '.join(INPUT_KEYS)}); "
+                         f"found {', '.join(map(str, batch))}; pass batch_fn=")
+    return input_key, target_key
+
+
+def model_loss(outputs: Any) -> torch.Tensor | None:
+    """The loss a model computed itself (Hugging Face style: ``outputs.loss`` or ``outputs["loss"]``)."""
+    loss = outputs.get("loss") if isinstance(outputs, Mapping) else getattr(outputs, "loss", None)
+    return loss if isinstance(loss, torch.Tensor) else None
+
+
+def keywords_of(model: torch.nn.Module) -> frozenset[str]:
+    """The argument names ``model``'s forward takes by name (not ``**kwargs``)."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return frozenset()
+    return frozenset(n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
 def primary(outputs: Any) -> torch.Tensor:
-    """The tensor that predictions come from: element 0 of a tuple/list, ``logits`` of a dict."""
+    """The tensor that predictions come from: element 0 of a tuple/list, ``logits`` of a dict or of
+    an output object (a Hugging Face ``ModelOutput``)."""
     if isinstance(outputs, torch.Tensor):
         return outputs
+    if not isinstance(outputs, Mapping) and isinstance(getattr(outputs, "logits", None), torch.Tensor):
+        return outputs.logits
     if isinstance(outputs, Mapping):
         if "logits" in outputs:
             return outputs["logits"]
@@ -119,24 +149,50 @@ class Task:
     classes: list[str] = field(default_factory=list)
     classification: bool = True
     """Decided on the first batch: class-index targets of shape (N,) and (N, C) outputs."""
+    takes: frozenset[str] = frozenset()
+    """The names the model's forward takes (:meth:`bind`): a dict batch's target key among them
+    (``labels``) goes to the model too, as transformers' models compute their loss from it."""
+    own_loss: bool = False
+    """Decided on the first batch: no loss_fn, and the model returns its own ``loss``: trained on."""
+
+    def bind(self, model: torch.nn.Module) -> None:
+        """Learn which arguments ``model`` takes by name."""
+        self.takes = keywords_of(model)
 
     def split(self, batch: Any) -> tuple[Any, Any]:
-        """(inputs, targets) of a batch."""
-        return (self.batch_fn or default_batch_fn)(batch)
+        """(inputs, targets) of a batch; with the default batch_fn, a dict batch's target key goes
+        to the model as well when its forward takes that name (``forward(input_ids, labels=None)``)."""
+        if self.batch_fn is not None:
+            return self.batch_fn(batch)
+        inputs, targets = default_batch_fn(batch)
+        if isinstance(batch, Mapping) and self.takes:
+            input_key, target_key = dict_keys(batch)
+            if target_key in self.takes:
+                if isinstance(inputs, Mapping):
+                    inputs = {**inputs, target_key: targets}
+                elif input_key in self.takes:
+                    inputs = {input_key: inputs, target_key: targets}
+        return inputs, targets
 
     def loss(self, outputs: Any, targets: Any) -> torch.Tensor:
         """The training loss of a batch."""
         if self.loss_fn is None:
+            if self.own_loss:
+                loss = model_loss(outputs)
+                if loss is None:
+                    raise TargetError("the model returned no loss for this batch (it did on the first one)")
+                return loss
             return F.cross_entropy(primary(outputs), targets)
         return self.loss_fn(outputs, targets)
 
     def check(self, outputs: Any, targets: Any) -> None:
         """Refuse targets the default loss cannot mean; decide whether accuracy means something."""
-        out = primary(outputs) if self.loss_fn is None or not _is_raw(outputs) else None
+        self.own_loss = self.loss_fn is None and model_loss(outputs) is not None  # transformers' Trainer does so
+        out = primary(outputs) if (self.loss_fn is None and not self.own_loss) or not _is_raw(outputs) else None
         classes = (isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[1] >= 2
                    and isinstance(targets, torch.Tensor) and targets.dim() == 1 and not targets.is_floating_point()
                    and not targets.is_complex() and targets.dtype != torch.bool and len(targets) == len(out))
-        if self.loss_fn is None and not classes:
+        if self.loss_fn is None and not classes and not self.own_loss:
             raise TargetError(
                 f"the default loss is cross-entropy over class indices: it needs outputs of shape (N, C>=2) "
                 f"and integer targets of shape (N,); got outputs {_describe(out if out is not None else outputs)} "
@@ -148,14 +204,51 @@ class Task:
                                   f"the model's {out.shape[1]} outputs")
         self.classification = bool(classes)
 
+    def check_loss(self, outputs: Any, targets: Any) -> None:
+        """The given loss on the pre-flight batch: refuse (TargetError) outputs and targets of
+        different shapes under an elementwise torch loss (MSELoss broadcasts (N, 1) against (N,) to
+        (N, N) and trains on every pair), any warning the loss raises, and a loss that is not a
+        scalar tensor. An exception is left for the first step to raise, with its traceback."""
+        if self.loss_fn is None:
+            return  # cross-entropy: check() has held the shapes to (N, C) and (N,)
+        if (isinstance(self.loss_fn, ELEMENTWISE_LOSSES) and isinstance(outputs, torch.Tensor)
+                and isinstance(targets, torch.Tensor) and outputs.shape != targets.shape):
+            raise TargetError(
+                f"{type(self.loss_fn).__name__} compares outputs and targets element by element, but the outputs are "
+                f"{_describe(outputs)} and the targets {_describe(targets)}{_broadcast(outputs, targets)}: "
+                f"reshape one to the other (e.g. targets.view(-1, 1) or outputs.squeeze(1)), in the data or the model")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                loss = self.loss_fn(outputs, targets)
+            except Exception:
+                return  # the first training step raises it again, with its traceback in the error event
+        if caught:
+            said = " ".join(str(caught[0].message).split())
+            raise TargetError(f"the loss warned on the first batch (outputs {_describe(primary_or(outputs))}, targets "
+                              f"{_describe(targets)}): {caught[0].category.__name__}: {said}")
+        if not isinstance(loss, torch.Tensor):
+            hint = (" (a model computes its own loss only when given the labels)" if loss is None else "")
+            raise TargetError(f"loss_fn returned {type(loss).__name__}, not a tensor{hint}")
+        if loss.numel() != 1:
+            raise TargetError(f"loss_fn returned a tensor {_describe(loss)}, not a scalar: reduce it (e.g. .mean())")
+
     def monitor_for(self, requested: str) -> str:
-        """The monitored value: as requested (checked), else val_acc for classifiers under the default loss."""
+        """The monitored value: as requested (checked), else val_acc for classifiers under the default
+        loss or the model's own, else val_loss."""
         if not requested:
             return "val_acc" if self.classification and self.loss_fn is None else "val_loss"
         allowed = ["val_loss"] + (["val_acc"] if self.classification else []) + [f"val_{n}" for n in self.metrics]
         if requested not in allowed:
             raise UsageError(f"cannot monitor {requested!r}: choose from {', '.join(allowed)}")
         return requested
+
+    def higher_is_better(self, monitor: str) -> bool | None:
+        """What the monitored metric says of itself: a torchmetrics Metric's ``higher_is_better``
+        (None for val_loss, val_acc, a function metric, or a Metric that does not say)."""
+        metric = self.metrics.get(monitor[4:]) if monitor.startswith("val_") else None
+        said = getattr(metric, "higher_is_better", None)
+        return said if isinstance(said, bool) else None
 
     def build_optimizer(self, name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
         """The optimizer: the user's (object or factory), else a built-in by name."""
@@ -173,12 +266,16 @@ class Task:
             kwargs["fused"] = True
         return OPTIMIZERS[name](params, **kwargs)
 
-    def build_scheduler(self, name: str, optimizer, total_steps: int, epochs: int, mode: str):
-        """(scheduler or None, interval): a user's factory, else a built-in by name (schedule.py)."""
+    def build_scheduler(self, name: str, optimizer, steps_per_epoch: int, epochs: int, mode: str,
+                        interval: str = ""):
+        """(scheduler or None, interval): a user's factory, else a built-in by name (schedule.py).
+        ``steps_per_epoch``: optimizer steps; ``interval``: step, epoch or "" (the schedule's own)."""
         if callable(self.scheduler):
             built = self.scheduler(optimizer)
-            return built, schedule.interval_of(built)
-        return schedule.build(name, optimizer, total_steps, epochs, mode)
+            every = schedule.interval_of(built, interval)
+            schedule.check_start(built, optimizer, every, interval)
+            return built, every
+        return schedule.build(name, optimizer, steps_per_epoch, epochs, mode, interval)
 
 
 def metric_names_clash(metrics: Mapping[str, Any]) -> None:
@@ -198,6 +295,24 @@ def accepts(fn: Callable, name: str) -> bool:
     except (TypeError, ValueError):
         return False
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def primary_or(outputs: Any) -> Any:
+    """The prediction tensor of ``outputs`` when there is one, else ``outputs`` as they are."""
+    return outputs if _is_raw(outputs) else primary(outputs)
+
+
+def _broadcast(outputs: torch.Tensor, targets: torch.Tensor) -> str:
+    """``, which broadcast to (N, N)``: what a loss that broadcasts would compare."""
+    try:
+        shape = torch.broadcast_shapes(outputs.shape, targets.shape)
+    except RuntimeError:
+        return ""
+    if shape in (outputs.shape, targets.shape) and outputs.numel() == targets.numel():
+        return ""
+    n = len(targets) if targets.dim() else 0
+    dims = ["N" if d == n and n else str(d) for d in shape]
+    return f", which broadcast to ({', '.join(dims)}{',' if len(dims) == 1 else ''})"
 
 
 def _is_raw(outputs: Any) -> bool:

@@ -19,12 +19,14 @@ Glue: 3 lines: the ``tuitrain.fit`` call; ``loss_fn`` reading ``outputs.loss`` (
 ``get_scheduler`` wrapped in a function of the optimizer for fit.
 
 Variants (``--variant``):
-  (none)     as above: issue 22 item 5. The default batch_fn strips ``labels`` from the model's
-             keyword arguments, so ``outputs.loss`` is None and the run fails with "'NoneType'
-             object has no attribute 'backward'" at step 1, after the run directory exists.
-  ce         ``loss_fn`` = cross-entropy on ``outputs.logits`` (the workaround): trains under the
-             per-epoch stepping of issue 22 item 1: warm-up factor 0 for all of epoch 1 (LR 0),
-             then 1/warm-up per epoch: val_acc stays at chance.
+  (none)     as above. Issue 22 item 5 was: the default batch_fn stripped ``labels`` from the
+             model's keyword arguments, so ``outputs.loss`` was None and the run failed at step 1
+             after the run directory existed; now ``labels`` reaches the model (its forward takes
+             it), and without loss_fn fit would train on ``outputs.loss`` itself.
+  ce         ``loss_fn`` = cross-entropy on ``outputs.logits``. Issue 22 item 1 was: the warm-up
+             was stepped once an epoch (LR 0 for all of epoch 1, val_acc at chance); now
+             get_scheduler's schedules step per optimizer step (``scheduler_interval`` says so
+             for any other).
   ce-nosched the same without the scheduler (constant LR 1e-3): reaches ~100%.
 Needs ``transformers`` (``pip install transformers``); reported as skipped without it.
 """

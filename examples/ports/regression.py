@@ -13,9 +13,9 @@ Glue: 4 lines: the ``tuitrain.fit`` call; a metric ``l1`` (mean absolute error);
 
 Judged by: the largest error of the learned coefficients against the target polynomial's (the
 original prints both polynomials).
-Shows today: issue 22 item 3 (``val_l1`` taken as higher-is-better): early stopping sees every
-decrease of the error as "no improvement", stops at epoch 4, and restore_best returns epoch 1's
-model, the worst.
+Showed issue 22 item 3 (``val_l1`` taken as higher-is-better: early stopping saw every decrease
+of the error as "no improvement", stopped at epoch 4, and restore_best returned epoch 1's model, the
+worst); now ``val_l1`` is min (the start line says ``monitor val_l1 (min)``).
 """
 
 # ruff: noqa: UP032  (the original's code, kept as it is)

@@ -17,8 +17,8 @@ and ``mask`` is not one of fit's target keys); ``loss_fn`` (the two-term loss); 
 
 Judged by: the best epoch's val_dice (best.pt's; 4 validation images make the last epoch's noisy)
 against the Dice of a constant "all car" prediction.
-Shows today: issue 22 item 7 (``tuitrain runs`` shows best val_acc "-" for this run though
-status.json holds best val_dice).
+Showed issue 22 item 7 (``tuitrain runs`` showed best val_acc "-" for this run though status.json
+holds best val_dice); now it shows ``val_dice`` and its best value.
 """
 
 # ruff: noqa: UP008  (the original's code, kept as it is)

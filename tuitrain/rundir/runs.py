@@ -34,6 +34,10 @@ class RunInfo:
     name: str = ""
     """The run as listed: its folder name, ``SWEEP/RUN`` for a run inside a sweep folder; printable
     characters only (a folder name may hold terminal escapes)."""
+    monitor: str = "val_acc"
+    """What the run was judged by (status.json's ``monitor``): val_acc, val_loss, val_<metric>."""
+    best: float | None = None
+    """The best value of ``monitor`` so far (status.json's ``best``; ``best_val_acc`` in older runs)."""
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -101,8 +105,13 @@ def _read_run(path: Path, name: str) -> RunInfo:
     config = read_json(path / CONFIG) or {}
     epochs = _count(status.get("epochs")) or _count(config.get("epochs"))
     device = _printable(status.get("device"), 24) or _printable(config.get("device_resolved"), 24)
-    return RunInfo(path, run_state(path), _count(status.get("epoch")), epochs, _number(status.get("best_val_acc")),
-                   _updated(path), device, _printable(name))
+    best_val_acc = _number(status.get("best_val_acc"))
+    monitor = _printable(status.get("monitor"), 60) or _printable(config.get("monitor"), 60)
+    best = _number(status.get("best"))
+    if not monitor or monitor == "val_acc":  # runs from before status.json held the monitor: val_acc
+        monitor, best = "val_acc", best_val_acc if best_val_acc is not None else best
+    return RunInfo(path, run_state(path), _count(status.get("epoch")), epochs, best_val_acc,
+                   _updated(path), device, _printable(name), monitor, best)
 
 
 def _children(folder: Path) -> list[Path]:
@@ -162,10 +171,15 @@ def format_runs(runs: list[RunInfo]) -> str:
     names = [r.name or _printable(r.path.name) for r in runs]  # SWEEP/RUN for a run in a sweep folder
     width = max(len("run"), *map(len, names))
     states = max(8, *(len(r.status) for r in runs))  # "interrupted", "unreadable"
-    head = f"{'run':<{width}} {'status':<{states}} {'epochs':>7} {'best val_acc':>12}  {'last update':<19} device"
+    # The best value of what each run was judged by, named: val_acc for classifiers, val_loss or
+    # val_<metric> for regression, segmentation, VAE and multi-label runs.
+    bests = [f"{r.monitor} {fmt.metric(r.monitor, r.best_val_acc if r.best is None and r.monitor == 'val_acc' else r.best)}"
+             for r in runs]
+    best_width = max(len("best"), *(len(b) for b in bests))
+    head = f"{'run':<{width}} {'status':<{states}} {'epochs':>7} {'best':<{best_width}}  {'last update':<19} device"
     lines = [head, "-" * len(head)]
-    for r, name in zip(runs, names, strict=True):
+    for r, name, shown in zip(runs, names, bests, strict=True):
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.updated))
-        lines.append(f"{name:<{width}} {r.status:<{states}} {f'{r.epoch}/{r.epochs}':>7} {fmt.acc(r.best_val_acc):>12}  "
+        lines.append(f"{name:<{width}} {r.status:<{states}} {f'{r.epoch}/{r.epochs}':>7} {shown:<{best_width}}  "
                      f"{when:<19} {r.device}")
     return "\n".join(lines)
