@@ -45,6 +45,8 @@ class RunState:
         self.checkpoints: dict[str, CheckpointInfo] = {}
         """What each saved checkpoint holds, by file name (one entry per file: bounded)."""
         self._last_epoch: dict = {}
+        self.host = ""
+        """The machine the run is on, when it is followed through ssh (tuitrain.remote's link records)."""
 
     @property
     def state(self) -> str:
@@ -69,6 +71,17 @@ class RunState:
             self._apply_event(record)
         elif kind == "replay":
             self.replaying = record["begin"]
+        elif kind == "link":
+            self._apply_link(record)
+
+    def _apply_link(self, record: dict) -> None:
+        """The connection to a remote run (made by the backend, never read from a run): reconnecting
+        is said in the note until it is back."""
+        self.host = str(record.get("host", ""))
+        if record.get("state") == "reconnecting":
+            self.note = f"reconnecting to {self.host}: {record.get('reason', '')}".rstrip(": ")
+        elif self.note.startswith("reconnecting"):
+            self.note = ""
 
     def _apply_event(self, record: dict) -> None:
         event, ok = record["event"], record.get("ok", True)
