@@ -152,7 +152,7 @@ def test_a_killed_ssh_reconnects_without_losing_or_doubling_records(remote_env, 
         for _ in range(30):  # records written while the connection is down are read after it
             written += 1
             log.write(step(written))
-        backend._link.proc.kill()
+        backend.link.proc.kill()
         for _ in range(30):
             written += 1
             log.write(step(written))
@@ -239,3 +239,32 @@ def test_watch_into_a_file_and_the_stream_of_a_finished_run(remote_env, tmp_path
     backend.run(got.extend)
     assert time.monotonic() - started < 30
     assert [r.get("type") for r in got] == ["link", "replay", "event", "step", "step", "event", "replay"]
+
+
+def _finished(run_dir: Path, val_acc: float, lr: float) -> None:
+    epoch = {"type": "epoch", "epoch": 1, "step": 2, "train_loss": 0.5, "train_acc": 0.8, "val_loss": 0.4,
+             "val_acc": val_acc, "lr": lr, "train_seconds": 1.0, "time": 3.0}
+    log = record_run(run_dir, [START, step(1), step(2), epoch,
+                               {"type": "event", "event": "end", "step": 2, "time": 3.0, "status": "done"}], "done")
+    log.write_config({"dataset": "synthetic", "devices": ["cpu"], "lr": lr})
+    log.close()
+
+
+@pytest.mark.slow
+async def test_compare_a_remote_run_with_a_local_one(remote_env, tmp_path):
+    from textual.widgets import DataTable
+
+    from tuitrain.compare_app import CompareApp
+    from tuitrain.remote import RemoteRun
+
+    _finished(tmp_path / "far", 0.9, 0.01)
+    _finished(tmp_path / "near", 0.7, 0.001)
+    far = RemoteRun("testbox", str(tmp_path / "far"))
+    app = CompareApp([far, tmp_path / "near"])
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: app.best == [0.9, 0.7], "both runs' epochs", tries=600)
+        assert app.labels == ["lr=0.01", "lr=0.001"]
+        table = app.query_one(DataTable)
+        assert f"testbox:{tmp_path / 'far'}" in [str(cell) for cell in table.get_row_at(0)]
+        await pilot.press("q")
+    wait(lambda: far.backend.link.proc.poll() is not None, "ssh ended with the comparison")

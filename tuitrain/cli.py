@@ -320,9 +320,17 @@ def _watch_remote(run_dirs: list[str], remote: str | None) -> int:
         host, path = where
         if not sys.stdout.isatty():  # plain lines: the host's own `watch` into a pipe does it
             return run_remote(host, ["watch", path], remote)
+        import threading
+
+        # The dashboard's imports (about a second) while ssh connects and the host's tuitrain starts:
+        # the connecting thread waits on a pipe, so both go on at once.
+        loading = threading.Thread(target=__import__, args=("tuitrain.app",), daemon=True)
+        loading.start()
+        backend = RemoteBackend(host, path, remote)
+        loading.join()
         from tuitrain.app import TuiTrainApp
 
-        TuiTrainApp(RemoteBackend(host, path, remote), watch_mode=True).run()
+        TuiTrainApp(backend, watch_mode=True).run()
         return EXIT_OK
     if not sys.stdout.isatty():
         raise UsageError("comparing runs on other machines needs a terminal (watch one HOST:RUN_DIR into a file)")

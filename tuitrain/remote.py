@@ -423,6 +423,11 @@ class RemoteBackend:
         self._skipped_told = 0
         self._skip_told_at = 0.0
 
+    @property
+    def link(self) -> Link:
+        """The connection in use (a new one after each reconnection)."""
+        return self._link
+
     # The dashboard's backend interface (backends.Backend).
     def run(self, emit) -> None:
         """Emit the history (replayed), then the records as they come, reconnecting when ssh dies,
