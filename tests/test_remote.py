@@ -268,3 +268,20 @@ async def test_compare_a_remote_run_with_a_local_one(remote_env, tmp_path):
         assert f"testbox:{tmp_path / 'far'}" in [str(cell) for cell in table.get_row_at(0)]
         await pilot.press("q")
     wait(lambda: far.backend.link.proc.poll() is not None, "ssh ended with the comparison")
+
+
+def test_the_status_line_says_reconnecting_until_the_link_is_back():
+    from tuitrain.remote import link_record
+    from tuitrain.runstate import RunState
+    from tuitrain.widgets.status import second_line
+
+    run = RunState(watch_mode=True)
+    for record in (link_record("gpu", "connected"), START, step(1)):
+        run.apply(record)
+    assert run.host == "gpu" and run.note == ""
+    run.apply(link_record("gpu", "reconnecting", "ssh exited 255; again in 2 s"))
+    line = second_line(run, "gpu:/home/me/runs/x", 80).plain
+    assert line.startswith("reconnecting to gpu: ssh exited 255; again in 2 s")
+    run.apply(link_record("gpu", "connected"))
+    assert run.note == "" and run.state == "RUNNING"
+    assert "run gpu:x" in second_line(run, "gpu:/home/me/runs/x", 50).plain  # shortened, the host kept

@@ -39,8 +39,8 @@ COMMANDS_HELP = f"""commands:
   tuitrain summary [--model M] [--dataset D]
                                  print the model summary table
   tuitrain runs [DIR]            the runs under DIR (default runs/)
-  HOST:RUN_DIR, HOST:[DIR]       a run (or runs) on another machine, through ssh,
-                                 for watch, ctl and runs (--remote-tuitrain PATH)
+  HOST:RUN_DIR, HOST:[DIR]       a run (or runs) on another machine, through
+                                 ssh: watch, ctl and runs (--remote-tuitrain)
   tuitrain stream RUN_DIR        (remote side) a run's records as JSON lines
 
 {key_line()}
