@@ -83,9 +83,9 @@ def test_an_existing_local_path_with_a_colon_is_local(tmp_path, monkeypatch):
 def test_ssh_argv_quotes_the_path_and_takes_the_environment(monkeypatch):
     monkeypatch.setenv("TUITRAIN_SSH", "ssh -F '/my cfg'")
     monkeypatch.setenv("TUITRAIN_REMOTE", "~/venv/bin/tuitrain")
-    argv = ssh_argv("gpu", ["stream", "runs/a b; rm -rf x"])
+    argv = ssh_argv("gpu", ["stream", "--", "runs/a b; rm -rf x"])
     assert argv[:3] == ["ssh", "-F", "/my cfg"] and "BatchMode=yes" in argv
-    assert argv[-2:] == ["gpu", "~/venv/bin/tuitrain stream 'runs/a b; rm -rf x'"]
+    assert argv[-2:] == ["gpu", "~/venv/bin/tuitrain stream -- 'runs/a b; rm -rf x'"]
     with pytest.raises(Exception, match="cannot start with"):
         ssh_argv("-oProxyCommand=x", ["stream", "r"])
 
@@ -112,6 +112,9 @@ async def test_watch_draws_a_remote_run_and_its_keys_steer_it(remote_env, live_r
         await pilot.press("p")
         await until(pilot, lambda: app.run_state.state == "PAUSED", "the pause event through the stream", tries=600)
         assert json.loads((run_dir / "status.json").read_text())["state"] == "paused"
+        await pilot.press("s")
+        await until(pilot, lambda: any("step-" in path for path in backend.checkpoints()),
+                    "the saved checkpoint in the load list", tries=600)
         await pilot.press("q")
     assert proc.poll() is None  # leaving the viewer leaves the run training
     env = remote_env.env

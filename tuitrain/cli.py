@@ -271,7 +271,7 @@ def cmd_runs(argv: list[str]) -> int:
 
     if args.dir is not None and (where := split_remote(args.dir)):
         host, folder = where
-        return run_remote(host, ["runs", *([folder] if folder else [])], args.remote_tuitrain)
+        return run_remote(host, ["runs", *(["--", folder] if folder else [])], args.remote_tuitrain)
 
     from tuitrain.rundir import format_runs, list_runs
 
@@ -319,7 +319,7 @@ def _watch_remote(run_dirs: list[str], remote: str | None) -> int:
     if len(run_dirs) == 1 and where:
         host, path = where
         if not sys.stdout.isatty():  # plain lines: the host's own `watch` into a pipe does it
-            return run_remote(host, ["watch", path], remote)
+            return run_remote(host, ["watch", "--", path], remote)
         import threading
 
         # The dashboard's imports (about a second) while ssh connects and the host's tuitrain starts:
@@ -366,7 +366,7 @@ def cmd_ctl(argv: list[str]) -> int:
 
     if where := split_remote(args.run_dir):  # the host's own ctl: the same answers and exit codes
         host, path = where
-        return run_remote(host, ["ctl", path, args.command, *([args.arg] if args.arg is not None else [])],
+        return run_remote(host, ["ctl", "--", path, args.command, *([args.arg] if args.arg is not None else [])],
                           args.remote_tuitrain)
     require_run_dir(args.run_dir)
     answer = send_command(args.run_dir, args.command, args.arg)

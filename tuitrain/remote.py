@@ -250,8 +250,8 @@ class Link:
     def __init__(self, host: str, path: str, position: dict | None = None, remote: str | None = None,
                  metrics_only: bool = False):
         self.host, self.path, self.remote = host, path, remote
-        args = ["stream", path] + (["--from", json.dumps(position)] if position is not None else [])
-        args += ["--metrics-only"] if metrics_only else []
+        args = ["stream", *(["--from", json.dumps(position)] if position is not None else []),
+                *(["--metrics-only"] if metrics_only else []), "--", path]  # a path may start with '-'
         self.argv = ssh_argv(host, args, remote)
         self.proc: subprocess.Popen | None = None
         self.stderr: collections.deque[str] = collections.deque(maxlen=20)
