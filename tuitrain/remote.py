@@ -455,6 +455,9 @@ class RemoteBackend:
                     reason = str(exc)
                     continue
                 self._link, attempt = link, 0
+                if self._stop.is_set():  # quit() came while this one connected: it closed the one before
+                    link.close()
+                    break
                 self.connects += 1
                 emit([link_record(self.host, "connected")])
                 break
