@@ -13,9 +13,12 @@ Two cases, each a finished run directory in /tmp (deleted afterwards):
 - a metrics.jsonl another program wrote (json.dumps' default separators, ``"type": "step"``, no
   index.jsonl), --foreign-mb MB: read_history in a fresh process (time, records found, peak RSS),
   then `tuitrain watch` in tmux (seconds to the first screen).
+- the same 1 GB run watched from "another machine": `tuitrain watch HOST:RUN_DIR` in tmux, through the
+  system's ssh to an SSH server on localhost (the tests' SshBox: sshd, or asyncssh's server), from
+  launching the command to the first screen. Target: under 3 s.
 
-Usage: python benchmarks/watch_load.py [--steps N (0: skip)] [--gigabytes G (0: skip the large case)]
-       [--foreign-mb M (0: skip the foreign case)]
+Usage: python benchmarks/watch_load.py [--steps N (0: skip)] [--gigabytes G (0: skip the large cases)]
+       [--foreign-mb M (0: skip the foreign case)] [--remote-only]
 """
 
 from __future__ import annotations
@@ -209,15 +212,17 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def watch_in_tmux(run_dir: Path) -> tuple[float, float]:
-    """The real `tuitrain watch RUN_DIR` in tmux: seconds to the first screen, and peak RSS (MB)."""
+def watch_in_tmux(run_dir: Path | str, env: str = "") -> tuple[float, float]:
+    """The real `tuitrain watch RUN_DIR` in tmux: seconds to the first screen, and peak RSS (MB).
+    ``env``: assignments for the command's shell (``TUITRAIN_SSH='ssh -F ...'``)."""
     session = f"tuitrain-watch-{os.getpid()}"
-    cmd = f"PYTHONPATH={ROOT} exec {sys.executable} -m tuitrain watch {run_dir}"
+    tmux = ["tmux", "-L", session]  # a server of its own: another one's window-size settings cannot shrink it
+    cmd = f"{env} PYTHONPATH={ROOT} exec {sys.executable} -m tuitrain watch {run_dir}"
     start = time.perf_counter()
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "48", cmd], check=True)
+    subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "160", "-y", "48", cmd], check=True)
     try:
         while time.perf_counter() - start < 60:
-            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
+            screen = subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True,
                                     text=True).stdout
             # The end state is set by the last replayed record; the curves are drawn with it.
             if "DONE" in screen and re.search("└─*┬", screen):
@@ -225,16 +230,16 @@ def watch_in_tmux(run_dir: Path) -> tuple[float, float]:
                 break
             time.sleep(0.01)
         else:
-            raise RuntimeError("watch showed no first screen in 60 s")
-        pid = int(subprocess.run(["tmux", "list-panes", "-t", session, "-F", "#{pane_pid}"], capture_output=True,
+            raise RuntimeError(f"watch showed no first screen in 60 s; the screen:\n{screen}")
+        pid = int(subprocess.run([*tmux, "list-panes", "-t", session, "-F", "#{pane_pid}"], capture_output=True,
                                  text=True).stdout.split()[0])
         time.sleep(1.0)  # let it settle (follower, timers), then read its peak memory
         rss = peak_rss_mb(pid)
-        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+        subprocess.run([*tmux, "send-keys", "-t", session, "q"], check=True)
         return elapsed, rss
     finally:
         time.sleep(0.3)
-        subprocess.run(["tmux", "kill-session", "-t", session], stderr=subprocess.DEVNULL)
+        subprocess.run([*tmux, "kill-server"], stderr=subprocess.DEVNULL)
 
 
 def small_case(steps: int) -> None:
@@ -277,19 +282,47 @@ def large_case(gigabytes: float) -> None:
                   f"started, viewer peak RSS {rss:.0f} MB (targets: < 1.5 s, < 300 MB)")
 
 
+def remote_case(gigabytes: float) -> None:
+    """`tuitrain watch HOST:RUN_DIR` on a large run, through ssh to an SSH server on localhost."""
+    import shlex
+
+    from tests.helpers import SshBox
+
+    if not shutil.which("tmux") or not shutil.which("ssh"):
+        print("tuitrain watch HOST:RUN_DIR: skipped (needs tmux and ssh)")
+        return
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        run_dir = Path(tmp) / "run"
+        size, steps = write_large_run(run_dir, int(gigabytes * 1e9))
+        print(f"\nrun: metrics.jsonl {size / 1e9:.2f} GB, {steps:,} step records x 20 metrics")
+        box = SshBox(Path(tmp) / "ssh")
+        try:
+            env = f"TUITRAIN_SSH={shlex.quote(box.env['TUITRAIN_SSH'])} PATH={shlex.quote(box.env['PATH'])}"
+            for label in ("first", "second"):
+                elapsed, rss = watch_in_tmux(f"{box.host}:{run_dir}", env)
+                print(f"tuitrain watch {box.host}:RUN_DIR (ssh to localhost, tmux 160x48, {label} launch): first "
+                      f"screen {elapsed:.2f} s after the command started, viewer peak RSS {rss:.0f} MB (target: < 3 s)")
+        finally:
+            box.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=50_000)
     parser.add_argument("--gigabytes", type=float, default=1.0, help="size of the large case (0: skip it)")
     parser.add_argument("--foreign-mb", type=float, default=200.0,
                         help="size of the case written by another program (0: skip it)")
+    parser.add_argument("--remote-only", action="store_true", help="only the case through ssh")
     opts = parser.parse_args()
-    if opts.steps > 0:
-        small_case(opts.steps)
+    if not opts.remote_only:
+        if opts.steps > 0:
+            small_case(opts.steps)
+        if opts.gigabytes > 0:
+            large_case(opts.gigabytes)
+        if opts.foreign_mb > 0:
+            foreign_case(opts.foreign_mb)
     if opts.gigabytes > 0:
-        large_case(opts.gigabytes)
-    if opts.foreign_mb > 0:
-        foreign_case(opts.foreign_mb)
+        remote_case(opts.gigabytes)
 
 
 if __name__ == "__main__":

@@ -138,3 +138,16 @@ def small_config(tmp_path):
         return TrainConfig(**base)
 
     return make
+
+
+@pytest.fixture
+def ssh_box(tmp_path):
+    """A real SSH server on a loopback port (tests/helpers.py SshBox), ended after the test."""
+    from tests.helpers import SshBox
+
+    box = SshBox(tmp_path / "ssh")
+    try:
+        yield box
+    finally:
+        box.close()
+

@@ -53,3 +53,137 @@ def record_run(run_dir: Path | str, records: list[dict], state: str) -> RunLog:
         log.write(record)
     log.write_status({"state": state, "pid": os.getpid(), "host": socket.gethostname()})
     return log
+
+
+def serve_ssh(folder: str) -> None:
+    """An SSH server on a loopback port for the remote tests (asyncssh; run in its own process).
+
+    ``folder`` holds host_key and authorized_keys; the port is written to ``folder/port``. Each
+    command runs through the shell in ``folder/home``, with this process's environment (the tests'
+    venv first on PATH), its stdin, stdout and stderr relayed and its exit code returned, as sshd does.
+    A closed connection closes the command's stdin.
+    """
+    import asyncio
+
+    import asyncssh
+
+    base = Path(folder)
+
+    async def relay_out(source, sink) -> None:
+        while data := await source.read(65536):
+            try:
+                sink.write(data)
+            except Exception:  # the client is gone: keep draining so the command is never blocked
+                pass
+
+    async def handle(process) -> None:
+        proc = await asyncio.create_subprocess_shell(
+            process.command or "true", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, cwd=base / "home", start_new_session=True)
+
+        async def feed() -> None:
+            try:
+                while data := await process.stdin.read(65536):
+                    proc.stdin.write(data)
+                    await proc.stdin.drain()
+            except Exception:
+                pass
+            finally:
+                proc.stdin.close()
+
+        feeder = asyncio.ensure_future(feed())
+        await asyncio.gather(relay_out(proc.stdout, process.stdout), relay_out(proc.stderr, process.stderr))
+        code = await proc.wait()
+        feeder.cancel()
+        try:
+            process.exit(code)
+        except Exception:
+            pass
+
+    async def main() -> None:
+        server = await asyncssh.create_server(
+            asyncssh.SSHServer, "127.0.0.1", 0, server_host_keys=[str(base / "host_key")],
+            authorized_client_keys=str(base / "authorized_keys"), process_factory=handle, encoding=None)
+        port = server.sockets[0].getsockname()[1]
+        (base / "port.tmp").write_text(str(port))
+        os.replace(base / "port.tmp", base / "port")
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+class SshBox:
+    """A real SSH server on a loopback port for the remote tests, reached as host ``testbox`` by the
+    system's ssh through ``env``'s TUITRAIN_SSH (``ssh -F FOLDER/config``). Its keys, known_hosts and
+    config live in ``folder``; the user's ~/.ssh is never read or written. OpenSSH's sshd where it is
+    installed, else asyncssh's server (:func:`serve_ssh`). :meth:`close` ends it."""
+
+    host = "testbox"
+
+    def __init__(self, folder: Path):
+        import shutil
+        import subprocess
+        import sys
+
+        self.folder = folder
+        self.home = folder / "home"
+        """Where commands run (asyncssh's server; sshd runs them in the user's home: use absolute paths)."""
+        self.home.mkdir(parents=True)
+        for name in ("host_key", "client_key"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(folder / name)],
+                           check=True)
+        os.chmod(folder / "client_key", 0o600)
+        (folder / "authorized_keys").write_text((folder / "client_key.pub").read_text())
+        host_pub = (folder / "host_key.pub").read_text().split()
+        (folder / "known_hosts").write_text(f"{self.host} {host_pub[0]} {host_pub[1]}\n")
+        bin_dir = str(Path(sys.executable).parent)
+        server_env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+        server_env.pop("TUITRAIN_REMOTE", None)
+        sshd = shutil.which("sshd") or (os.path.exists("/usr/sbin/sshd") and "/usr/sbin/sshd")
+        if sshd:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            (folder / "sshd_config").write_text(
+                f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host_key'}\n"
+                f"AuthorizedKeysFile {folder / 'authorized_keys'}\nPidFile {folder / 'sshd.pid'}\nStrictModes no\n"
+                f"PasswordAuthentication no\nKbdInteractiveAuthentication no\nSetEnv PATH={server_env['PATH']}\n")
+            self.server = subprocess.Popen([sshd, "-D", "-e", "-f", str(folder / "sshd_config")], env=server_env,
+                                           stderr=open(folder / "server.log", "wb"))
+        else:
+            code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from tests.helpers import serve_ssh; serve_ssh({str(folder)!r})"
+            self.server = subprocess.Popen([sys.executable, "-c", code], env=server_env,
+                                           stderr=open(folder / "server.log", "wb"))
+            wait(lambda: (folder / "port").exists() or self.server.poll() is not None, "the SSH server's port", 30)
+            port = int((folder / "port").read_text())
+        wait(lambda: _accepts(port), "the SSH server to listen", 30)
+        (folder / "config").write_text(
+            f"Host {self.host}\n  HostName 127.0.0.1\n  Port {port}\n  User {_user()}\n"
+            f"  IdentityFile {folder / 'client_key'}\n  IdentitiesOnly yes\n  IdentityAgent none\n"
+            f"  UserKnownHostsFile {folder / 'known_hosts'}\n  GlobalKnownHostsFile /dev/null\n"
+            f"  HostKeyAlias {self.host}\n  StrictHostKeyChecking yes\n  PasswordAuthentication no\n  LogLevel ERROR\n")
+        self.env = {**server_env, "TUITRAIN_SSH": f"ssh -F {folder / 'config'}"}
+        """The environment of a client-side tuitrain: the system's ssh with this config."""
+
+    def close(self) -> None:
+        """End the server (and the commands it still runs end with their connections)."""
+        self.server.terminate()
+        try:
+            self.server.wait(10)
+        except Exception:
+            self.server.kill()
+            self.server.wait()
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _user() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name

@@ -143,7 +143,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 ENGINE_SIDE = ["engine", "steering", "task", "schedule", "monitor", "trainstate", "device", "evaluation", "window",
                "models", "data", "checkpoints", "config", "records", "session", "progress", "system"]
 RUNDIR = sorted(name for name in MODULES if name.startswith("tuitrain.rundir"))
-NO_TORCH = ["tuitrain.app", "tuitrain.backends", "tuitrain.compare_app", "tuitrain.control", "tuitrain.cli",
+NO_TORCH = ["tuitrain.app", "tuitrain.backends", "tuitrain.compare_app", "tuitrain.control", "tuitrain.cli", "tuitrain.remote",
             "tuitrain.runstate", *sorted(name for name in MODULES if name.startswith("tuitrain.widgets"))]
 
 

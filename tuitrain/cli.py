@@ -39,6 +39,9 @@ COMMANDS_HELP = f"""commands:
   tuitrain summary [--model M] [--dataset D]
                                  print the model summary table
   tuitrain runs [DIR]            the runs under DIR (default runs/)
+  HOST:RUN_DIR, HOST:[DIR]       a run (or runs) on another machine, through
+                                 ssh: watch, ctl and runs (--remote-tuitrain)
+  tuitrain stream RUN_DIR        (remote side) a run's records as JSON lines
 
 {key_line()}
 exit codes: 0 done, 1 run failed, 2 bad usage or input, 130 interrupted (last.pt
@@ -249,12 +252,26 @@ def cmd_summary(argv: list[str]) -> int:
     return EXIT_OK
 
 
+REMOTE_HELP = "the tuitrain command on the remote host, e.g. ~/venv/bin/tuitrain [$TUITRAIN_REMOTE or tuitrain]"
+
+
+def _add_remote(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--remote-tuitrain", default=None, metavar="PATH", help=REMOTE_HELP)
+
+
 def cmd_runs(argv: list[str]) -> int:
-    """``tuitrain runs [DIR]``: a table of runs."""
-    p = _Parser(prog="tuitrain runs", description="List the runs under DIR.")
+    """``tuitrain runs [DIR]``: a table of runs (``HOST:[DIR]``: on another machine, through ssh)."""
+    p = _Parser(prog="tuitrain runs", description="List the runs under DIR (HOST:DIR: on HOST, through ssh).")
     p.add_argument("dir", nargs="?", default=None, metavar="DIR", help="[runs]")
+    _add_remote(p)
     args = p.parse_args(argv)
     from pathlib import Path
+
+    from tuitrain.remote import run_remote, split_remote
+
+    if args.dir is not None and (where := split_remote(args.dir)):
+        host, folder = where
+        return run_remote(host, ["runs", *(["--", folder] if folder else [])], args.remote_tuitrain)
 
     from tuitrain.rundir import format_runs, list_runs
 
@@ -272,9 +289,13 @@ def cmd_watch(argv: list[str]) -> int:
     p = _Parser(prog="tuitrain watch", description="Watch (and, while it lives, control) a run; given several "
                 "runs or a folder of runs (a sweep), compare their curves.")
     p.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
+    _add_remote(p)
     args = p.parse_args(argv)
+    from tuitrain.remote import split_remote
     from tuitrain.rundir import is_run_dir
 
+    if any(split_remote(path) for path in args.run_dirs):
+        return _watch_remote(args.run_dirs, args.remote_tuitrain)
     if not sys.stdout.isatty():  # into a file or a pipe: plain lines, never a full-screen UI
         return _watch_plain(args.run_dirs)
     if len(args.run_dirs) > 1 or not is_run_dir(args.run_dirs[0]):
@@ -288,6 +309,34 @@ def cmd_watch(argv: list[str]) -> int:
 
     TuiTrainApp(backend, watch_mode=True).run()
     return EXIT_OK
+
+
+def _watch_remote(run_dirs: list[str], remote: str | None) -> int:
+    """``tuitrain watch HOST:RUN_DIR`` (through ssh), or a comparison naming at least one remote run."""
+    from tuitrain.remote import RemoteBackend, run_remote, split_remote
+
+    where = split_remote(run_dirs[0])
+    if len(run_dirs) == 1 and where:
+        host, path = where
+        if not sys.stdout.isatty():  # plain lines: the host's own `watch` into a pipe does it
+            return run_remote(host, ["watch", "--", path], remote)
+        import threading
+
+        # The dashboard's imports (about a second) while ssh connects and the host's tuitrain starts:
+        # the connecting thread waits on a pipe, so both go on at once.
+        loading = threading.Thread(target=__import__, args=("tuitrain.app",), daemon=True)
+        loading.start()
+        backend = RemoteBackend(host, path, remote)
+        loading.join()
+        from tuitrain.app import TuiTrainApp
+
+        TuiTrainApp(backend, watch_mode=True).run()
+        return EXIT_OK
+    if not sys.stdout.isatty():
+        raise UsageError("comparing runs on other machines needs a terminal (watch one HOST:RUN_DIR into a file)")
+    from tuitrain.compare_app import run_compare
+
+    return run_compare(run_dirs, remote)
 
 
 def _watch_plain(run_dirs: list[str]) -> int:
@@ -311,7 +360,14 @@ def cmd_ctl(argv: list[str]) -> int:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("command", metavar="COMMAND", help=", ".join(COMMANDS))
     p.add_argument("arg", nargs="?", default=None, metavar="ARG")
+    _add_remote(p)
     args = p.parse_args(argv)
+    from tuitrain.remote import run_remote, split_remote
+
+    if where := split_remote(args.run_dir):  # the host's own ctl: the same answers and exit codes
+        host, path = where
+        return run_remote(host, ["ctl", "--", path, args.command, *([args.arg] if args.arg is not None else [])],
+                          args.remote_tuitrain)
     require_run_dir(args.run_dir)
     answer = send_command(args.run_dir, args.command, args.arg)
     if answer.get("bad_input"):
@@ -325,4 +381,19 @@ def cmd_ctl(argv: list[str]) -> int:
     return EXIT_FAILED
 
 
-_SUBCOMMANDS = {"summary": cmd_summary, "runs": cmd_runs, "watch": cmd_watch, "ctl": cmd_ctl, "sweep": cmd_sweep}
+def cmd_stream(argv: list[str]) -> int:
+    """``tuitrain stream RUN_DIR``: the remote side of ``watch HOST:RUN_DIR`` (tuitrain.remote)."""
+    p = _Parser(prog="tuitrain stream", description="Write a run's history, then its records as it writes them, "
+                "as JSON lines on stdout; relay commands read on stdin (one JSON line each) to its control "
+                "socket. Run by `tuitrain watch HOST:RUN_DIR` through ssh.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--from", dest="position", default=None, metavar="POSITION",
+                   help="go on after this position (JSON: byte offsets by file) instead of sending the history")
+    p.add_argument("--metrics-only", action="store_true", help="only metrics.jsonl's records (a comparison)")
+    args = p.parse_args(argv)
+    from tuitrain.remote import stream
+
+    return stream(args.run_dir, args.position, args.metrics_only)
+
+
+_SUBCOMMANDS = {"stream": cmd_stream, "summary": cmd_summary, "runs": cmd_runs, "watch": cmd_watch, "ctl": cmd_ctl, "sweep": cmd_sweep}

@@ -20,6 +20,7 @@ from textual.widgets import DataTable, Footer
 
 from tuitrain import fmt
 from tuitrain.keys import COMPARE_KEYS, help_lines
+from tuitrain.remote import RemoteRun, split_remote
 from tuitrain.rundir import CONFIG, METRICS, Follow, expand_runs, read_json, run_state
 from tuitrain.widgets.compare_curves import AXES, CompareCurves, swatch
 from tuitrain.widgets.help import COMPARE_NOTES, HelpScreen
@@ -105,10 +106,10 @@ class CompareApp(App[str]):
     DataTable { height: auto; max-height: 60%; border: round $primary; }
     """
 
-    def __init__(self, runs: list[Path], selected: str | None = None) -> None:
+    def __init__(self, runs: list[Path | RemoteRun], selected: str | None = None) -> None:
         super().__init__()
         self.runs = runs
-        self.configs = [read_json(p / CONFIG) or {} for p in runs]
+        self.configs = [p.config if isinstance(p, RemoteRun) else read_json(p / CONFIG) or {} for p in runs]
         self.labels = legend_labels(self.configs, [p.name for p in runs])
         self.params = varied_params(self.configs)
         monitor = str(self.configs[0].get("monitor") or "val_acc") if self.configs else "val_acc"
@@ -158,7 +159,9 @@ class CompareApp(App[str]):
             cells = [f"{swatch(row.index)}{star}"]
             cells += [fmt.param(k, self.configs[row.index].get(k, "-")) for k in self.params]
             cells += [fmt.metric(key, row.best.get(key)) for key in self.metrics]
-            cells += [str(row.epochs), run_state(self.runs[row.index]), self.runs[row.index].name]
+            run = self.runs[row.index]
+            state = run.state() if isinstance(run, RemoteRun) else run_state(run)
+            cells += [str(row.epochs), state, str(run) if isinstance(run, RemoteRun) else run.name]
             table.add_row(*cells, key=str(row.index))
         for i, row in enumerate(ordered):
             if str(self.runs[row.index]) == current:
@@ -168,14 +171,20 @@ class CompareApp(App[str]):
     def follow(self) -> None:
         """Read each run's history, then poll for new records until the app leaves (rundir.Follow:
         a record that does not fit is skipped)."""
-        follows = [Follow(run, files=(METRICS,)) for run in self.runs]
-        for i, follow in enumerate(follows):
-            self.post_message(RunRecords(i, follow.history()))
-        while not self._stop.wait(POLL_S):
+        follows = [_Local(run) if isinstance(run, Path) else run for run in self.runs]
+        for follow in follows:
+            follow.start()
+        try:
             for i, follow in enumerate(follows):
-                records = [read.record for read in follow.poll()]
-                if records:
-                    self.post_message(RunRecords(i, records))
+                self.post_message(RunRecords(i, follow.history()))
+            while not self._stop.wait(POLL_S):
+                for i, follow in enumerate(follows):
+                    records = follow.poll()
+                    if records:
+                        self.post_message(RunRecords(i, records))
+        finally:
+            for follow in follows:
+                follow.stop()
 
     @on(RunRecords)
     def take(self, message: RunRecords) -> None:
@@ -203,7 +212,7 @@ class CompareApp(App[str]):
         if self.query_one(DataTable).row_count:
             self.exit(str(self._cursor_run()))
 
-    def _cursor_run(self) -> Path:
+    def _cursor_run(self) -> Path | RemoteRun:
         """The run on the table's cursor row (rows are keyed by the run's index)."""
         table = self.query_one(DataTable)
         return self.runs[int(str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value))]
@@ -215,9 +224,34 @@ class CompareApp(App[str]):
         self._stop.set()
 
 
-def run_compare(paths: list[str]) -> int:
-    """The comparison; Enter opens a run in the watch view and q there comes back; q here leaves."""
-    runs = expand_runs(paths)
+class _Local:
+    """A local run followed as a RemoteRun is (metrics.jsonl only; rundir.Follow skips what does not fit)."""
+
+    def __init__(self, run: Path):
+        self.follow = Follow(run, files=(METRICS,))
+
+    def start(self) -> None:
+        pass
+
+    def history(self) -> list[dict]:
+        return self.follow.history()
+
+    def poll(self) -> list[dict]:
+        return [read.record for read in self.follow.poll()]
+
+    def stop(self) -> None:
+        pass
+
+
+def run_compare(paths: list[str], remote: str | None = None) -> int:
+    """The comparison; Enter opens a run in the watch view and q there comes back; q here leaves.
+
+    ``HOST:RUN_DIR`` arguments are runs on other machines (tuitrain.remote; each a run directory,
+    not a folder of runs); ``remote`` is the tuitrain command there."""
+    runs: list[Path | RemoteRun] = []
+    for path in paths:
+        where = split_remote(path)
+        runs += [RemoteRun(*where, remote)] if where else list(expand_runs([path]))
     selected = None
     while True:
         selected = CompareApp(runs, selected).run()
@@ -225,5 +259,9 @@ def run_compare(paths: list[str]) -> int:
             return 0
         from tuitrain.app import TuiTrainApp
         from tuitrain.backends import WatchBackend
+        from tuitrain.remote import RemoteBackend
 
-        TuiTrainApp(WatchBackend(selected), watch_mode=True).run()
+        chosen = next((run for run in runs if str(run) == selected), None)
+        backend = (RemoteBackend(chosen.host, chosen.path, chosen.remote) if isinstance(chosen, RemoteRun)
+                   else WatchBackend(selected))
+        TuiTrainApp(backend, watch_mode=True).run()

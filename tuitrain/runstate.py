@@ -49,6 +49,8 @@ class RunState:
         self.checkpoints: dict[str, CheckpointInfo] = {}
         """What each saved checkpoint holds, by file name (one entry per file: bounded)."""
         self._last_epoch: dict = {}
+        self.host = ""
+        """The machine the run is on, when it is followed through ssh (tuitrain.remote's link records)."""
 
     @property
     def state(self) -> str:
@@ -79,6 +81,17 @@ class RunState:
             done, total = record.get("done"), record.get("total")
             if type(done) is int and type(total) is int and 0 <= done <= total:
                 self.note = f"{LOADING_NOTE} {fmt.count(done // 1_000_000)} of {fmt.count(total // 1_000_000)} MB"
+        elif kind == "link":
+            self._apply_link(record)
+
+    def _apply_link(self, record: dict) -> None:
+        """The connection to a remote run (made by the backend, never read from a run): reconnecting
+        is said in the note until it is back."""
+        self.host = str(record.get("host", ""))
+        if record.get("state") == "reconnecting":
+            self.note = f"reconnecting to {self.host}: {record.get('reason', '')}".rstrip(": ")
+        elif self.note.startswith("reconnecting"):
+            self.note = ""
 
     def _apply_event(self, record: dict) -> None:
         event, ok = record["event"], record.get("ok", True)

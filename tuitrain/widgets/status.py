@@ -57,7 +57,8 @@ def second_line(run: RunState, run_dir: str, width: int) -> Content:
 
     if width <= 0 or line().cell_length <= width:
         return line()
-    parts["run"] = f"run {Path(run_dir).name or run_dir}"
+    name = Path(run_dir).name or run_dir
+    parts["run"] = f"run {run.host}:{name}" if run.host and run_dir.startswith(f"{run.host}:") else f"run {name}"
     for key in drop:
         if line().cell_length <= width:
             return line()
