@@ -80,6 +80,9 @@ class RunState:
             # Epochs count from 1 (step records carry the current one); start_epoch counts those done.
             self.lr, self.epoch = record.get("lr"), min(record.get("start_epoch", 0) + 1, self.epochs)
             self.status, self.note = "running", ""  # also after an end: a run resumed in its own folder
+        elif event == "nonfinite" and record.get("action") == "paused":
+            # Not ok (training diverged) yet the run is paused: p must resume it.
+            self.paused, self.status, self.note = True, "paused", DIVERGED_NOTE
         elif not ok:
             return  # a refused command changed nothing
         elif event == "pause":
@@ -92,8 +95,6 @@ class RunState:
             self.lr = record["new"]
         elif event == "device":
             self.device = record["new"]
-        elif event == "nonfinite" and record.get("action") == "paused":
-            self.paused, self.status, self.note = True, "paused", DIVERGED_NOTE
         elif event == "end":
             best = record.get("best_val_acc")
             status = record.get("status")

@@ -123,6 +123,8 @@ class Session:
         elif kind == "event" and record.get("ok", True) and record["event"] in ("pause", "resume", "device"):
             state: RunStatus = {"pause": "paused", "resume": "running"}.get(record["event"], self._state)  # type: ignore[assignment]
             self._write_status(state)
+        elif kind == "event" and record["event"] == "nonfinite" and record.get("action") == "paused":
+            self._write_status("paused")  # the divergence guard paused it (an event that is not ok)
         if self.on_record:
             try:
                 self.on_record(record)
