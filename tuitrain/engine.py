@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from tuitrain import checkpoints, data, distributed, evaluation, models, records, schedule, steering
-from tuitrain.commands import Command
+from tuitrain.commands import Command, Stop
 from tuitrain.config import TrainConfig, check_lr
 from tuitrain.device import autocast, resolve_device
 from tuitrain.errors import CheckpointError, UsageError, first_line
@@ -113,6 +113,8 @@ class Engine:
         self.error: BaseException | None = None
         self.nonfinite_message = ""
         self._hist_due = False
+        self._hist_next = 0
+        """The parameter the next histogram step starts at (evaluation.HIST_PARAMS_PER_STEP a step)."""
         self._epoch_started = 0.0
         self._paused_seconds = 0.0
         self._grad_norm: torch.Tensor | None = None
@@ -343,10 +345,12 @@ class Engine:
             # on the device; the fused optimizer skips its update when it is set; others get zeroed
             # gradients. Non-finite values never reach the weights; the flag is read with the next record.
             self.found_inf.zero_()
-            torch._amp_foreach_non_finite_check_and_unscale_(grads, self.found_inf, self._one)
+            # Complex gradients are checked and zeroed as their real and imaginary parts (views).
+            real = [torch.view_as_real(g) if g.is_complex() else g for g in grads]
+            torch._amp_foreach_non_finite_check_and_unscale_(real, self.found_inf, self._one)
             if not self.fused:
                 keep = 1 - self.found_inf
-                for g in grads:
+                for g in real:
                     g.nan_to_num_(0.0, 0.0, 0.0).mul_(keep)
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip, foreach=True)
@@ -447,9 +451,13 @@ class Engine:
 
     def _report_histograms(self) -> None:
         """Per-parameter weight and gradient histograms (one transfer; see evaluation.histograms)."""
-        layers = evaluation.histograms(self.model)
+        layers, self._hist_next = evaluation.histograms(self.model, self._hist_next, stop=self._stop_waiting)
         if layers:
             self.report(dict(records.hist_record(self.state.step, self.state.epoch + 1, layers)))
+
+    def _stop_waiting(self) -> bool:
+        """Whether a stop is requested or waits in the command queue (asked between slow pieces of work)."""
+        return bool(self.stop_reason) or any(isinstance(c, Stop) for c in list(self.commands.queue))
 
     def _report_samples(self, wrong: list[tuple[int, int, int, float]]) -> None:
         """The most confidently wrong validation images of the epoch (image data only)."""

@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 
 from tuitrain.errors import UsageError
-from tuitrain.rundir.layout import LOCK, METRICS
+from tuitrain.rundir.files import remove_stale_temps
+from tuitrain.rundir.layout import CHECKPOINTS, LOCK, METRICS
 from tuitrain.rundir.status import read_status, run_state
 
 
@@ -49,6 +50,8 @@ class RunLock:
         except OSError:  # a full disk: the lock holds all the same
             pass
         self._fd = fd
+        for folder in (path, path / CHECKPOINTS):  # what writers killed mid-write left; none is writing now
+            remove_stale_temps(folder)
 
     def release(self) -> None:
         """Let go (closing the descriptor releases the flock); nothing when not held."""
