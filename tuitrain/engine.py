@@ -234,6 +234,8 @@ class Engine:
                          samples=self.data.n_train, batch_size=cfg.batch_size, monitor=self.monitor, mode=self.mode,
                          classification=self.task.classification, metrics=list(self.task.metrics),
                          classes=self.task.classes)
+        if cfg.resume and self._is_main:
+            self._settle_best()
         try:
             while st.epoch < cfg.epochs and not self.stop_reason:
                 self.train_epoch()
@@ -574,6 +576,31 @@ class Engine:
             self.emit_event("save", ok=False, reason=f"saving {name} failed: {exc}", auto=True)
         else:
             self.emit_event("save", ok=True, path=str(path), auto=True)
+
+    def _settle_best(self) -> None:
+        """After ``--resume``: the best epoch the checkpoint names must be this run's best.pt. A kill
+        during the best.pt save leaves last.pt naming that epoch and no best.pt (or an older one),
+        and only a later, better epoch would write it again. When the state just loaded is that
+        epoch's end, best.pt is written from it; otherwise the claim is dropped, said in an event,
+        and the next epoch becomes the best so far."""
+        st = self.state
+        if not st.best_epoch:
+            return
+        path = self.checkpoint_dir / "best.pt"
+        try:
+            found = checkpoints.load_checkpoint(path, max_bytes=checkpoints.size_bound(self.model)).get("epoch")
+        except CheckpointError:
+            found = None
+        if found == st.best_epoch:
+            return
+        if st.epoch == st.best_epoch and st.batch == 0:
+            self._save_quietly("best.pt")
+            return
+        what = "is missing or unreadable" if found is None else f"holds epoch {found}"
+        self.emit_event("save", ok=False, auto=True,
+                        reason=f"best.pt of epoch {st.best_epoch} {what} (a kill during its save?) and cannot be "
+                               f"written from this checkpoint; the best so far starts again with the next epoch")
+        st.best, st.best_val_acc, st.best_epoch, st.stale_epochs = None, None, 0, 0
 
     def load(self, path: str | Path, resume: bool = False) -> int:
         """Load a checkpoint into this run and return its step: check it, back up the live state,
