@@ -45,3 +45,29 @@ async def test_real_engine_keys(small_config):
     assert session.result.status == "stopped"
     last = torch.load(engine.checkpoint_dir / "last.pt", weights_only=True)
     assert last["step"] == session.result.step > frozen
+
+
+async def test_a_divergence_pause_shows_paused_and_p_resumes(small_config):
+    """`r 1e308` makes the loss non-finite; the guard pauses the run (a nonfinite event that is not
+    ok): the status line and status.json must say paused, and p must resume (it sent pause before)."""
+    from tuitrain.rundir import run_state
+
+    session = Session(small_config(epochs=200, limit=2000, on_nonfinite="pause"))
+    session.prepare()
+    session.open_run_dir()
+    engine = session.engine
+    app = TuiTrainApp(LiveBackend(session))
+    async with app.run_test(size=(120, 40)) as pilot:
+        status = app.query_one(StatusLine)
+        await until(pilot, lambda: engine.state.step >= 5, "training to start")
+        await pilot.press("r")
+        app.screen.query_one("Input").value = "1e308"
+        await pilot.press("enter")
+        await until(pilot, lambda: engine.paused, "the divergence guard to pause the run")
+        await until(pilot, lambda: status.state == "PAUSED", "the status line to say PAUSED")
+        assert run_state(session.config.run_dir) == "paused"  # what status.json and `runs` say
+        paused_at = engine.state.step
+        await pilot.press("p")
+        await until(pilot, lambda: engine.state.step > paused_at, "p to resume training")
+        await pilot.press("q")
+        await until(pilot, lambda: not app.is_running, "the app to exit")

@@ -120,3 +120,32 @@ def test_save_without_a_suffix_gets_pt_and_a_missing_value_names_its_own_example
         with pytest.raises(UsageError) as refused:
             build_command(name, None, 4)
         assert str(refused.value) == f"{name} needs a value, e.g. {example}"
+
+
+# ----------------------------------------------------------------- save names that fit the file system
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(stem=st.text(st.sampled_from("ab-_9é€"), min_size=1, max_size=254))
+@example(stem="a" * 237)  # 240 bytes: passed validation, then "File name too long"
+@example(stem="a" * 252)  # 255 bytes
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+def test_a_save_name_that_passes_validation_can_be_saved(tmp_path, monkeypatch, stem):
+    """Either the name is refused up front, or the checkpoint, its sidecar and their temp files
+    (named with the largest pid) all fit: never a name that passes and then always fails."""
+    import torch
+
+    from tuitrain import checkpoints
+    from tuitrain.control import save_name_problem
+
+    name = stem + ".pt"
+    if save_name_problem(name):
+        assert len(name.encode()) > 232
+        return
+    monkeypatch.setattr(os, "getpid", lambda: 4294967295)  # the temp files' names carry the pid
+    checkpoints.save_checkpoint(tmp_path / name, {"model": {"w": torch.ones(1)}})
+    assert (tmp_path / name).is_file() and (tmp_path / (name + ".sha256")).is_file()
+    (tmp_path / name).unlink()
+    (tmp_path / (name + ".sha256")).unlink()

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import EngineRun
 from tests.helpers import ROOT
@@ -391,3 +393,115 @@ def test_a_load_on_the_gpu_passes_the_checks(small_config, tmp_path):
     assert run.wait_event("load", cmd_id=3)["ok"] is False
     run.send(Stop(id=4))
     assert run.join().status == "stopped"
+
+
+# ----------------------------------------------------------------- crafted values
+# Values no run's own optimizer could produce: each used to pass the checks and then end the live
+# run at its next step (or, maximize=True, quietly turn it into ascent).
+NONFINITE = st.sampled_from([float("nan"), float("inf"), float("-inf")])
+NEGATIVE = st.floats(max_value=-1e-30, min_value=-1e30)
+FLAG_NAMES = ["maximize", "amsgrad", "foreach", "fused", "capturable", "differentiable"]
+CRAFTED = st.one_of(
+    st.tuples(st.just("weight"), NONFINITE | st.floats(min_value=2e19, max_value=3.4e38)
+              | st.floats(min_value=-3.4e38, max_value=-2e19)),
+    st.tuples(st.just("exp_avg_sq"), NEGATIVE | NONFINITE),
+    st.tuples(st.just("exp_avg"), NONFINITE),
+    st.tuples(st.just("eps"), NEGATIVE | NONFINITE),
+    st.tuples(st.just("beta1"), st.floats(min_value=1.0, max_value=1e6) | NEGATIVE),
+    st.tuples(st.just("beta2"), st.floats(min_value=1.0, max_value=1e6) | NEGATIVE),
+    st.tuples(st.just("weight_decay"), NEGATIVE),
+    st.tuples(st.just("lr"), NEGATIVE | NONFINITE),
+    st.tuples(st.just("flag"), st.sampled_from(FLAG_NAMES)),
+)
+
+
+def _craft(ckpt: dict, what: str, value, where: int) -> dict:
+    opt = ckpt["optimizer"]
+    group = opt["param_groups"][0]
+    if what == "weight":
+        flat = ckpt["model"]["fc1.weight"].view(-1)
+        flat[where % flat.numel()] = value
+    elif what in ("exp_avg_sq", "exp_avg"):
+        entry = opt["state"][where % len(opt["state"])]
+        flat = entry[what].view(-1)
+        flat[where % flat.numel()] = value
+    elif what in ("beta1", "beta2"):
+        betas = list(group["betas"])
+        betas[int(what[-1]) - 1] = value
+        group["betas"] = tuple(betas)
+    elif what == "flag":
+        group[value] = True if group[value] is None else not group[value]
+    else:
+        group[what] = value
+    return ckpt
+
+
+@given(crafted=CRAFTED, where=st.integers(0, 10_000))
+@example(crafted=("weight", float("nan")), where=0)
+@example(crafted=("weight", 3e38), where=0)
+@example(crafted=("exp_avg_sq", -1.0), where=0)
+@example(crafted=("exp_avg", float("nan")), where=0)
+@example(crafted=("beta2", 3.0), where=0)
+@example(crafted=("eps", -1.0), where=0)
+@example(crafted=("flag", "maximize"), where=0)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+def test_crafted_values_are_refused_in_one_line(trained, crafted, where):
+    path, engine = trained
+    what, value = crafted
+    ckpt = _craft(_fresh(path), what, value, where)
+    with pytest.raises(CheckpointError) as info:
+        checkpoints.check_payload(path, ckpt, engine.model, engine.optimizer)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+VALID = st.one_of(
+    st.tuples(st.just("weight"), st.floats(min_value=-1e18, max_value=1e18)),
+    st.tuples(st.just("exp_avg_sq"), st.floats(min_value=0, max_value=1e30)),
+    st.tuples(st.just("exp_avg"), st.floats(min_value=-1e30, max_value=1e30)),
+    st.tuples(st.just("eps"), st.floats(min_value=0, max_value=1)),
+    st.tuples(st.just("beta1"), st.floats(min_value=0, max_value=0.999999)),
+    st.tuples(st.just("beta2"), st.floats(min_value=0, max_value=0.999999)),
+    st.tuples(st.just("weight_decay"), st.floats(min_value=0, max_value=10)),
+    st.tuples(st.just("lr"), st.floats(min_value=0, max_value=10)),
+)
+
+
+@given(valid=VALID, where=st.integers(0, 10_000))
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+def test_values_the_optimizer_could_produce_are_accepted(trained, valid, where):
+    path, engine = trained
+    what, value = valid
+    checkpoints.check_payload(path, _craft(_fresh(path), what, value, where), engine.model, engine.optimizer)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("crafted", [("weight", float("nan")), ("weight", 3e38), ("exp_avg_sq", -1.0),
+                                     ("beta2", 3.0), ("eps", -1.0), ("flag", "maximize")])
+def test_a_crafted_load_is_refused_and_the_live_run_goes_on_unchanged(trained, small_config, tmp_path, crafted):
+    bad = _save(tmp_path, _craft(_fresh(trained[0]), *crafted, 0))
+    run = EngineRun(small_config(epochs=200, limit=200, run_dir=str(tmp_path / "live"))).start()
+    run.wait_for(lambda r: r.get("type") == "step")
+    run.send(Load(str(bad), id=7))
+    answer = run.wait_event("load", cmd_id=7)
+    assert answer["ok"] is False and "\n" not in answer["reason"], answer  # before: ok, then the run failed
+    n = len(run.steps())
+    run.wait_for(lambda r: r.get("type") == "step" and r["step"] > run.steps()[n - 1] + 2)  # still training
+    group = run.engine.optimizer.param_groups[0]
+    assert group["maximize"] is False and group["betas"] == (0.9, 0.999) and group["eps"] == 1e-8
+    run.send(Stop(id=8))
+    assert run.join().status == "stopped"
+
+
+@pytest.mark.slow
+def test_resume_from_a_nan_checkpoint_exits_2_before_any_run_dir(trained, tmp_path):
+    bad = _save(tmp_path, _craft(_fresh(trained[0]), "weight", float("nan"), 0), "nan.pt")
+    run_dir = tmp_path / "r"
+    done = subprocess.run([sys.executable, "-m", "tuitrain", "synthetic", "--headless", "--epochs", "3", "--limit",
+                           "200", "--batch-size", "50", "--device", "cpu", "--run-dir", str(run_dir),
+                           "--resume", str(bad)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 2, done.stderr[-2000:]  # before: 1, after creating the run dir
+    error = [ln for ln in done.stderr.splitlines() if ln.startswith("tuitrain: error:")]
+    assert len(error) == 1 and "non-finite" in error[0] and "Traceback" not in done.stderr
+    assert not run_dir.exists()

@@ -67,3 +67,61 @@ def test_summary_table():
     assert models.ModelSummary.from_dict(summary.to_dict()) == summary
     text = models.format_summary(summary)
     assert "Total params: 32,998" in text
+
+
+def test_a_model_file_calling_sys_exit_is_a_one_line_model_error(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text("import sys\nsys.exit(7)\n")
+    with pytest.raises(ModelError) as info:  # before: SystemExit(7) went through, exit 7 without a word
+        models.load_user_model(f"{script}:Net")
+    assert "sys.exit(7)" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.slow
+def test_cli_with_a_model_file_calling_sys_exit_exits_2_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    script = tmp_path / "script.py"
+    script.write_text("import sys\nsys.exit(7)\n")
+    done = subprocess.run([sys.executable, "-m", "tuitrain", "synthetic", "--model", f"{script}:Net", "--headless",
+                           "--limit", "200", "--run-dir", str(tmp_path / "run")], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert done.returncode == 2, done.stderr
+    assert [ln for ln in done.stderr.splitlines() if ln.startswith("tuitrain: error:")] and "sys.exit(7)" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
+
+
+COMPLEX_MODEL = '''
+import torch
+from torch import nn
+
+
+class Complex(nn.Module):
+    def __init__(self, in_channels=1, image_size=28, num_classes=10):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(in_channels * image_size * image_size, num_classes, dtype=torch.cfloat) / 100)
+
+    def forward(self, x):
+        return (x.flatten(1).to(torch.cfloat) @ self.w).abs()
+'''
+
+
+@pytest.mark.slow
+def test_a_model_with_complex_parameters_trains_and_resumes(small_config, tmp_path):
+    """Before: the divergence guard's check raised for ComplexFloat and the run failed at step 1."""
+    from tests.conftest import EngineRun
+    from tuitrain import checkpoints
+
+    path = tmp_path / "complexmodel.py"
+    path.write_text(COMPLEX_MODEL)
+    run = EngineRun(small_config(model=f"{path}:Complex", epochs=2, limit=500, hist_every=1)).start()
+    result = run.join(120)
+    assert result.status == "done", result.message
+    assert result.history[-1]["val_acc"] > 0.5
+    hist = [r for r in run.records if r.get("type") == "hist"]
+    assert hist and hist[-1]["layers"][0]["w"] is not None
+    last = checkpoints.load_checkpoint(result.last_checkpoint)
+    checkpoints.check_payload("last.pt", last, run.engine.model, run.engine.optimizer)

@@ -96,8 +96,29 @@ def test_histogram_counts_stay_exact_past_float32s_whole_numbers():
     weights[0] = 1.0
     model = torch.nn.Module()
     model.p = torch.nn.Parameter(weights, requires_grad=False)
-    entry = histograms(model)[0]["w"]
+    entry = histograms(model)[0][0]["w"]
     assert entry["counts"][0] == n - 1 and entry["counts"][-1] == 1 and sum(entry["counts"]) == n
     for values in ([2.0], [0.3] * 7, [1.0, float("nan"), 2.0], [1.0, float("inf"), -float("inf")]):
         model.p = torch.nn.Parameter(torch.tensor(values), requires_grad=False)
-        assert sum(histograms(model)[0]["w"]["counts"]) == len(values)  # every value in some bin
+        assert sum(histograms(model)[0][0]["w"]["counts"]) == len(values)  # every value in some bin
+
+
+def test_histograms_are_drawn_a_bounded_slice_at_a_time_and_stop_between_layers():
+    """A model of many tiny layers: each histogram step draws at most HIST_PARAMS_PER_STEP of them,
+    in turn, and a stop request ends the step between two layers (before: every layer, 27 s a step
+    for 10,000 of them, and a stop waited for the whole)."""
+    import torch
+
+    from tuitrain.evaluation import HIST_PARAMS_PER_STEP, histograms
+
+    model = torch.nn.Sequential(*[torch.nn.Linear(1, 1) for _ in range(HIST_PARAMS_PER_STEP)])  # 2x the budget
+    names = {name for name, _ in model.named_parameters()}
+    seen, start = set(), 0
+    for _ in range(2):
+        layers, start = histograms(model, start)
+        assert len(layers) == HIST_PARAMS_PER_STEP
+        seen |= {layer["name"] for layer in layers}
+    assert seen == names and start == 0  # round the whole model in two steps
+    asked = iter(range(100))
+    layers, following = histograms(model, 5, stop=lambda: next(asked) >= 3)  # a stop after three layers
+    assert len(layers) == 3 and following == 8

@@ -54,3 +54,29 @@ def test_two_processes_started_together_on_one_run_dir(tmp_path):
         records = read_records(run_dir / "metrics.jsonl")
         assert len([r for r in records if r.get("event") == "start"]) == 1
         assert [r["epoch"] for r in records if r["type"] == "epoch"] == [1]
+
+
+def test_taking_the_lock_removes_temp_files_of_dead_writers(tmp_path):
+    """A kill mid-write leaves .status.json.PID.tmp and .config.json.PID.tmp; before, they survived
+    every later start. Those of a live process (another writer's, say a viewer's own files) stay."""
+    from tuitrain.rundir.lock import RunLock
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    live = subprocess.Popen(["sleep", "30"])
+    try:
+        run_dir = tmp_path / "run"
+        (run_dir / "checkpoints").mkdir(parents=True)
+        stale = [run_dir / f".status.json.{dead.pid}.tmp", run_dir / f".config.json.{dead.pid}.tmp",
+                 run_dir / "checkpoints" / f".last.pt.{dead.pid}.tmp"]
+        kept = [run_dir / f".status.json.{live.pid}.tmp", run_dir / "notes.tmp", run_dir / ".x.notapid.tmp"]
+        for path in stale + kept:
+            path.write_text("partial")
+        lock = RunLock(run_dir)
+        lock.acquire()
+        lock.release()
+        assert not any(path.exists() for path in stale)
+        assert all(path.exists() for path in kept)
+    finally:
+        live.kill()
+        live.wait()

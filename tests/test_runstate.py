@@ -42,6 +42,11 @@ def test_commands_answered_ok_change_state_refused_ones_do_not():
 def test_divergence_pauses_with_a_note_that_resume_clears():
     run = _applied(start_event(), _event("nonfinite", action="paused", reason="loss is nan"))
     assert run.paused and run.state == "PAUSED" and run.note == DIVERGED_NOTE
+    # As the engine writes it: not ok (training diverged), yet the run is paused and p resumes it.
+    run = _applied(start_event(), _event("nonfinite", ok=False, action="paused", reason="loss is nan"))
+    assert run.paused and run.state == "PAUSED" and run.note == DIVERGED_NOTE
+    run = _applied(start_event(), _event("nonfinite", ok=False, action="stopped", reason="loss is nan"))
+    assert not run.paused and run.state == "RUNNING"
     run.apply(_event("resume"))
     assert run.note == "" and run.state == "RUNNING"
 

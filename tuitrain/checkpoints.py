@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import io
 import math
 import pickle
@@ -32,6 +33,7 @@ from typing import Any
 
 import torch
 
+from tuitrain import fmt
 from tuitrain.errors import CheckpointError, UsageError, first_line
 from tuitrain.rundir.files import TMP_SUFFIX, write_atomic
 from tuitrain.trainstate import TrainState
@@ -214,6 +216,7 @@ def check_state_dict(path: str | Path, model: torch.nn.Module, state: dict) -> N
         raise CheckpointError(f"checkpoint {path} does not fit this model: {'; '.join(problems)}")
     for key, tensor in state.items():
         _check_tensor(path, f"model {key}", tensor)
+        _check_values(f"checkpoint {path}: model {key}", tensor, bounded=True)
 
 
 def check_payload(path: str | Path, ckpt: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -245,6 +248,8 @@ def check_payload(path: str | Path, ckpt: dict, model: torch.nn.Module, optimize
 PARAM_SHAPED = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer", "square_avg", "grad_avg",
                 "sum", "acc_delta", "exp_inf", "ax", "prev")
 SCALARS = ("step", "eta", "mu")
+NONNEGATIVE = ("exp_avg_sq", "max_exp_avg_sq", "square_avg", "sum", "acc_delta", "exp_inf")
+"""State entries that are averages of squares or magnitudes: never below zero."""
 _REQUIRED_STATE = {torch.optim.Adam: ("step", "exp_avg", "exp_avg_sq"),
                    torch.optim.AdamW: ("step", "exp_avg", "exp_avg_sq")}
 
@@ -272,6 +277,7 @@ def _check_optimizer(path: str | Path, saved, optimizer: torch.optim.Optimizer) 
         for key, value in group.items():
             if key != "params" and key in live and not _same_kind(value, live[key]):
                 raise CheckpointError(f"{where}: group {i} '{key}' is {_show(value)}, expected like {_show(live[key])}")
+        _check_hyperparameters(f"{where}: group {i}", group, live, optimizer)
         for pid, param in zip(ids, live["params"], strict=True):
             if pid in params:
                 raise CheckpointError(f"{where}: parameter id {pid} appears twice")
@@ -308,8 +314,94 @@ def _check_state_value(where: str, key, value, param: torch.Tensor) -> None:
             raise CheckpointError(f"{where} is {_show(value)}, not like its parameter "
                                   f"({param.dtype} {list(param.shape)})")
         _check_tensor(where, "", value)
+        _check_values(where, value, nonnegative=key in NONNEGATIVE)
     elif isinstance(value, torch.Tensor):
         _check_tensor(where, "", value)
+        _check_values(where, value)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise CheckpointError(f"{where} is {_show(value)}, not a finite number")
+
+
+def _check_values(where: str, tensor: torch.Tensor, bounded: bool = False, nonnegative: bool = False) -> None:
+    """Values a run's own optimizer could have produced: finite (complex numbers by their real and
+    imaginary parts); ``nonnegative`` for second moments (squares and their averages); ``bounded``
+    for weights: a float32/64 or bf16 weight above the square root of its dtype's largest value
+    overflows as soon as it is squared (weight decay, a norm, Adam's second moment), so no run trains
+    from there: it fails at its next step."""
+    if not (tensor.is_floating_point() or tensor.is_complex()) or tensor.numel() == 0:
+        return
+    values = torch.view_as_real(tensor) if tensor.is_complex() else tensor
+    finite = bool(values.isfinite().all())
+    if not finite:
+        raise CheckpointError(f"{where} holds non-finite values (NaN or inf)")
+    if nonnegative and not tensor.is_complex() and bool((values < 0).any()):
+        raise CheckpointError(f"{where} holds negative values (min {fmt.loss(float(values.min()))}); a second "
+                              f"moment is an average of squares")
+    if bounded:
+        info = torch.finfo(values.dtype)
+        limit = math.sqrt(info.max) if info.max >= torch.finfo(torch.float32).max else info.max
+        largest = float(values.abs().max())
+        if largest > limit:
+            raise CheckpointError(f"{where} holds a value of magnitude {fmt.loss(largest)}, above "
+                                  f"{fmt.loss(limit)} (its square overflows {values.dtype}): training cannot go on from it")
+
+
+# Hyperparameters by name and the range torch's optimizers accept (their constructors' checks).
+_AT_LEAST_ZERO = ("lr", "eps", "weight_decay", "momentum", "alpha", "lr_decay", "initial_accumulator_value",
+                  "lambd", "t0")
+_BELOW_ONE = ("beta1", "beta2", "rho", "dampening")
+FLAGS = ("maximize", "amsgrad", "nesterov", "foreach", "fused", "capturable", "differentiable",
+         "decoupled_weight_decay", "centered")
+"""Switches of the optimizer's algorithm: a checkpoint must hold the run's own (maximize=True would
+quietly turn training into ascent)."""
+
+
+def _check_hyperparameters(where: str, group: dict, live: dict, optimizer: torch.optim.Optimizer) -> None:
+    """A saved parameter group's numbers in their valid ranges and its flags those of the run."""
+    for key, value in group.items():
+        if key in FLAGS and key in live and value != live[key]:
+            raise CheckpointError(f"{where} '{key}' is {value!r}, the run's optimizer has {live[key]!r}; "
+                                  f"a checkpoint cannot change how the optimizer works")
+    numbers: dict[str, float] = {}
+    for key, value in group.items():
+        if key == "betas" and isinstance(value, (tuple, list)):
+            numbers.update({f"beta{n}": _number(v) for n, v in enumerate(value, 1)})
+        elif key in _AT_LEAST_ZERO or key in _BELOW_ONE:
+            numbers[key] = _number(value)
+    for key, number in numbers.items():
+        ok = math.isfinite(number) and number >= 0 and (key not in _BELOW_ONE or number < 1 or key == "dampening")
+        if key == "dampening":
+            ok = ok and number <= 1
+        if not ok:
+            shown = f"betas {group.get('betas')!r}" if key.startswith("beta") else f"'{key}' {number!r}"
+            bound = "in [0, 1)" if key in _BELOW_ONE and key != "dampening" else ">= 0"
+            raise CheckpointError(f"{where} {shown} is outside its valid range ({key} must be {bound})")
+    _try_constructor(where, group, optimizer)
+
+
+def _number(value) -> float:
+    if isinstance(value, torch.Tensor):
+        return float(value.reshape(-1)[0]) if value.numel() == 1 else math.nan
+    return float(value) if type(value) in (int, float) else math.nan
+
+
+def _try_constructor(where: str, group: dict, optimizer: torch.optim.Optimizer) -> None:
+    """torch's own checks of a built-in optimizer's arguments, run on a throwaway optimizer over one
+    dummy parameter with the saved group's values (nesterov without momentum, and what else its
+    constructor refuses)."""
+    cls = type(optimizer)
+    if not cls.__module__.startswith("torch.optim."):
+        return
+    try:
+        accepted = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return
+    kwargs: dict[str, Any] = {k: (_number(v) if isinstance(v, torch.Tensor) else v) for k, v in group.items()
+                              if k in accepted and k not in ("self", "params", "fused", "foreach", "capturable", "differentiable")}
+    try:
+        cls([torch.zeros(1, requires_grad=True)], **kwargs)  # type: ignore[arg-type]
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"{where} is refused by {cls.__name__} ({first_line(exc)})") from None
 
 
 def _check_rng(path: str | Path, rng) -> None:

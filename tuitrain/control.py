@@ -51,6 +51,10 @@ READ_TIMEOUT_S = 10.0
 """A connection that sends no complete command in this time is answered and closed."""
 MAX_MESSAGE_BYTES = 16384
 MAX_ARG_CHARS = {"save": 255, "load": 4096, "lr": 64, "device": 32}
+MAX_SAVE_NAME_BYTES = 255 - len(".") - len(".sha256") - len(".") - 10 - len(".tmp")
+"""The longest checkpoint name whose every file fits a 255-byte file name: a save also writes
+``NAME.sha256``, each through the atomic writer's temp file ``.NAME.sha256.PID.tmp`` (PID: at most
+10 digits)."""
 COMMANDS = WIRE_NAMES  # one name per command, defined with the commands
 FIELDS = ("cmd", "arg", "run")
 
@@ -121,8 +125,8 @@ def save_name_problem(name: str) -> str:
         return "a checkpoint name must not start with a dot"
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         return "a checkpoint name must not hold control characters"
-    if len(name.encode("utf-8", "surrogatepass")) > 255:
-        return "a checkpoint name must be at most 255 bytes"
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_SAVE_NAME_BYTES:
+        return f"a checkpoint name must be at most {MAX_SAVE_NAME_BYTES} bytes (with its sidecar and temp files it fills a 255-byte file name)"
     return ""
 
 

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from tuitrain import checkpoints, data, distributed, evaluation, models, records, schedule, steering
-from tuitrain.commands import Command
+from tuitrain.commands import Command, Stop
 from tuitrain.config import TrainConfig, check_lr
 from tuitrain.device import autocast, resolve_device
 from tuitrain.errors import CheckpointError, UsageError, first_line
@@ -150,6 +150,8 @@ class Engine:
         self._early_warnings: list[warnings.WarningMessage] = []
         """Warnings the model raised on the pre-flight batch: recorded as events once the run starts."""
         self._hist_due = False
+        self._hist_next = 0
+        """The parameter the next histogram step starts at (evaluation.HIST_PARAMS_PER_STEP a step)."""
         self._epoch_started = 0.0
         self._paused_seconds = 0.0
         self._grad_norm: torch.Tensor | None = None
@@ -287,6 +289,8 @@ class Engine:
             self._warning(early.category, early.message, early.filename, early.lineno)
         shown = warnings.showwarning
         warnings.showwarning = self._warned(shown, threading.current_thread())
+        if cfg.resume and self._is_main:
+            self._settle_best()
         try:
             while st.epoch < cfg.epochs and not self.stop_reason:
                 self.train_epoch()
@@ -422,10 +426,12 @@ class Engine:
             # on the device; the fused optimizer skips its update when it is set; others get zeroed
             # gradients. Non-finite values never reach the weights; the flag is read with the next record.
             self.found_inf.zero_()
-            torch._amp_foreach_non_finite_check_and_unscale_(grads, self.found_inf, self._one)
+            # Complex gradients are checked and zeroed as their real and imaginary parts (views).
+            real = [torch.view_as_real(g) if g.is_complex() else g for g in grads]
+            torch._amp_foreach_non_finite_check_and_unscale_(real, self.found_inf, self._one)
             if not self.fused:
                 keep = 1 - self.found_inf
-                for g in grads:
+                for g in real:
                     g.nan_to_num_(0.0, 0.0, 0.0).mul_(keep)
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip, foreach=True)
@@ -526,9 +532,13 @@ class Engine:
 
     def _report_histograms(self) -> None:
         """Per-parameter weight and gradient histograms (one transfer; see evaluation.histograms)."""
-        layers = evaluation.histograms(self.model)
+        layers, self._hist_next = evaluation.histograms(self.model, self._hist_next, stop=self._stop_waiting)
         if layers:
             self.report(dict(records.hist_record(self.state.step, self.state.epoch + 1, layers)))
+
+    def _stop_waiting(self) -> bool:
+        """Whether a stop is requested or waits in the command queue (asked between slow pieces of work)."""
+        return bool(self.stop_reason) or any(isinstance(c, Stop) for c in list(self.commands.queue))
 
     def _report_samples(self, wrong: list[tuple[int, int, int, float]]) -> None:
         """The most confidently wrong validation images of the epoch (image data only)."""
@@ -645,6 +655,31 @@ class Engine:
             self.emit_event("save", ok=False, reason=f"saving {name} failed: {exc}", auto=True)
         else:
             self.emit_event("save", ok=True, path=str(path), auto=True)
+
+    def _settle_best(self) -> None:
+        """After ``--resume``: the best epoch the checkpoint names must be this run's best.pt. A kill
+        during the best.pt save leaves last.pt naming that epoch and no best.pt (or an older one),
+        and only a later, better epoch would write it again. When the state just loaded is that
+        epoch's end, best.pt is written from it; otherwise the claim is dropped, said in an event,
+        and the next epoch becomes the best so far."""
+        st = self.state
+        if not st.best_epoch:
+            return
+        path = self.checkpoint_dir / "best.pt"
+        try:
+            found = checkpoints.load_checkpoint(path, max_bytes=checkpoints.size_bound(self.model)).get("epoch")
+        except CheckpointError:
+            found = None
+        if found == st.best_epoch:
+            return
+        if st.epoch == st.best_epoch and st.batch == 0:
+            self._save_quietly("best.pt")
+            return
+        what = "is missing or unreadable" if found is None else f"holds epoch {found}"
+        self.emit_event("save", ok=False, auto=True,
+                        reason=f"best.pt of epoch {st.best_epoch} {what} (a kill during its save?) and cannot be "
+                               f"written from this checkpoint; the best so far starts again with the next epoch")
+        st.best, st.best_val_acc, st.best_epoch, st.stale_epochs = None, None, 0, 0
 
     def load(self, path: str | Path, resume: bool = False) -> int:
         """Load a checkpoint into this run and return its step: check it, back up the live state,

@@ -138,6 +138,9 @@ def load_user_model(spec: str, offered: dict | None = None, model_args: dict | N
             module_spec.loader.exec_module(module)
         except Exception as exc:
             raise ModelError(f"importing {path} failed: {type(exc).__name__}: {exc}") from None
+        except SystemExit as exc:  # the file is a script: its exit must not end tuitrain without a word
+            raise ModelError(f"importing {path} failed: it called sys.exit({exc.code!r}) (a model file is "
+                             f"imported; guard script code with `if __name__ == '__main__':`)") from None
         factory = getattr(module, name, None)
         if not (isinstance(factory, type) and issubclass(factory, nn.Module)) and not (
                 callable(factory) and not isinstance(factory, type)):
@@ -146,7 +149,7 @@ def load_user_model(spec: str, offered: dict | None = None, model_args: dict | N
         kwargs.update(model_args or {})
         try:
             model = factory(**kwargs)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise ModelError(f"{name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: "
                              f"{type(exc).__name__}: {exc}") from None
     finally:

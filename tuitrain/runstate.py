@@ -103,6 +103,9 @@ class RunState:
             # Epochs count from 1 (step records carry the current one); start_epoch counts those done.
             self.lr, self.epoch = record.get("lr"), min(record.get("start_epoch", 0) + 1, self.epochs)
             self.status, self.note = "running", ""  # also after an end: a run resumed in its own folder
+        elif event == "nonfinite" and record.get("action") == "paused":
+            # Not ok (training diverged) yet the run is paused: p must resume it.
+            self.paused, self.status, self.note = True, "paused", DIVERGED_NOTE
         elif not ok:
             return  # a refused command changed nothing
         elif event == "pause":
@@ -118,8 +121,6 @@ class RunState:
         elif event == "warning":  # kept on the status line (the notification goes away) until a later note
             self.warnings += 1
             self.note = self.note or f"{record.get('category', 'Warning')}: {record.get('message', '')}"
-        elif event == "nonfinite" and record.get("action") == "paused":
-            self.paused, self.status, self.note = True, "paused", DIVERGED_NOTE
         elif event == "end":
             said = record.get("monitor")
             monitor: str = said if isinstance(said, str) and said else "val_acc"

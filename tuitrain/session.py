@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import cast
 
 from tuitrain import __version__, records
@@ -21,7 +22,7 @@ from tuitrain.config import TrainConfig
 from tuitrain.control import ControlServer
 from tuitrain.errors import UsageError
 from tuitrain.records import RunStatus
-from tuitrain.rundir import CONFIG, STATUS, RunLock, RunLog, refuse_if_in_use, status_json
+from tuitrain.rundir import CONFIG, METRICS, STATUS, RunLock, RunLog, read_history, refuse_if_in_use, status_json
 
 SYSTEM_EVERY_S = 2.0
 
@@ -60,6 +61,10 @@ class Session:
         self._state: RunStatus = "starting"
         self._done = threading.Event()
         self._lock = RunLock(config.run_dir)
+        self._recorded: set[tuple] = set()
+        """(epoch, step, lr) of the epoch records already in the run dir a resume continues."""
+        self._repeated: set[int] = set()
+        """Epochs retrained after a resume whose records are already there: not written twice."""
 
     def prepare(self) -> None:
         """Load data and model, check --resume; raises UsageError before anything is written."""
@@ -87,6 +92,8 @@ class Session:
 
             self.log.sinks.append(TensorBoardSink(self.config.run_dir))
             checkpoints.cleanup_temp(self.engine.checkpoint_dir)
+            if self.config.resume:
+                self._recorded = _epochs_recorded(Path(self.config.run_dir) / METRICS)
             self.control = control
             self.control.start()
         except BaseException:
@@ -150,16 +157,27 @@ class Session:
         self.commands.put(command)
 
     def _report(self, record: dict) -> None:
+        kind = record.get("type")
+        if self._recorded and kind in ("epoch", "confusion", "samples"):
+            # A resume retraining an epoch this run dir already recorded (a kill between the epoch's
+            # record and last.pt): the resume is exact, so its records would be a second copy.
+            if kind == "epoch" and _epoch_key(record) in self._recorded:
+                self._repeated.add(record["epoch"])
+            if record.get("epoch") in self._repeated:
+                if kind == "epoch":
+                    self._write_status(self._state)
+                return
         if self.log:
             self.log.write(record)
         if self.control:
             self.control.on_record(record)  # after the write: an answer implies the record is on disk
-        kind = record.get("type")
         if kind == "epoch":
             self._write_status(self._state)  # epochs done and best accuracy, for `tuitrain runs`
         elif kind == "event" and record.get("ok", True) and record["event"] in ("pause", "resume", "device"):
             state: RunStatus = {"pause": "paused", "resume": "running"}.get(record["event"], self._state)  # type: ignore[assignment]
             self._write_status(state)
+        elif kind == "event" and record["event"] == "nonfinite" and record.get("action") == "paused":
+            self._write_status("paused")  # the divergence guard paused it (an event that is not ok)
         if self.on_record:
             try:
                 self.on_record(record)
@@ -199,3 +217,12 @@ class Session:
                 self.log.write(record)
             if self.on_record:
                 self.on_record(record)
+
+
+def _epoch_key(record: dict) -> tuple:
+    return record.get("epoch"), record.get("step"), record.get("lr")
+
+
+def _epochs_recorded(metrics: Path) -> set[tuple]:
+    """The epoch records a run dir holds, by epoch, step and LR (what a retraining repeats exactly)."""
+    return {_epoch_key(r) for r in read_history(metrics, max_steps=1)[0] if r.get("type") == "epoch"}

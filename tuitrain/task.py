@@ -262,7 +262,7 @@ class Task:
         kwargs: dict[str, Any] = {"lr": lr, "weight_decay": weight_decay}
         if name == "sgd":
             kwargs["momentum"] = 0.9
-        if name in FUSED:
+        if name in FUSED and all(p.is_floating_point() for p in params):  # the fused kernel takes no complex
             kwargs["fused"] = True
         return OPTIMIZERS[name](params, **kwargs)
 

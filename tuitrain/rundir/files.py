@@ -89,3 +89,39 @@ def read_json(path: str | Path) -> dict | None:
     except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Remove the temp files (``.NAME.PID.tmp``) that writers killed mid-write left in ``folder``:
+    those of processes no longer alive (the caller holds the run's lock, so no other writer of this
+    run is). Best effort; returns what was removed."""
+    removed: list[Path] = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        if not (name.startswith(".") and name.endswith(TMP_SUFFIX)):
+            continue
+        pid_text = name[: -len(TMP_SUFFIX)].rpartition(".")[2]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid() or _alive(int(pid_text)):
+            continue
+        path = Path(folder) / name
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # OverflowError: no pid is that large
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True

@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 from tuitrain.errors import UsageError
-from tuitrain.rundir.files import LINK_REASON, open_nofollow
+from tuitrain.rundir.files import LINK_REASON, open_nofollow, remove_stale_temps
 from tuitrain.rundir.layout import CHECKPOINTS, CONFIG, INDEX, LOCK, METRICS, RECORD_FILES, STATUS
 from tuitrain.rundir.status import read_status, run_state
 
@@ -55,6 +55,8 @@ class RunLock:
             pass
         self._fd = fd
         self._made = made
+        for folder in (path, path / CHECKPOINTS):  # what writers killed mid-write left; none is writing now
+            remove_stale_temps(folder)
 
     def release(self) -> None:
         """Let go (closing the descriptor releases the flock); nothing when not held."""
