@@ -163,3 +163,20 @@ def test_a_fresh_run_is_not_mixed_into_an_old_run_dir(tmp_path, capsys):
     assert (run_dir / "metrics.jsonl").read_text() == before
     resumed = main([*args[:3], "2", *args[4:], "--resume", str(run_dir / "checkpoints" / "last.pt")])
     assert resumed == 0
+
+
+def test_a_file_model_with_the_wrong_outputs_is_told_what_the_cli_can_do(tmp_path, capsys, monkeypatch):
+    """``--model file.py:NAME`` returning one number per sample: the refusal must not say
+    ``pass loss_fn=``, which the command line has no flag for."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "net.py").write_text("import torch.nn as nn\nclass One(nn.Module):\n"
+                                     "    def __init__(self, **kw):\n        super().__init__()\n"
+                                     "        self.fc = nn.Linear(784, 1)\n"
+                                     "    def forward(self, x):\n        return self.fc(x.flatten(1))\n")
+    code = main(["synthetic", "--model", "net.py:One", "--headless", "--run-dir", str(tmp_path / "run"),
+                 "--data-dir", str(tmp_path / "data")])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and err.startswith("tuitrain: error: net.py:One:"), err
+    assert "loss_fn=" not in err.replace("tuitrain.fit(model, data, loss_fn=...)", ""), err
+    assert "cross-entropy" in err and "(N, 1)" in err and "tuitrain.fit" in err
+    assert not (tmp_path / "run").exists()

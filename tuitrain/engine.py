@@ -14,9 +14,11 @@ schedules (schedule.py), devices (device.py), what a checkpoint holds (checkpoin
 
 from __future__ import annotations
 
+import inspect
 import math
 import queue
 import random
+import re
 import time
 import traceback
 from collections.abc import Callable
@@ -28,12 +30,12 @@ import torch
 
 from tuitrain import checkpoints, data, distributed, evaluation, models, records, schedule, steering
 from tuitrain.commands import Command
-from tuitrain.config import TrainConfig, check_lr
+from tuitrain.config import TrainConfig, check_lr, is_user_model
 from tuitrain.device import autocast, resolve_device
 from tuitrain.errors import CheckpointError, UsageError, first_line
 from tuitrain.monitor import Monitor
 from tuitrain.rundir import list_checkpoints
-from tuitrain.task import Task, batch_size_of, forward, primary
+from tuitrain.task import Task, batch_size_of, forward, language_model, primary
 from tuitrain.trainstate import TrainState
 from tuitrain.window import MetricWindow, grad_norm
 
@@ -97,6 +99,12 @@ class Engine:
         self.scheduler_interval = "epoch"
         self.scaler: torch.amp.GradScaler | None = None
         self.fused = False
+        self.notices: list[str] = []
+        """What setup decided for the user (a batch dropped...): a ``notice`` event each, at the start."""
+        self.closure = False
+        """The optimizer's step takes a closure (LBFGS): optimizer_step passes _evaluate_again."""
+        self._closure_batch: tuple[Any, Any, torch.Tensor] | None = None
+        self._closure_calls = 0
         self.monitoring = Monitor(config.monitor, config.mode, config.early_stopping)
         """The monitored value's rule (monitor.py); its counts are in ``state``."""
         self.summary: dict | None = None
@@ -162,8 +170,20 @@ class Engine:
         if self.steps_per_epoch < 1:
             raise UsageError(f"{per_rank} training samples make no full batch of {bs} (drop_last): "
                              f"lower the batch size")
+        if not cfg.drop_last and bs > 1 and per_rank % bs == 1 and _has_batchnorm(self.model):
+            # BatchNorm cannot train on one sample ("Expected more than 1 value per channel"): known
+            # now, not at the end of epoch 1. The config says so, as if drop_last=True were given.
+            self.config = cfg = cfg.replace(drop_last=True)
+            self.steps_per_epoch = per_rank // bs
+            self.notices.append(f"the last training batch would hold 1 sample ({per_rank} = {self.steps_per_epoch} x "
+                                f"{bs} + 1), which BatchNorm cannot train on: it is left out of each epoch "
+                                f"(drop_last=True)")
         self.optimizer = self.task.build_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr, cfg.weight_decay)
         self.fused = bool(self.optimizer.defaults.get("fused"))
+        self.closure = needs_closure(self.optimizer)
+        if self.closure and (cfg.accumulate > 1 or cfg.precision == "16-mixed"):
+            raise UsageError(f"{type(self.optimizer).__name__} evaluates the loss several times a step (its "
+                             f"step takes a closure): it cannot accumulate batches or use 16-mixed's GradScaler")
         total = -(-self.steps_per_epoch // cfg.accumulate) * cfg.epochs
         self.scheduler, self.scheduler_interval = self.task.build_scheduler(
             cfg.scheduler, self.optimizer, total, cfg.epochs, self.mode)
@@ -197,8 +217,18 @@ class Engine:
         self.model.eval()  # BatchNorm and dropout must not change state or draw random numbers here
         try:
             with torch.no_grad(), self._autocast():
-                outputs = forward(self.model, inputs)
-            self.task.check(outputs, targets)
+                try:
+                    outputs = forward(self.model, inputs)
+                except TypeError as exc:
+                    hint = _split_hint(batch, self.task, exc)
+                    if hint is None:
+                        raise
+                    raise hint from exc
+            try:
+                self.task.check(outputs, targets)
+            except UsageError as exc:
+                raise _for_the_cli(exc, self.config) from None
+            self.task.perplexity = language_model(self.task, inputs, outputs, targets)
             try:
                 self.summary = models.summarize(self.model, inputs).to_dict()
             except Exception as exc:  # a summary is a nicety: say why there is none and train anyway
@@ -232,6 +262,8 @@ class Engine:
                          samples=self.data.n_train, batch_size=cfg.batch_size, monitor=self.monitor, mode=self.mode,
                          classification=self.task.classification, metrics=list(self.task.metrics),
                          classes=self.task.classes)
+        for notice in self.notices:
+            self.emit_event("notice", reason=notice)
         try:
             while st.epoch < cfg.epochs and not self.stop_reason:
                 self.train_epoch()
@@ -326,6 +358,8 @@ class Engine:
         if self.task.classification:
             correct = (primary(outputs).argmax(dim=1) == targets).sum()
         self.window.add(loss, batch_size_of(targets), correct)
+        if self.closure:
+            self._closure_batch = (inputs, targets, loss.detach())
 
     def optimizer_step(self, measure: bool = False) -> None:
         """Guard, clip, step, schedule. No host sync: the guard's flag stays on the device.
@@ -353,6 +387,9 @@ class Engine:
         if self.scaler is not None:
             self.scaler.step(opt)
             self.scaler.update()
+        elif self.closure:
+            self._closure_calls = 0
+            opt.step(self._evaluate_again)  # type: ignore[arg-type]  # LBFGS takes a tensor too
         else:
             opt.step()
         self.window.flag(self.found_inf)
@@ -362,6 +399,23 @@ class Engine:
         opt.zero_grad(set_to_none=True)
         if self.scheduler is not None and self.scheduler_interval == "step":
             schedule.step(self.scheduler)
+
+    def _evaluate_again(self) -> torch.Tensor:
+        """The closure of an optimizer that evaluates the loss several times a step (LBFGS), as
+        Lightning passes one: its first call returns the loss and gradients training_step just
+        computed; later ones recompute both on the same batch at the optimizer's trial weights."""
+        assert self._closure_batch is not None  # training_step keeps it for a closure optimizer
+        inputs, targets, loss = self._closure_batch
+        if self._closure_calls:
+            self.optimizer.zero_grad(set_to_none=True)
+            if self._graphs:
+                torch.compiler.cudagraph_mark_step_begin()
+            with self._autocast():
+                loss = self.task.loss(forward(self.net, inputs), targets)
+            loss.backward()
+            loss = loss.detach()
+        self._closure_calls += 1
+        return loss
 
     def end_epoch(self) -> None:
         """Validate, write the epoch's records, step an epoch schedule, save last.pt (and best.pt),
@@ -398,8 +452,9 @@ class Engine:
                             patience=self.monitoring.patience)
             self.stop_reason = "early_stop"
 
-    def evaluate(self) -> tuple[dict[str, float], list[list[int]] | None, list[tuple[int, int, int, float]]]:
-        """Validation over the whole split: ({val_loss, val_acc, val_<metric>}, confusion, wrong samples)."""
+    def evaluate(self) -> tuple[dict[str, Any], list[list[int]] | None, list[tuple[int, int, int, float]]]:
+        """Validation over the whole split: ({val_loss, val_acc, val_<metric>...}, confusion, wrong samples)
+        (evaluation.evaluate)."""
         self.model.eval()
         try:
             return evaluation.evaluate(self.model, self.data, self.task, self.device, self._autocast,
@@ -603,6 +658,47 @@ class Engine:
         finally:
             self._attach_guard()
         return int(ckpt["step"])
+
+
+def _has_batchnorm(model: torch.nn.Module) -> bool:
+    """Whether any layer normalises by batch statistics while training (BatchNorm1d/2d/3d, SyncBatchNorm, lazy ones)."""
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def _split_hint(batch: Any, task: Task, exc: TypeError) -> UsageError | None:
+    """The model's TypeError on a sample of three or more elements that the default batch_fn split
+    as (inputs, targets, *extra): a model of several inputs needs batch_fn to say which are which."""
+    if task.batch_fn is not None or not isinstance(batch, (list, tuple)) or len(batch) < 3:
+        return None
+    return UsageError(
+        f"the model failed on a sample of {len(batch)} elements taken as (inputs, targets, *extra): "
+        f"{first_line(exc, named=True)}. For a model of several inputs, pass batch_fn= returning "
+        f"(inputs, targets), e.g. batch_fn=lambda b: ((b[0], b[1]), b[2])")
+
+
+CLI_LOSS = ("the CLI trains with cross-entropy over the data set's classes, so the model must return "
+            "(N, classes) scores; for another loss, train it from Python with tuitrain.fit(model, data, loss_fn=...)")
+
+
+def _for_the_cli(exc: UsageError, cfg: TrainConfig) -> UsageError:
+    """A refusal that tells ``tuitrain.fit``'s user to pass loss_fn=, reworded for a
+    ``--model file.py:NAME`` model on the command line, which has no such flag."""
+    if not is_user_model(cfg.model) or "loss_fn=" not in str(exc):
+        return exc
+    text = re.sub(r"[.;]?\s*[Pp]ass loss_fn=.*$", "", str(exc), flags=re.S)
+    reworded = type(exc)(f"{cfg.model}: {text}; {CLI_LOSS}")
+    reworded.__cause__ = exc.__cause__
+    return reworded
+
+
+def needs_closure(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether the optimizer's ``step`` takes a required closure (LBFGS: it evaluates the loss
+    several times a step)."""
+    try:
+        closure = inspect.signature(optimizer.step).parameters.get("closure")
+    except (TypeError, ValueError):
+        return False
+    return closure is not None and closure.default is inspect.Parameter.empty
 
 
 def _refusal(path: str | Path, exc: Exception) -> CheckpointError:

@@ -107,7 +107,9 @@ class Progress:
             return  # every epoch saves last.pt; the epoch line already says an epoch ended
         if event == "end":
             return
-        if event == "error" or not record.get("ok", True):
+        if event == "notice":
+            self._line(f"tuitrain: {record.get('reason', '')}")
+        elif event == "error" or not record.get("ok", True):
             self._line(f"{event}: {record.get('reason', 'failed')}")
         else:
             detail = {k: v for k, v in record.items() if k not in ("type", "event", "time", "ok", "cmd_id", "epoch")}
