@@ -64,6 +64,7 @@ def steps_done(run_dir: Path) -> int:
     ("lstm_classifier", {"limit": 512}),
     ("multilabel", {"limit": 100}),
     ("conv_autoencoder", {"limit": 256}),
+    ("unet", {"limit": 20}),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_a_port_trains_an_epoch(name, kwargs, tmp_path):
     out = run(name, tmp_path, epochs=1, **kwargs)
