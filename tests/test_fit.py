@@ -396,3 +396,45 @@ def test_three_element_samples_for_a_two_input_model_name_batch_fn(tmp_path):
     assert not (tmp_path / "run").exists()
     result = _fit(TwoInputs(), data, tmp_path=tmp_path, epochs=1, batch_fn=lambda b: ((b[0], b[1]), b[2]))
     assert result.status == "done"
+
+
+def test_a_validation_loader_keeps_its_batch_size_and_collate_fn(tmp_path):
+    """Before: val_data's DataLoader was taken apart and only its dataset used."""
+    seen = []
+
+    def collate(samples):
+        seen.append(len(samples))
+        x, y = zip(*samples, strict=True)
+        return torch.stack(x) * 0 + torch.stack(x), torch.stack(y)
+
+    x, y = torch.randn(160, 4), torch.randint(0, 3, (160,))
+    val = torch.utils.data.DataLoader(list(zip(x[:70], y[:70], strict=True)), batch_size=25, collate_fn=collate)
+    train = torch.utils.data.DataLoader(list(zip(x, y, strict=True)), batch_size=32)
+    result = _fit(nn.Linear(4, 3), train, val, tmp_path, epochs=1)
+    assert result.status == "done"
+    assert seen[:3] == [25, 25, 20]  # validation in the loader's own batches, through its collate_fn
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["val_batch_size"] == 25
+
+
+def test_shuffle_false_keeps_the_data_order(tmp_path):
+    """Stateful sequence training: batches in order, every epoch (the default shuffles, seeded)."""
+    order = []
+
+    class Recorder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(1, 2)
+
+        def forward(self, x):
+            if self.training:
+                order.extend(x[:, 0].long().tolist())
+            return self.fc(x)
+
+    x = torch.arange(64).float().unsqueeze(1)
+    y = torch.randint(0, 2, (64,))
+    _fit(Recorder(), (x, y), (x[:8], y[:8]), tmp_path, name="a", epochs=2, batch_size=16, shuffle=False)
+    assert order == list(range(64)) * 2
+    order.clear()
+    _fit(Recorder(), (x, y), (x[:8], y[:8]), tmp_path, name="b", epochs=1, batch_size=16)
+    assert sorted(order) == list(range(64)) and order != list(range(64))
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["shuffle"] is False

@@ -193,6 +193,10 @@ class TrainConfig:
     drop_last: bool = option(False, Flag(
         cli=False, doc="Drop the last incomplete training batch of each epoch (BatchNorm cannot train on one "
                        "sample)."))
+    shuffle: bool = option(True, Flag(
+        cli=False, shown="on", doc="Shuffle the training data each epoch (seeded, so resume is exact); False: in "
+                                   "order, for stateful sequence training (a hidden state carried from batch to "
+                                   "batch)."))
     model_args: dict = option_made(dict, ModelArgs(
         flag="--model-arg", metavar="KEY=VALUE", fit="",
         help="keyword argument for a path.py:NAME model (repeatable; VALUE a Python literal)",

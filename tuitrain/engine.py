@@ -99,6 +99,8 @@ class Engine:
         self.scheduler_interval = "epoch"
         self.scaler: torch.amp.GradScaler | None = None
         self.fused = False
+        self._inherited_best: dict | None = None
+        """A resumed run's best.pt from another run directory, written here when the run starts."""
         self.notices: list[str] = []
         """What setup decided for the user (a batch dropped...): a ``notice`` event each, at the start."""
         self.closure = False
@@ -257,13 +259,15 @@ class Engine:
         cfg, st = self.config, self.state
         self.emit_event("start", epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch,
                          total_steps=self.steps_per_epoch * cfg.epochs, device=str(self.device),
-                         start_epoch=st.epoch, lr=self.lr, resumed_from=cfg.resume or None, summary=self.summary,
+                         start_epoch=st.epoch, start_batch=st.batch, lr=self.lr, resumed_from=cfg.resume or None, summary=self.summary,
                          summary_error=self.summary_error or None, dataset=cfg.dataset, model=cfg.model,
                          samples=self.data.n_train, batch_size=cfg.batch_size, monitor=self.monitor, mode=self.mode,
                          classification=self.task.classification, metrics=list(self.task.metrics),
                          classes=self.task.classes)
         for notice in self.notices:
             self.emit_event("notice", reason=notice)
+        if self._inherited_best is not None and self._is_main:
+            self._copy_inherited_best()
         try:
             while st.epoch < cfg.epochs and not self.stop_reason:
                 self.train_epoch()
@@ -298,6 +302,17 @@ class Engine:
                          epochs_done=st.epoch, **extra)
         return self._result(status)
 
+    def _copy_inherited_best(self) -> None:
+        """The resumed run's best.pt into this run directory (see _inherit_best)."""
+        path = self.checkpoint_dir / "best.pt"
+        payload, self._inherited_best = self._inherited_best, None
+        try:
+            checkpoints.save_checkpoint(path, payload)  # type: ignore[arg-type]
+        except OSError as exc:
+            self.emit_event("save", ok=False, reason=f"copying the resumed run's best.pt failed: {exc}", auto=True)
+        else:
+            self.emit_event("save", ok=True, path=str(path), auto=True, best_epoch=self.state.best_epoch)
+
     def _leave_group(self) -> None:
         """Leave the process group and free the DDP wrapper here, in this thread, while Python runs:
         its reducer holds the process group, whose destructor must not run at interpreter shutdown."""
@@ -320,7 +335,10 @@ class Engine:
         # mid-epoch resume replays the same order.
         if st.data_order is not None:
             self.data_gen.set_state(st.data_order)
-        order = torch.randperm(self.data.n_train, generator=self.data_gen)
+        if cfg.shuffle:
+            order = torch.randperm(self.data.n_train, generator=self.data_gen)
+        else:
+            order = torch.arange(self.data.n_train)
         if self.dist:
             order = distributed.shard(order, self.dist)
         batches = self.data.train_batches(order, st.batch, cfg.batch_size, self.steps_per_epoch)
@@ -635,7 +653,10 @@ class Engine:
         try:  # the check: nothing live changes here
             ckpt = checkpoints.load_checkpoint(path, map_location=self.device,
                                                max_bytes=checkpoints.size_bound(self.model))
-            checkpoints.check_payload(path, ckpt, self.model, self.optimizer)
+            try:
+                checkpoints.check_payload(path, ckpt, self.model, self.optimizer)
+            except CheckpointError as exc:
+                raise _other_optimizer(path, ckpt, self.config, exc) from None
             if resume:
                 checkpoints.check_resume(path, ckpt, self.config.epochs, self.config.batch_size)
         except UsageError:
@@ -657,7 +678,27 @@ class Engine:
             raise _refusal(path, exc) from exc
         finally:
             self._attach_guard()
+        if resume:
+            self._inherit_best(Path(path))
         return int(ckpt["step"])
+
+    def _inherit_best(self, resumed: Path) -> None:
+        """Resuming into another run directory: the best value and epoch come with the checkpoint, so
+        its run's best.pt comes too (copied in when the run starts), and Result.best_checkpoint and
+        restore_best mean that epoch. Without that file (or one of another epoch) the best starts afresh."""
+        st = self.state
+        if st.best is None or resumed.parent.resolve() == self.checkpoint_dir.resolve():
+            return
+        best = resumed.parent / "best.pt"
+        try:
+            payload = checkpoints.load_checkpoint(best, max_bytes=checkpoints.size_bound(self.model))
+            found = payload.get("best_epoch") == st.best_epoch and payload.get("best") == st.best
+        except Exception:  # no best.pt there, or not a readable one: nothing to inherit
+            found = False
+        if found:
+            self._inherited_best = payload
+        else:
+            st.best, st.best_epoch = None, 0
 
 
 def _has_batchnorm(model: torch.nn.Module) -> bool:
@@ -689,6 +730,17 @@ def _for_the_cli(exc: UsageError, cfg: TrainConfig) -> UsageError:
     reworded = type(exc)(f"{cfg.model}: {text}; {CLI_LOSS}")
     reworded.__cause__ = exc.__cause__
     return reworded
+
+
+def _other_optimizer(path: str | Path, ckpt: dict, cfg: TrainConfig, exc: CheckpointError) -> CheckpointError:
+    """A refused optimizer state, named: the checkpoint was trained with another optimizer than this
+    run's (its state "lacks momentum" says nothing of that)."""
+    saved = (ckpt.get("config") or {}).get("optimizer") if isinstance(ckpt.get("config"), dict) else None
+    if "optimizer state" not in str(exc) or not isinstance(saved, str) or saved == cfg.optimizer:
+        return exc
+    again = f"--optimizer {saved}" if not saved.startswith("custom:") else f"the {saved[7:]} optimizer"
+    return CheckpointError(f"checkpoint {path} was trained with optimizer {saved}, this run uses {cfg.optimizer}: "
+                           f"its optimizer state does not fit; resume with {again}")
 
 
 def needs_closure(optimizer: torch.optim.Optimizer) -> bool:

@@ -179,7 +179,7 @@ _INT: tuple[type, ...] = (int,)
 _NUM: tuple[type, ...] = (int, float)
 _OPT_NUM: tuple[type, ...] = (int, float, type(None))
 _STR: tuple[type, ...] = (str,)
-COUNTS = ("step", "epoch", "batch", "epochs", "total_steps", "batch_size", "start_epoch", "epochs_done")
+COUNTS = ("step", "epoch", "batch", "epochs", "total_steps", "batch_size", "start_epoch", "start_batch", "epochs_done")
 """Whole numbers from 0 to 2**53 wherever they appear."""
 REQUIRED: dict[str, dict[str, tuple[type, ...]]] = {
     "step": {"step": _INT, "epoch": _INT, "loss": _NUM},
