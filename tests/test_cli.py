@@ -205,3 +205,20 @@ def test_a_model_failing_before_the_run_dir_exists_prints_its_whole_traceback(tm
     assert "kept nowhere else" in proc.stderr and "in helper" in proc.stderr and "1 / 0" in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == \
         "tuitrain: run failed before training: ZeroDivisionError: division by zero"
+
+
+def test_a_file_model_with_the_wrong_outputs_is_told_what_the_cli_can_do(tmp_path, capsys, monkeypatch):
+    """``--model file.py:NAME`` returning one number per sample: the refusal must not say
+    ``pass loss_fn=``, which the command line has no flag for."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "net.py").write_text("import torch.nn as nn\nclass One(nn.Module):\n"
+                                     "    def __init__(self, **kw):\n        super().__init__()\n"
+                                     "        self.fc = nn.Linear(784, 1)\n"
+                                     "    def forward(self, x):\n        return self.fc(x.flatten(1))\n")
+    code = main(["synthetic", "--model", "net.py:One", "--headless", "--run-dir", str(tmp_path / "run"),
+                 "--data-dir", str(tmp_path / "data")])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and err.startswith("tuitrain: error: net.py:One:"), err
+    assert "loss_fn=" not in err.replace("tuitrain.fit(model, data, loss_fn=...)", ""), err
+    assert "cross-entropy" in err and "(N, 1)" in err and "tuitrain.fit" in err
+    assert not (tmp_path / "run").exists()

@@ -116,10 +116,10 @@ def test_save_without_a_suffix_gets_pt_and_a_missing_value_names_its_own_example
     assert build_command("save", "mine.pt", 2).name == "mine.pt"
     with pytest.raises(UsageError, match="must end in .pt"):
         build_command("save", "mine.ckpt", 3)
-    for name, example in (("lr", "'lr 0.01'"), ("device", "'device cpu'")):
+    for name, sample in (("lr", "'lr 0.01'"), ("device", "'device cpu'")):
         with pytest.raises(UsageError) as refused:
             build_command(name, None, 4)
-        assert str(refused.value) == f"{name} needs a value, e.g. {example}"
+        assert str(refused.value) == f"{name} needs a value, e.g. {sample}"
 
 
 # ----------------------------------------------------------------- save names that fit the file system

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import tuitrain
+from tuitrain.errors import UsageError
 from tuitrain.rundir import read_records
 from tuitrain.task import TargetError
 
@@ -352,3 +353,100 @@ def test_compile_trains_and_saves_the_plain_models_weights(tmp_path):
     assert set(saved) == keys  # the compiled wrapper's `_orig_mod.` names never reach a checkpoint
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["compile"] is True
+
+
+def test_lbfgs_gets_a_closure_and_trains(tmp_path):
+    """An optimizer whose step needs a closure (LBFGS evaluates the loss several times a step):
+    before, ``LBFGS.step() missing 1 required positional argument: 'closure'`` at step 1."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
+    calls = []
+    loss = nn.MSELoss()
+    result = _fit(model, _regression(256, 0), _regression(64, 1), tmp_path, epochs=2, batch_size=256,
+                  loss_fn=lambda out, y: calls.append(1) or loss(out, y),
+                  optimizer=lambda params: torch.optim.LBFGS(params, lr=0.5, max_iter=10))
+    assert result.status == "done" and result.epochs_done == 2
+    assert len(calls) > 2 * 2  # a forward per evaluation, beyond one per step (and validation)
+    assert result.history[-1]["val_loss"] < 0.05
+
+
+def test_lbfgs_cannot_accumulate(tmp_path):
+    with pytest.raises(UsageError, match="closure"):
+        _fit(nn.Linear(8, 1), _regression(64, 0), tmp_path=tmp_path, loss_fn=nn.MSELoss(), accumulate=2,
+             optimizer=lambda params: torch.optim.LBFGS(params))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_one_sample_last_batch_under_batchnorm_is_dropped_and_said(tmp_path, capsys):
+    """129 samples in batches of 64 leave one: BatchNorm1d cannot train on it (torch's error came at
+    the end of epoch 1). Known before training: the batch is left out, with a notice."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+    x, y = torch.randn(129, 8), torch.randint(0, 3, (129,))
+    result = _fit(model, (x, y), (x[:32], y[:32]), tmp_path, epochs=2, batch_size=64)
+    assert result.status == "done" and result.step == 4  # 2 batches an epoch, not 3
+    records = read_records(tmp_path / "run" / "metrics.jsonl")
+    notices = [r for r in records if r.get("event") == "notice"]
+    assert len(notices) == 1 and "BatchNorm" in notices[0]["reason"] and "drop_last=True" in notices[0]["reason"]
+    assert "drop_last=True" in capsys.readouterr().err
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["drop_last"] is True
+
+
+def test_three_element_samples_for_a_two_input_model_name_batch_fn(tmp_path):
+    class TwoInputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 2), nn.Linear(4, 2)
+
+        def forward(self, x1, x2):
+            return self.a(x1) + self.b(x2)
+
+    data = (torch.randn(64, 4), torch.randn(64, 4), torch.randint(0, 2, (64,)))
+    with pytest.raises(UsageError, match=r"batch_fn=.*\(\(b\[0\], b\[1\]\), b\[2\]\)") as info:
+        _fit(TwoInputs(), data, tmp_path=tmp_path)
+    assert "missing 1 required positional argument: 'x2'" in str(info.value)
+    assert not (tmp_path / "run").exists()
+    result = _fit(TwoInputs(), data, tmp_path=tmp_path, epochs=1, batch_fn=lambda b: ((b[0], b[1]), b[2]))
+    assert result.status == "done"
+
+
+def test_a_validation_loader_keeps_its_batch_size_and_collate_fn(tmp_path):
+    """Before: val_data's DataLoader was taken apart and only its dataset used."""
+    seen = []
+
+    def collate(samples):
+        seen.append(len(samples))
+        x, y = zip(*samples, strict=True)
+        return torch.stack(x) * 0 + torch.stack(x), torch.stack(y)
+
+    x, y = torch.randn(160, 4), torch.randint(0, 3, (160,))
+    val = torch.utils.data.DataLoader(list(zip(x[:70], y[:70], strict=True)), batch_size=25, collate_fn=collate)
+    train = torch.utils.data.DataLoader(list(zip(x, y, strict=True)), batch_size=32)
+    result = _fit(nn.Linear(4, 3), train, val, tmp_path, epochs=1)
+    assert result.status == "done"
+    assert seen[:3] == [25, 25, 20]  # validation in the loader's own batches, through its collate_fn
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["val_batch_size"] == 25
+
+
+def test_shuffle_false_keeps_the_data_order(tmp_path):
+    """Stateful sequence training: batches in order, every epoch (the default shuffles, seeded)."""
+    order = []
+
+    class Recorder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(1, 2)
+
+        def forward(self, x):
+            if self.training:
+                order.extend(x[:, 0].long().tolist())
+            return self.fc(x)
+
+    x = torch.arange(64).float().unsqueeze(1)
+    y = torch.randint(0, 2, (64,))
+    _fit(Recorder(), (x, y), (x[:8], y[:8]), tmp_path, name="a", epochs=2, batch_size=16, shuffle=False)
+    assert order == list(range(64)) * 2
+    order.clear()
+    _fit(Recorder(), (x, y), (x[:8], y[:8]), tmp_path, name="b", epochs=1, batch_size=16)
+    assert sorted(order) == list(range(64)) and order != list(range(64))
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["shuffle"] is False

@@ -111,3 +111,87 @@ def test_a_kill_between_the_epoch_record_and_last_pt_records_the_epoch_once(smal
     assert [r["epoch"] for r in found if r["type"] == "epoch"] == [1, 2]  # before: [1, 2, 2]
     assert [r["epoch"] for r in found if r["type"] == "confusion"] == [1, 2]
     assert [r["event"] for r in found if r["type"] == "event"].count("start") == 3
+
+
+# ------------------------------------------------------------------ resuming under tuitrain.fit and the CLI
+import json  # noqa: E402
+
+import pytest  # noqa: E402
+from torch import nn  # noqa: E402
+
+import tuitrain  # noqa: E402
+from tuitrain.cli import main  # noqa: E402
+from tuitrain.errors import CheckpointError  # noqa: E402
+from tuitrain.progress import resumed_at  # noqa: E402
+
+
+def _classifier_data(n: int = 240, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, generator=gen)
+    return x, (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+
+
+def _fit(run_dir, **kwargs):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+    kwargs.setdefault("epochs", 3)
+    return model, tuitrain.fit(model, _classifier_data(), _classifier_data(60, 1), headless=True, device="cpu",
+                               run_dir=str(run_dir), batch_size=32, **kwargs)
+
+
+def test_resuming_into_a_new_run_dir_brings_its_best_checkpoint(tmp_path):
+    """Before: best/best_epoch reported the old run while best_checkpoint was None and restore_best
+    was skipped. Now best.pt comes along, and the model ends with the best epoch's weights."""
+    _, first = _fit(tmp_path / "a", epochs=3, monitor="val_loss")
+    best_epoch = first.best_epoch
+    model, second = _fit(tmp_path / "b", epochs=4, monitor="val_loss", lr=3.0,  # overshoots: no better
+                         resume=first.last_checkpoint)
+    assert second.epochs_done == 4 and second.best_epoch == best_epoch and second.best == first.best
+    assert second.best_checkpoint is not None and str(tmp_path / "b") in second.best_checkpoint
+    best = torch.load(second.best_checkpoint, weights_only=True)
+    assert best["best_epoch"] == best_epoch
+    assert all(torch.equal(v, best["model"][k]) for k, v in model.state_dict().items())  # restore_best ran
+
+
+def test_resuming_without_epochs_trains_the_checkpoints_own_number(tmp_path):
+    """A 5-epoch run stopped after 2 (its last.pt holds epochs=5): resumed without epochs=, it goes to 5,
+    not to fit's default of 10; epochs= given anew wins (and other settings are fit's arguments as given)."""
+    _, first = _fit(tmp_path / "a", epochs=5, early_stopping=1, lr=10.0)  # diverging: stops early
+    assert first.epochs_done < 5
+    _, second = _fit(tmp_path / "b", epochs=10, resume=first.last_checkpoint, lr=0.001)  # 10: fit's default
+    assert second.epochs_done == 5, second.epochs_done
+    _, third = _fit(tmp_path / "c", epochs=7, resume=first.last_checkpoint)
+    assert third.epochs_done == 7 and third.stop_reason == ""  # early_stopping=1 is not carried over
+
+
+def test_cli_resume_takes_the_checkpoints_settings_unless_given(tmp_path, fmnist_dir, capsys):
+    common = ["fashion-mnist", "--model", "mlp", "--data-dir", str(fmnist_dir), "--limit", "200", "--headless"]
+    assert main([*common, "--epochs", "3", "--batch-size", "50", "--optimizer", "sgd", "--run-dir",
+                 str(tmp_path / "a")]) == 0
+    # mid-run checkpoint: make last.pt look like epoch 1 of the 3 (its own settings: 3 epochs, sgd, batch 50)
+    ckpt = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["config"]["epochs"] == 3 and ckpt["epoch"] == 3
+    capsys.readouterr()
+    code = main([*common, "--epochs", "4", "--run-dir", str(tmp_path / "b"),
+                 "--resume", str(tmp_path / "a" / "checkpoints" / "last.pt")])
+    assert code == 0
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert config["optimizer"] == "sgd" and config["batch_size"] == 50 and config["epochs"] == 4
+    assert "resumed at epoch 4" in capsys.readouterr().err
+    code = main([*common, "--epochs", "5", "--optimizer", "adam", "--run-dir", str(tmp_path / "c"),
+                 "--resume", str(tmp_path / "a" / "checkpoints" / "last.pt")])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and "trained with optimizer sgd, this run uses adam" in err and "--optimizer sgd" in err, err
+    assert "lacks" not in err
+
+
+def test_another_optimizer_on_load_is_named(tmp_path):
+    _, first = _fit(tmp_path / "a", epochs=1, optimizer="sgd")
+    with pytest.raises(CheckpointError, match="trained with optimizer sgd, this run uses adam"):
+        _fit(tmp_path / "b", epochs=2, optimizer="adam", resume=first.last_checkpoint)
+
+
+def test_a_mid_epoch_one_checkpoint_says_epoch_one():
+    assert resumed_at({"start_epoch": 0, "start_batch": 7}) == ", resumed at epoch 1 batch 8"
+    assert resumed_at({"start_epoch": 3, "start_batch": 0}) == ", resumed at epoch 4"
+    assert resumed_at({"start_epoch": 2}) == ", resumed at epoch 3"

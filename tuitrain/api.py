@@ -32,13 +32,14 @@ def fit(model: torch.nn.Module, train_data: Any, val_data: Any = None, *, loss_f
         weight_decay: float = 0.0, scheduler: Any = "none", scheduler_interval: str = "", monitor: str = "", mode: str = "",
         early_stopping: int = 0, restore_best: bool = True, grad_clip: float = 0.0, accumulate: int = 1,
         precision: str = "32", compile: bool = False, val_batch_size: int = 0, collate_fn: Callable | None = None, drop_last: bool = False,
-        num_workers: int = 0, epochs: int = 10, batch_size: int = 100, lr: float = 0.001, device: str = "auto",
+        shuffle: bool = True, num_workers: int = 0, epochs: int = 10, batch_size: int = 100, lr: float = 0.001, device: str = "auto",
         seed: int = 0, run_dir: str = "", resume: str = "", headless: bool | None = None, name: str = "custom",
         classes: list[str] | None = None, hist_every: int = 200, log_every: int = 20):
     """Train ``model`` on ``train_data``, validating on ``val_data`` after each epoch; return a Result.
 
     Data: a torch Dataset, a DataLoader (its dataset, batch size, collate_fn and drop_last are
-    used; the order is tuitrain's, seeded, so resume is exact), a tuple of tensors or numpy arrays
+    used, a validation DataLoader's batch size and collate_fn for validation; the order is
+    tuitrain's, seeded, so resume is exact, shuffled unless ``shuffle=False``), a tuple of tensors or numpy arrays
     ``(x, y[, ...])`` (kept in memory and batched by index: the fast path), or a TensorDataset.
     Without ``val_data``, 10% of ``train_data`` is held out (seeded).
 
@@ -68,17 +69,19 @@ def fit(model: torch.nn.Module, train_data: Any, val_data: Any = None, *, loss_f
     metrics = dict(metrics or {})
     metric_names_clash(metrics)
     train, loader_opts = _as_data(train_data, "train_data")
+    val_opts: dict = {}  # a validation DataLoader's own batch size and collate_fn are used for it
     if val_data is None:
         train, val = _hold_out(train, seed)
     else:
-        val, _ = _as_data(val_data, "val_data")
+        val, val_opts = _as_data(val_data, "val_data")
     if isinstance(train, tuple) != isinstance(val, tuple):
         train, val = [_as_dataset(d) for d in (train, val)]
     collate_fn = collate_fn or loader_opts.get("collate_fn")
     if isinstance(train, tuple):
         dataset: Any = TensorData(name, train, val, list(classes or []))
     else:
-        dataset = UserData(name, train, val, list(classes or []), num_workers=num_workers, collate_fn=collate_fn)
+        dataset = UserData(name, train, val, list(classes or []), num_workers=num_workers, collate_fn=collate_fn,
+                           val_collate_fn=given["collate_fn"] or val_opts.get("collate_fn") or collate_fn)
     task = Task(loss_fn=loss_fn, metrics=metrics, batch_fn=batch_fn,
                 optimizer=None if isinstance(optimizer, str) else optimizer,
                 scheduler=None if isinstance(scheduler, str) or scheduler is None else scheduler,
@@ -90,7 +93,14 @@ def fit(model: torch.nn.Module, train_data: Any, val_data: Any = None, *, loss_f
         dataset=name, model=f"custom:{type(model).__name__}", optimizer=_label(optimizer),
         scheduler=_label(scheduler or "none"), loss=_label(loss_fn) if loss_fn is not None else "cross_entropy",
         metrics=tuple(metrics), batch_size=loader_opts.get("batch_size", batch_size),
-        drop_last=drop_last or loader_opts.get("drop_last", False))
+        drop_last=drop_last or loader_opts.get("drop_last", False),
+        val_batch_size=val_batch_size or val_opts.get("batch_size", 0))
+    if resume and epochs == OPTIONS["epochs"].fit_default:
+        # A script passes its settings on every call; only the number of epochs is commonly left out,
+        # and fit cannot tell the default from epochs=10 written out: the checkpoint's own is taken.
+        from tuitrain.checkpoints import resumed_settings
+
+        settings.update(resumed_settings(resume, set(), ("epochs",)))
     cfg = validate(TrainConfig(**settings), custom=True)
     from tuitrain.launch import run
 

@@ -610,6 +610,25 @@ def snapshot(parts: Parts) -> dict:
     return copy.deepcopy(capture(parts))
 
 
+RESUMED_SETTINGS = ("model", "model_args", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "scheduler",
+                    "monitor", "mode", "early_stopping", "grad_clip", "accumulate", "precision", "val_batch_size",
+                    "drop_last", "shuffle", "limit", "log_every", "hist_every")
+"""What ``--resume`` takes from the checkpoint's config unless given anew: the run goes on as it was
+set up (a 50-epoch run resumed without --epochs trains to 50, not to the default 10)."""
+
+
+def resumed_settings(path: str | Path, given: set[str] | frozenset[str], names: tuple[str, ...] = RESUMED_SETTINGS) -> dict:
+    """The checkpoint's own values of ``names`` not in ``given``; {} when it cannot be read (the
+    resume itself then says why, in one line)."""
+    try:
+        saved = load_checkpoint(path).get("config")
+    except Exception:
+        return {}
+    if not isinstance(saved, dict):
+        return {}
+    return {name: saved[name] for name in names if name in saved and name not in given}
+
+
 def check_resume(path: str | Path, ckpt: dict, epochs: int, batch_size: int) -> None:
     """What ``--resume`` needs beyond :func:`check_payload`: epochs left to train, and a mid-epoch
     position saved with this batch size (another one would mean other samples). UsageError."""

@@ -141,6 +141,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Build and validate the TrainConfig (shared by train, sweep and tests): the options given,
     the fields' defaults for the rest."""
     given = {name: OPTIONS[name].collect(value) for name, value in vars(args).items() if name in OPTIONS}
+    if given.get("resume"):  # the checkpoint's own settings, except those given anew
+        from tuitrain.checkpoints import resumed_settings
+
+        given = {**resumed_settings(given["resume"], set(given)), **given}
     return validate(TrainConfig(**given))
 
 

@@ -36,7 +36,7 @@ def default_data_dir() -> str:
     return os.environ.get("TUITRAIN_DATA") or str(Path.home() / ".cache" / "tuitrain" / "data")
 
 
-def _is_user_model(spec: str) -> bool:
+def is_user_model(spec: str) -> bool:
     """``path/to/file.py:Name``: a model from the user's file."""
     path, sep, cls = spec.rpartition(":")
     return bool(sep) and path.endswith(".py") and cls.isidentifier()
@@ -132,7 +132,7 @@ class TrainConfig:
         fit="name", sweep="one", doc="Data set name: fashion-mnist, mnist, cifar10 or synthetic; "
                                      "under tuitrain.fit, the label ``name`` gives."))
     model: str = option("cnn", Choice(
-        choices=MODELS, noun="model", also="or path/to/file.py:ClassName", accept=_is_user_model,
+        choices=MODELS, noun="model", also="or path/to/file.py:ClassName", accept=is_user_model,
         custom="any", metavar="M", help=f"{', '.join(MODELS)} or path/to/file.py:ClassName", fit="model",
         sweep="values", doc="Built-in model name (cnn, lenet, mlp, cnn-bn) or ``path/to/file.py:ClassName``; "
                             "under tuitrain.fit, ``custom:`` and the model's class name."))
@@ -210,6 +210,10 @@ class TrainConfig:
     drop_last: bool = option(False, Flag(
         cli=False, doc="Drop the last incomplete training batch of each epoch (BatchNorm cannot train on one "
                        "sample)."))
+    shuffle: bool = option(True, Flag(
+        cli=False, shown="on", doc="Shuffle the training data each epoch (seeded, so resume is exact); False: in "
+                                   "order, for stateful sequence training (a hidden state carried from batch to "
+                                   "batch)."))
     model_args: dict = option_made(dict, ModelArgs(
         flag="--model-arg", metavar="KEY=VALUE", fit="",
         help="keyword argument for a path.py:NAME model (repeatable; VALUE a Python literal)",

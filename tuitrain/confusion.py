@@ -12,6 +12,16 @@ from dataclasses import dataclass
 
 MAX_SAMPLES = 16
 """The engine writes at most this many misclassified samples per epoch; readers keep no more."""
+MATRIX_MAX_CLASSES = 100
+"""Up to this many classes a run writes its confusion matrix each epoch (100 x 100: about 30 KB a
+record; the classes view draws the worst 40 of it, the lists cover all). Above it (a vocabulary, 1,000
+ImageNet classes) a matrix is unreadable and grows as the square: 3,848 words made 59 MB of
+metrics.jsonl in 2 epochs. Such runs get top-k accuracy and the most confused pairs instead, counted
+sparsely (TOP_K, CONFUSED_PAIRS)."""
+TOP_K = 5
+"""Above MATRIX_MAX_CLASSES: ``val_top5`` is the share of samples whose class is among the 5 most likely."""
+CONFUSED_PAIRS = 10
+"""Above MATRIX_MAX_CLASSES: the epoch record's ``confused`` lists this many (true, predicted, count), most first."""
 
 
 @dataclass(frozen=True)

@@ -217,6 +217,8 @@ class UserData:
     classes: list[str]
     num_workers: int = 0
     collate_fn: Callable | None = None
+    val_collate_fn: Callable | None = None
+    """The validation DataLoader's own collate_fn (fit's val_data); None: ``collate_fn``."""
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -236,8 +238,9 @@ class UserData:
         self.device = device
 
     def _loader(self, dataset, what: str, **kwargs):
+        collate = self.val_collate_fn or self.collate_fn if what == "val_data" else self.collate_fn
         return torch.utils.data.DataLoader(_Indexed(dataset, what), num_workers=self.num_workers,
-                                           pin_memory=self.device.type == "cuda", collate_fn=self.collate_fn,
+                                           pin_memory=self.device.type == "cuda", collate_fn=collate,
                                            persistent_workers=False, **kwargs)
 
     def train_batches(self, order: torch.Tensor, start: int, batch_size: int, steps: int):
@@ -261,7 +264,7 @@ class UserData:
         """Validation inputs as display images, or None when they are not pictures."""
         from tuitrain.task import default_batch_fn
 
-        collate = self.collate_fn or torch.utils.data.default_collate
+        collate = self.val_collate_fn or self.collate_fn or torch.utils.data.default_collate
         try:
             inputs, _ = default_batch_fn(collate([self.val[i] for i in indices]))
         except Exception:  # a custom batch structure: no pictures, training is unaffected

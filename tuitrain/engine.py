@@ -15,10 +15,12 @@ schedules (schedule.py), devices (device.py), what a checkpoint holds (checkpoin
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
 import queue
 import random
+import re
 import threading
 import time
 import traceback
@@ -32,12 +34,12 @@ import torch
 
 from tuitrain import checkpoints, data, distributed, evaluation, models, records, schedule, steering
 from tuitrain.commands import Command, Stop
-from tuitrain.config import TrainConfig, check_lr
+from tuitrain.config import TrainConfig, check_lr, is_user_model
 from tuitrain.device import autocast, resolve_device
 from tuitrain.errors import CheckpointError, UsageError, first_line
 from tuitrain.monitor import Monitor
 from tuitrain.rundir import list_checkpoints
-from tuitrain.task import Task, batch_size_of, forward, primary
+from tuitrain.task import Task, batch_size_of, forward, language_model, primary
 from tuitrain.trainstate import TrainState
 from tuitrain.window import MetricWindow, grad_norm
 
@@ -131,6 +133,14 @@ class Engine:
         self.scheduler_interval = "epoch"
         self.scaler: torch.amp.GradScaler | None = None
         self.fused = False
+        self._inherited_best: dict | None = None
+        """A resumed run's best.pt from another run directory, written here when the run starts."""
+        self.notices: list[str] = []
+        """What setup decided for the user (a batch dropped...): a ``notice`` event each, at the start."""
+        self.closure = False
+        """The optimizer's step takes a closure (LBFGS): optimizer_step passes _evaluate_again."""
+        self._closure_batch: tuple[Any, Any, torch.Tensor] | None = None
+        self._closure_calls = 0
         self.monitoring = Monitor(config.monitor, config.mode, config.early_stopping)
         """The monitored value's rule (monitor.py); its counts are in ``state``."""
         self.summary: dict | None = None
@@ -205,8 +215,20 @@ class Engine:
         if self.steps_per_epoch < 1:
             raise UsageError(f"{per_rank} training samples make no full batch of {bs} (drop_last): "
                              f"lower the batch size")
+        if not cfg.drop_last and bs > 1 and per_rank % bs == 1 and _has_batchnorm(self.model):
+            # BatchNorm cannot train on one sample ("Expected more than 1 value per channel"): known
+            # now, not at the end of epoch 1. The config says so, as if drop_last=True were given.
+            self.config = cfg = cfg.replace(drop_last=True)
+            self.steps_per_epoch = per_rank // bs
+            self.notices.append(f"the last training batch would hold 1 sample ({per_rank} = {self.steps_per_epoch} x "
+                                f"{bs} + 1), which BatchNorm cannot train on: it is left out of each epoch "
+                                f"(drop_last=True)")
         self.optimizer = self.task.build_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr, cfg.weight_decay)
         self.fused = bool(self.optimizer.defaults.get("fused"))
+        self.closure = needs_closure(self.optimizer)
+        if self.closure and (cfg.accumulate > 1 or cfg.precision == "16-mixed"):
+            raise UsageError(f"{type(self.optimizer).__name__} evaluates the loss several times a step (its "
+                             f"step takes a closure): it cannot accumulate batches or use 16-mixed's GradScaler")
         self.scheduler, self.scheduler_interval = self.task.build_scheduler(
             cfg.scheduler, self.optimizer, -(-self.steps_per_epoch // cfg.accumulate), cfg.epochs, self.mode,
             cfg.scheduler_interval)
@@ -241,10 +263,20 @@ class Engine:
         try:
             with torch.no_grad(), self._autocast(), warnings.catch_warnings(record=True) as early:
                 warnings.simplefilter("always")  # recorded as events when the run starts (shown, not refused)
-                outputs = forward(self.model, inputs)
+                try:
+                    outputs = forward(self.model, inputs)
+                except TypeError as exc:
+                    hint = _split_hint(batch, self.task, exc)
+                    if hint is None:
+                        raise
+                    raise hint from exc
             self._early_warnings = list(early)
-            self.task.check(outputs, targets)
+            try:
+                self.task.check(outputs, targets)
+            except UsageError as exc:
+                raise _for_the_cli(exc, self.config) from None
             self.task.check_loss(outputs, targets)
+            self.task.perplexity = language_model(self.task, inputs, outputs, targets)
             try:
                 with warnings.catch_warnings():  # the model runs again: what it warns was recorded above
                     warnings.simplefilter("ignore")
@@ -279,16 +311,20 @@ class Engine:
         cfg, st = self.config, self.state
         self.emit_event("start", epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch,
                          total_steps=self.steps_per_epoch * cfg.epochs, device=str(self.device),
-                         start_epoch=st.epoch, lr=self.lr, resumed_from=cfg.resume or None, summary=self.summary,
+                         start_epoch=st.epoch, start_batch=st.batch, lr=self.lr, resumed_from=cfg.resume or None, summary=self.summary,
                          summary_error=self.summary_error or None, dataset=cfg.dataset, model=cfg.model,
                          samples=self.data.n_train, batch_size=cfg.batch_size, monitor=self.monitor, mode=self.mode,
                          classification=self.task.classification, metrics=list(self.task.metrics),
                          classes=self.task.classes, scheduler=cfg.scheduler,
                          scheduler_interval=self.scheduler_interval if self.scheduler is not None else None)
+        for notice in self.notices:
+            self.emit_event("notice", reason=notice)
         for early in self._early_warnings:  # the model's, on the pre-flight batch
             self._warning(early.category, early.message, early.filename, early.lineno)
         shown = warnings.showwarning
         warnings.showwarning = self._warned(shown, threading.current_thread())
+        if self._inherited_best is not None and self._is_main:
+            self._copy_inherited_best()
         if cfg.resume and self._is_main:
             self._settle_best()
         try:
@@ -349,6 +385,17 @@ class Engine:
         self._warnings_seen.add(key)
         self.emit_event("warning", category=category.__name__, message=text, source=f"{filename}:{lineno}")
 
+    def _copy_inherited_best(self) -> None:
+        """The resumed run's best.pt into this run directory (see _inherit_best)."""
+        path = self.checkpoint_dir / "best.pt"
+        payload, self._inherited_best = self._inherited_best, None
+        try:
+            checkpoints.save_checkpoint(path, payload)  # type: ignore[arg-type]
+        except OSError as exc:
+            self.emit_event("save", ok=False, reason=f"copying the resumed run's best.pt failed: {exc}", auto=True)
+        else:
+            self.emit_event("save", ok=True, path=str(path), auto=True, best_epoch=self.state.best_epoch)
+
     def _leave_group(self) -> None:
         """Leave the process group and free the DDP wrapper here, in this thread, while Python runs:
         its reducer holds the process group, whose destructor must not run at interpreter shutdown."""
@@ -371,7 +418,10 @@ class Engine:
         # mid-epoch resume replays the same order.
         if st.data_order is not None:
             self.data_gen.set_state(st.data_order)
-        order = torch.randperm(self.data.n_train, generator=self.data_gen)
+        if cfg.shuffle:
+            order = torch.randperm(self.data.n_train, generator=self.data_gen)
+        else:
+            order = torch.arange(self.data.n_train)
         if self.dist:
             order = distributed.shard(order, self.dist)
         batches = self.data.train_batches(order, st.batch, cfg.batch_size, self.steps_per_epoch)
@@ -409,6 +459,8 @@ class Engine:
         if self.task.classification:
             correct = (primary(outputs).argmax(dim=1) == targets).sum()
         self.window.add(loss, batch_size_of(targets), correct)
+        if self.closure:
+            self._closure_batch = (inputs, targets, loss.detach())
 
     def optimizer_step(self, measure: bool = False) -> None:
         """Guard, clip, step, schedule. No host sync: the guard's flag stays on the device.
@@ -438,6 +490,9 @@ class Engine:
         if self.scaler is not None:
             self.scaler.step(opt)
             self.scaler.update()
+        elif self.closure:
+            self._closure_calls = 0
+            opt.step(self._evaluate_again)  # type: ignore[arg-type]  # LBFGS takes a tensor too
         else:
             opt.step()
         self.window.flag(self.found_inf)
@@ -447,6 +502,23 @@ class Engine:
         opt.zero_grad(set_to_none=True)
         if self.scheduler is not None and self.scheduler_interval == "step":
             schedule.step(self.scheduler)
+
+    def _evaluate_again(self) -> torch.Tensor:
+        """The closure of an optimizer that evaluates the loss several times a step (LBFGS), as
+        Lightning passes one: its first call returns the loss and gradients training_step just
+        computed; later ones recompute both on the same batch at the optimizer's trial weights."""
+        assert self._closure_batch is not None  # training_step keeps it for a closure optimizer
+        inputs, targets, loss = self._closure_batch
+        if self._closure_calls:
+            self.optimizer.zero_grad(set_to_none=True)
+            if self._graphs:
+                torch.compiler.cudagraph_mark_step_begin()
+            with self._autocast():
+                loss = self.task.loss(forward(self.net, inputs), targets)
+            loss.backward()
+            loss = loss.detach()
+        self._closure_calls += 1
+        return loss
 
     def end_epoch(self) -> None:
         """Validate, write the epoch's records, step an epoch schedule, save last.pt (and best.pt),
@@ -483,8 +555,9 @@ class Engine:
                             patience=self.monitoring.patience)
             self.stop_reason = "early_stop"
 
-    def evaluate(self) -> tuple[dict[str, float], list[list[int]] | None, list[tuple[int, int, int, float]]]:
-        """Validation over the whole split: ({val_loss, val_acc, val_<metric>}, confusion, wrong samples)."""
+    def evaluate(self) -> tuple[dict[str, Any], list[list[int]] | None, list[tuple[int, int, int, float]]]:
+        """Validation over the whole split: ({val_loss, val_acc, val_<metric>...}, confusion, wrong samples)
+        (evaluation.evaluate)."""
         self.model.eval()
         try:
             return evaluation.evaluate(self.model, self.data, self.task, self.device, self._autocast,
@@ -694,7 +767,10 @@ class Engine:
         try:  # the check: nothing live changes here
             ckpt = checkpoints.load_checkpoint(path, map_location=self.device,
                                                max_bytes=checkpoints.size_bound(self.model))
-            checkpoints.check_payload(path, ckpt, self.model, self.optimizer)
+            try:
+                checkpoints.check_payload(path, ckpt, self.model, self.optimizer)
+            except CheckpointError as exc:
+                raise _other_optimizer(path, ckpt, self.config, exc) from None
             if resume:
                 checkpoints.check_resume(path, ckpt, self.config.epochs, self.config.batch_size)
         except UsageError:
@@ -716,7 +792,79 @@ class Engine:
             raise _refusal(path, exc) from exc
         finally:
             self._attach_guard()
+        if resume:
+            self._inherit_best(Path(path))
         return int(ckpt["step"])
+
+    def _inherit_best(self, resumed: Path) -> None:
+        """Resuming into another run directory: the best value and epoch come with the checkpoint, so
+        its run's best.pt comes too (copied in when the run starts), and Result.best_checkpoint and
+        restore_best mean that epoch. Without that file (or one of another epoch) the best starts afresh."""
+        st = self.state
+        if st.best is None or resumed.parent.resolve() == self.checkpoint_dir.resolve():
+            return
+        best = resumed.parent / "best.pt"
+        try:
+            payload = checkpoints.load_checkpoint(best, max_bytes=checkpoints.size_bound(self.model))
+            found = payload.get("best_epoch") == st.best_epoch and payload.get("best") == st.best
+        except Exception:  # no best.pt there, or not a readable one: nothing to inherit
+            found = False
+        if found:
+            self._inherited_best = payload
+        else:
+            st.best, st.best_epoch = None, 0
+
+
+def _has_batchnorm(model: torch.nn.Module) -> bool:
+    """Whether any layer normalises by batch statistics while training (BatchNorm1d/2d/3d, SyncBatchNorm, lazy ones)."""
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def _split_hint(batch: Any, task: Task, exc: TypeError) -> UsageError | None:
+    """The model's TypeError on a sample of three or more elements that the default batch_fn split
+    as (inputs, targets, *extra): a model of several inputs needs batch_fn to say which are which."""
+    if task.batch_fn is not None or not isinstance(batch, (list, tuple)) or len(batch) < 3:
+        return None
+    return UsageError(
+        f"the model failed on a sample of {len(batch)} elements taken as (inputs, targets, *extra): "
+        f"{first_line(exc, named=True)}. For a model of several inputs, pass batch_fn= returning "
+        f"(inputs, targets), e.g. batch_fn=lambda b: ((b[0], b[1]), b[2])")
+
+
+CLI_LOSS = ("the CLI trains with cross-entropy over the data set's classes, so the model must return "
+            "(N, classes) scores; for another loss, train it from Python with tuitrain.fit(model, data, loss_fn=...)")
+
+
+def _for_the_cli(exc: UsageError, cfg: TrainConfig) -> UsageError:
+    """A refusal that tells ``tuitrain.fit``'s user to pass loss_fn=, reworded for a
+    ``--model file.py:NAME`` model on the command line, which has no such flag."""
+    if not is_user_model(cfg.model) or "loss_fn=" not in str(exc):
+        return exc
+    text = re.sub(r"[.;]?\s*[Pp]ass loss_fn=.*$", "", str(exc), flags=re.S)
+    reworded = type(exc)(f"{cfg.model}: {text}; {CLI_LOSS}")
+    reworded.__cause__ = exc.__cause__
+    return reworded
+
+
+def _other_optimizer(path: str | Path, ckpt: dict, cfg: TrainConfig, exc: CheckpointError) -> CheckpointError:
+    """A refused optimizer state, named: the checkpoint was trained with another optimizer than this
+    run's (its state "lacks momentum" says nothing of that)."""
+    saved = (ckpt.get("config") or {}).get("optimizer") if isinstance(ckpt.get("config"), dict) else None
+    if "optimizer state" not in str(exc) or not isinstance(saved, str) or saved == cfg.optimizer:
+        return exc
+    again = f"--optimizer {saved}" if not saved.startswith("custom:") else f"the {saved[7:]} optimizer"
+    return CheckpointError(f"checkpoint {path} was trained with optimizer {saved}, this run uses {cfg.optimizer}: "
+                           f"its optimizer state does not fit; resume with {again}")
+
+
+def needs_closure(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether the optimizer's ``step`` takes a required closure (LBFGS: it evaluates the loss
+    several times a step)."""
+    try:
+        closure = inspect.signature(optimizer.step).parameters.get("closure")
+    except (TypeError, ValueError):
+        return False
+    return closure is not None and closure.default is inspect.Parameter.empty
 
 
 def _refusal(path: str | Path, exc: Exception) -> CheckpointError:

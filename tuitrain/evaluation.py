@@ -9,11 +9,13 @@ Used by the engine at epoch ends and histogram intervals; returns plain Python v
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from tuitrain.confusion import CONFUSED_PAIRS, MATRIX_MAX_CLASSES, TOP_K
 from tuitrain.records import SampleItem
 from tuitrain.task import Task, batch_size_of, forward, primary
 
@@ -24,9 +26,13 @@ GALLERY_SIZE = 16
 
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, data: Any, task: Task, device: torch.device, autocast: Callable,
-             batch_size: int) -> tuple[dict[str, float], list[list[int]] | None, list[tuple[int, int, int, float]]]:
-    """Validation over the whole split: ({val_loss, val_acc, val_<metric>}, confusion, wrong samples).
+             batch_size: int) -> tuple[dict[str, Any], list[list[int]] | None, list[tuple[int, int, int, float]]]:
+    """Validation over the whole split: ({val_loss, val_acc, val_<metric>...}, confusion, wrong samples).
 
+    Classification over up to MATRIX_MAX_CLASSES classes gets its confusion matrix; above, no matrix
+    (None) but ``val_top5`` and ``confused``, the most confused (true, predicted, count) pairs,
+    counted sparsely: memory and the record stay O(samples + CONFUSED_PAIRS), not O(classes**2).
+    ``val_ppl`` (exp of val_loss) where the task's loss is cross-entropy on a language model.
     Everything accumulates on the device; one transfer at the end (acceptable at an epoch end).
     """
     n_classes = 0
@@ -38,6 +44,8 @@ def evaluate(model: torch.nn.Module, data: Any, task: Task, device: torch.device
     for metric in stateful.values():
         metric.reset()
     confusion = torch.zeros(0, device=device, dtype=torch.long)
+    hits = torch.zeros(2, device=device, dtype=torch.long)  # above MATRIX_MAX_CLASSES: correct, in the top k
+    pairs: list[torch.Tensor] = []  # above MATRIX_MAX_CLASSES: true * C + predicted of each wrong sample
     confidence, predicted = [], []
     for batch in data.val_batches(batch_size):
         inputs, targets = task.split(batch)
@@ -54,10 +62,15 @@ def evaluate(model: torch.nn.Module, data: Any, task: Task, device: torch.device
             metric.update(out, targets)
         if task.classification and out is not None:
             n_classes = out.shape[1]
-            if not len(confusion):
-                confusion = torch.zeros(n_classes * n_classes, device=device, dtype=torch.long)
             conf, pred = out.softmax(dim=1).max(dim=1)
-            confusion.scatter_add_(0, targets * n_classes + pred, torch.ones_like(pred))
+            if n_classes <= MATRIX_MAX_CLASSES:
+                if not len(confusion):
+                    confusion = torch.zeros(n_classes * n_classes, device=device, dtype=torch.long)
+                confusion.scatter_add_(0, targets * n_classes + pred, torch.ones_like(pred))
+            else:
+                top = out.topk(TOP_K, dim=1).indices
+                hits += torch.stack([(pred == targets).sum(), (top == targets[:, None]).any(dim=1).sum()])
+                pairs.append(torch.where(pred != targets, targets * n_classes + pred, -1))
             confidence.append(torch.where(pred != targets, conf, -1.0))
             predicted.append(pred * n_classes + targets)
     parts = [loss_sum] + list(sums.values()) + [m.compute().double().reshape(()) for m in stateful.values()]
@@ -66,24 +79,58 @@ def evaluate(model: torch.nn.Module, data: Any, task: Task, device: torch.device
         conf_all = torch.cat(confidence)
         values, index = conf_all.topk(min(GALLERY_SIZE, len(conf_all)))
         top = torch.cat([values.double(), index.double(), torch.cat(predicted)[index].double()])
-    flat = torch.cat([torch.stack(parts).to(torch.float64), confusion.double(), top]).tolist()
+    counted = confusion.double() if not pairs else torch.cat([hits.double(), _most_confused(pairs, n_classes)])
+    flat = torch.cat([torch.stack(parts).to(torch.float64), counted, top]).tolist()
     count = max(count, 1)
-    val = {"val_loss": flat[0] / count}
+    val: dict[str, Any] = {"val_loss": flat[0] / count}
     for i, name in enumerate(sums, start=1):
         val[f"val_{name}"] = flat[i] / count
     for i, name in enumerate(stateful, start=1 + len(sums)):
         val[f"val_{name}"] = flat[i]
+    if task.perplexity and "ppl" not in task.metrics:
+        val["val_ppl"] = math.exp(val["val_loss"]) if val["val_loss"] < PPL_OVERFLOW else math.inf
     rest = flat[1 + len(task.metrics):]
     if not task.classification:
         return val, None, []
-    k = n_classes * n_classes
-    matrix = [[int(c) for c in rest[r * n_classes : (r + 1) * n_classes]] for r in range(n_classes)]
-    val["val_acc"] = sum(matrix[i][i] for i in range(n_classes)) / count
+    if n_classes > MATRIX_MAX_CLASSES:
+        k = 2 + 3 * CONFUSED_PAIRS
+        val["val_acc"], val["val_top5"] = rest[0] / count, rest[1] / count
+        names = task.classes
+        val["confused"] = [[_name(names, int(t)), _name(names, int(p)), int(n)]
+                           for t, p, n in zip(*[iter(rest[2:k])] * 3, strict=True) if n > 0]
+        matrix = None
+    else:
+        k = n_classes * n_classes
+        matrix = [[int(c) for c in rest[r * n_classes : (r + 1) * n_classes]] for r in range(n_classes)]
+        val["val_acc"] = sum(matrix[i][i] for i in range(n_classes)) / count
     m = (len(rest) - k) // 3
     confidences, indices, codes = rest[k : k + m], rest[k + m : k + 2 * m], rest[k + 2 * m :]
     wrong = [(int(i), int(c) % n_classes, int(c) // n_classes, v)
              for v, i, c in zip(confidences, indices, codes, strict=True) if v >= 0]
     return val, matrix, wrong
+
+
+PPL_OVERFLOW = 709.0
+"""exp() of more overflows a float: the perplexity is then inf."""
+
+
+def _most_confused(pairs: list[torch.Tensor], n_classes: int) -> torch.Tensor:
+    """The CONFUSED_PAIRS most frequent (true, predicted) pairs among the wrong samples' codes
+    (true * C + predicted; -1 for a right one) as flat (true, predicted, count) triples, padded with
+    zero counts: a sparse count (torch.unique, one sync) instead of a C x C matrix."""
+    codes = torch.cat(pairs)
+    out = torch.zeros(CONFUSED_PAIRS, 3, dtype=torch.float64, device=codes.device)
+    unique, counts = torch.unique(codes[codes >= 0], return_counts=True)
+    counts, order = counts.sort(descending=True, stable=True)  # ties: the lower true class first
+    unique, counts = unique[order[:CONFUSED_PAIRS]], counts[:CONFUSED_PAIRS]
+    out[: len(unique), 0] = (unique // n_classes).double()
+    out[: len(unique), 1] = (unique % n_classes).double()
+    out[: len(unique), 2] = counts.double()
+    return out.flatten()
+
+
+def _name(names: list[str], index: int) -> str:
+    return names[index] if index < len(names) else str(index)
 
 
 def sample_items(wrong: list[tuple[int, int, int, float]], images: torch.Tensor) -> list[SampleItem]:

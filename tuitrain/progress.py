@@ -94,7 +94,7 @@ class Progress:
             self._line(
                 f"training {record['model']} on {record['dataset']} ({fmt.count(record['samples'])} samples) on "
                 f"{record['device']}: {fmt.plural(record['epochs'], 'epoch')} x {fmt.plural(self.per_epoch, 'step')}"
-                + (f", resumed at epoch {record['start_epoch']}" if record.get("resumed_from") else "")
+                + (resumed_at(record) if record.get("resumed_from") else "")
                 + start_details(record)
             )
             return
@@ -111,7 +111,9 @@ class Progress:
         if event == "warning":  # the engine records each distinct message once
             self._line(f"warning: {record.get('category', 'Warning')}: {record.get('message', '')}")
             return
-        if event == "error" or not record.get("ok", True):
+        if event == "notice":
+            self._line(f"tuitrain: {record.get('reason', '')}")
+        elif event == "error" or not record.get("ok", True):
             self._line(f"{event}: {record.get('reason', 'failed')}")
         else:
             detail = {k: v for k, v in record.items() if k not in ("type", "event", "time", "ok", "cmd_id", "epoch")}
@@ -247,3 +249,10 @@ def watch_plain(run_dir: str, stream: TextIO | None = None, poll_s: float = FOLL
                 out.flush()
                 return 0
     return 0
+
+
+def resumed_at(start: dict) -> str:
+    """Where a resumed run goes on, 1-based as epochs are shown: ``start_epoch`` counts the epochs
+    done, ``start_batch`` the batches of the next one (a mid-epoch checkpoint)."""
+    epoch, batch = start.get("start_epoch", 0) + 1, start.get("start_batch", 0)
+    return f", resumed at epoch {epoch}" + (f" batch {batch + 1}" if batch else "")

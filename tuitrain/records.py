@@ -23,7 +23,7 @@ FORMAT = 2
 
 RecordType = Literal["step", "epoch", "event", "confusion", "hist", "system", "samples", "replay"]
 EventName = Literal["start", "pause", "resume", "save", "load", "lr", "device", "nonfinite", "early_stop",
-                    "stop", "end", "error", "signal", "write", "warning"]
+                    "stop", "end", "error", "signal", "write", "warning", "notice"]
 RunStatus = Literal["starting", "running", "paused", "done", "failed", "stopped", "interrupted", "dead"]
 """One vocabulary for a run's state: status.json, ``tuitrain runs``, the dashboard and Result."""
 
@@ -69,6 +69,9 @@ class EpochRecord(TypedDict, total=False):
     train_acc: float  # classification only
     val_loss: float
     val_acc: float  # classification only
+    val_top5: float  # classification over more than confusion.MATRIX_MAX_CLASSES classes
+    confused: list[list]  # the same: the most confused [true class, predicted class, count], most first
+    val_ppl: float  # cross-entropy on a language model: exp(val_loss)
     lr: float
     train_seconds: float  # time training, paused time excluded
     paused_seconds: float
@@ -176,7 +179,7 @@ _INT: tuple[type, ...] = (int,)
 _NUM: tuple[type, ...] = (int, float)
 _OPT_NUM: tuple[type, ...] = (int, float, type(None))
 _STR: tuple[type, ...] = (str,)
-COUNTS = ("step", "epoch", "batch", "epochs", "total_steps", "batch_size", "start_epoch", "epochs_done")
+COUNTS = ("step", "epoch", "batch", "epochs", "total_steps", "batch_size", "start_epoch", "start_batch", "epochs_done")
 """Whole numbers from 0 to 2**53 wherever they appear."""
 REQUIRED: dict[str, dict[str, tuple[type, ...]]] = {
     "step": {"step": _INT, "epoch": _INT, "loss": _NUM},

@@ -237,6 +237,7 @@ def notice_for(record: dict) -> Notice | None:
         "device": f"moved to {record.get('new')}",
         "end": f"run {record.get('status')}",
         "error": f"error: {record.get('reason')}",
+        "notice": str(record.get("reason", "")),
     }
     if event not in messages:
         return None

@@ -67,8 +67,10 @@ class Session:
         """Epochs retrained after a resume whose records are already there: not written twice."""
 
     def prepare(self) -> None:
-        """Load data and model, check --resume; raises UsageError before anything is written."""
+        """Load data and model, check --resume; raises UsageError before anything is written.
+        The config written is the engine's after setup (settings a checkpoint or the data decided)."""
         self.engine.setup()
+        self.config = self.engine.config
 
     def open_run_dir(self) -> None:
         """Create the run directory, clean temp files a killed save left, write config.json."""

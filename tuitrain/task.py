@@ -149,6 +149,8 @@ class Task:
     classes: list[str] = field(default_factory=list)
     classification: bool = True
     """Decided on the first batch: class-index targets of shape (N,) and (N, C) outputs."""
+    perplexity: bool = False
+    """Decided on the first batch (:func:`language_model`): validation reports ``val_ppl``."""
     takes: frozenset[str] = frozenset()
     """The names the model's forward takes (:meth:`bind`): a dict batch's target key among them
     (``labels``) goes to the model too, as transformers' models compute their loss from it."""
@@ -276,6 +278,41 @@ class Task:
             schedule.check_start(built, optimizer, every, interval)
             return built, every
         return schedule.build(name, optimizer, steps_per_epoch, epochs, mode, interval)
+
+
+def language_model(task: Task, inputs: Any, outputs: Any, targets: Any) -> bool:
+    """Whether perplexity (exp of the validation loss) means something for this task: class-index
+    targets, a loss that is cross-entropy (on this batch its value is ``F.cross_entropy``'s of the
+    outputs, as for ``nn.CrossEntropyLoss`` or ``nn.NLLLoss`` over log-softmax outputs) and inputs
+    that are token ids of the outputs' own vocabulary (every integer tensor of the inputs below C:
+    a language model reads and predicts the same words, a text classifier reads more words than it
+    has classes)."""
+    if not task.classification:
+        return False
+    out = primary(outputs)
+    tokens = [t for t in _tensors(inputs) if not t.is_floating_point() and not t.is_complex() and t.dtype != torch.bool]
+    if not tokens or any(len(t.flatten()) and (int(t.min()) < 0 or int(t.max()) >= out.shape[1]) for t in tokens):
+        return False
+    if task.loss_fn is None:
+        return True
+    try:
+        loss = task.loss(outputs, targets)
+        expected = F.cross_entropy(out.float(), targets)
+    except Exception:  # the loss's own failure is reported where training meets it
+        return False
+    return isinstance(loss, torch.Tensor) and loss.numel() == 1 and bool(
+        torch.isclose(loss.detach().float().reshape(()), expected, rtol=1e-4, atol=1e-6))
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    """Every tensor of a (nested) tuple, list or dict."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    return []
 
 
 def metric_names_clash(metrics: Mapping[str, Any]) -> None:

@@ -12,10 +12,9 @@ wave length (the original: 1000; 200 here by default to keep the short run short
 Glue: 1 line (the ``tuitrain.fit`` call, batch = the whole set as in the original).
 
 Judged by: test MSE after training against the variance of the waves (a model predicting 0).
-Shows today: issue 22 item 6 (an optimizer whose step needs a closure): LBFGS fails at the first
-optimizer step with "LBFGS.step() missing 1 required positional argument: 'closure'", after the run
-directory, config and TensorBoard files exist. The same script trains under Lightning, which
-passes a closure.
+Shows: issue 22 item 6 fixed (an optimizer whose step needs a closure): tuitrain passes LBFGS a
+closure, as Lightning does, and the port trains (it failed at step 1 with "LBFGS.step() missing 1
+required positional argument: 'closure'", after the run directory existed).
 """
 
 # ruff: noqa: B007, UP008  (the original's code, kept as it is)
