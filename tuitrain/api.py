@@ -43,14 +43,18 @@ def fit(model: torch.nn.Module, train_data: Any, val_data: Any = None, *, loss_f
     ``(x, y[, ...])`` (kept in memory and batched by index: the fast path), or a TensorDataset.
     Without ``val_data``, 10% of ``train_data`` is held out (seeded).
 
-    loss_fn: ``(outputs, targets) -> scalar``. Default: cross-entropy over integer class-index
-        targets of shape (N,); any other target is refused before the first step (ValueError).
-        Accuracy is reported only for class-index targets.
+    loss_fn: ``(outputs, targets) -> scalar``. Default: the model's own loss where its output
+        carries one (``outputs.loss`` or ``outputs["loss"]``, as transformers' Trainer trains),
+        else cross-entropy over integer class-index targets of shape (N,); any other target is
+        refused before the first step (ValueError), as is a given loss that broadcasts outputs
+        and targets of different shapes or warns on the first batch. Accuracy is reported only
+        for class-index targets.
     metrics: ``{"name": fn}`` with ``fn(outputs, targets) -> tensor`` (averaged over validation
         batches, weighted by size) or a ``torchmetrics.Metric``; reported as ``val_<name>``.
     batch_fn: ``batch -> (inputs, targets)``. Default: ``(x, y)``, ``(x, y, *extra)``, or a dict
         with input (input, x, pixel_values, input_ids...) and target (label, labels, y, target)
-        keys. Inputs that are a tuple or dict are passed as ``*args``/``**kwargs``. Outputs that
+        keys; the target key goes to the model too when its forward takes that name (``labels``).
+        Inputs that are a tuple or dict are passed as ``*args``/``**kwargs``. Outputs that
         are a tuple use element 0, a dict its ``logits``, for the default loss, accuracy, metrics
         and predictions; ``loss_fn`` gets them as they are.
     restore_best: the model ends with best.pt's weights, in eval mode.
