@@ -15,6 +15,7 @@ schedules (schedule.py), devices (device.py), what a checkpoint holds (checkpoin
 from __future__ import annotations
 
 import math
+import os
 import queue
 import random
 import time
@@ -26,7 +27,7 @@ from typing import Any
 
 import torch
 
-from tuitrain import checkpoints, data, distributed, evaluation, models, records, schedule, steering
+from tuitrain import checkpoints, cpuload, data, distributed, evaluation, models, records, schedule, steering
 from tuitrain.commands import Command
 from tuitrain.config import TrainConfig, check_lr
 from tuitrain.device import autocast, resolve_device
@@ -101,6 +102,7 @@ class Engine:
         """The monitored value's rule (monitor.py); its counts are in ``state``."""
         self.summary: dict | None = None
         self.summary_error = ""
+        self.slow_watch: cpuload.SlowWatch | None = None
         self.steps_per_epoch = 0
         self.data_gen = torch.Generator()
         self.window = MetricWindow(self.device)
@@ -231,7 +233,9 @@ class Engine:
                          summary_error=self.summary_error or None, dataset=cfg.dataset, model=cfg.model,
                          samples=self.data.n_train, batch_size=cfg.batch_size, monitor=self.monitor, mode=self.mode,
                          classification=self.task.classification, metrics=list(self.task.metrics),
-                         classes=self.task.classes)
+                         classes=self.task.classes, threads=self._threads())
+        # A CPU run on a box other processes take says so when its throughput collapses (cpuload.py).
+        self.slow_watch = cpuload.SlowWatch() if not self.dist else None
         try:
             while st.epoch < cfg.epochs and not self.stop_reason:
                 self.train_epoch()
@@ -413,6 +417,13 @@ class Engine:
         """The first parameter group's learning rate."""
         return float(self.optimizer.param_groups[0]["lr"])
 
+    @staticmethod
+    def _threads() -> dict:
+        """The start event's ``threads``: torch's CPU threads, their wait policy and why (cpuload.py)."""
+        choice = cpuload.chosen()
+        return {**(choice.to_record() if choice else {}), "torch_threads": torch.get_num_threads(),
+                "wait_policy": os.environ.get("OMP_WAIT_POLICY", "")}
+
     def epoch_now(self) -> int:
         """The 1-based epoch records belong to (records.py): in progress, or just ended between epochs."""
         st = self.state
@@ -432,6 +443,10 @@ class Engine:
         self.report(dict(records.step_record(step=self.state.step, epoch=self.state.epoch + 1, batch=self.state.batch,
                                              loss=loss_sum / count, **extra, lr=self.lr, grad_norm=norm_read,
                                              samples_per_s=round(count / self.window.elapsed, 1))))
+        if self.slow_watch is not None and self.device.type == "cpu":
+            said = self.slow_watch.observe(count / self.window.elapsed)
+            if said:
+                self.emit_event("slow", **said)
         self.window.reset()
 
     def _report_epoch(self, record: records.EpochRecord, confusion: list[list[int]] | None,

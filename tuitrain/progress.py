@@ -96,6 +96,9 @@ class Progress:
                 f"{record['device']}: {fmt.plural(record['epochs'], 'epoch')} x {fmt.plural(self.per_epoch, 'step')}"
                 + (f", resumed at epoch {record['start_epoch']}" if record.get("resumed_from") else "")
             )
+            threads = record.get("threads") or {}
+            if threads.get("wait_policy") and threads.get("reason"):  # chosen for a busy box (cpuload.py)
+                self._line(f"torch threads: OMP_WAIT_POLICY={threads['wait_policy']}, {threads['reason']}")
             return
         if record.get("ok", True):
             if event in ("pause",) or (event == "nonfinite" and record.get("action") == "paused"):
@@ -106,6 +109,9 @@ class Progress:
         if event == "save" and record.get("auto") and record.get("ok"):
             return  # every epoch saves last.pt; the epoch line already says an epoch ended
         if event == "end":
+            return
+        if event == "slow":
+            self._line(f"{'slow' if record.get('state') == 'slow' else 'recovered'}: {record.get('reason', '')}")
             return
         if event == "error" or not record.get("ok", True):
             self._line(f"{event}: {record.get('reason', 'failed')}")

@@ -18,6 +18,8 @@ Status: TypeAlias = RunStatus | Literal["stopping"]
 """A run's state in the one vocabulary (records.RunStatus: status.json, ``tuitrain runs``, the end
 event), plus the dashboard's own ``stopping``: q was pressed and the run has not ended yet."""
 DIVERGED_NOTE = "diverged: lower the LR (r) or load a checkpoint (l), then p"
+SLOW_NOTE = "SLOW"
+"""Starts the note while a busy box slows the run (the engine's ``slow`` event writes the rest)."""
 LEAVE_HINT = "(q to leave)"
 """Ends the note of an ended run; the status line keeps it when it has to cut the note."""
 
@@ -92,6 +94,10 @@ class RunState:
             self.lr = record["new"]
         elif event == "device":
             self.device = record["new"]
+        elif event == "slow":  # a busy box took the CPU (cpuload.py): said until it recovers
+            slow = record.get("state") == "slow"
+            if slow or self.note.startswith(SLOW_NOTE):
+                self.note = str(record.get("note") or SLOW_NOTE) if slow else ""
         elif event == "nonfinite" and record.get("action") == "paused":
             self.paused, self.status, self.note = True, "paused", DIVERGED_NOTE
         elif event == "end":
@@ -194,6 +200,10 @@ def notice_for(record: dict) -> Notice | None:
         return Notice(record.get("reason", ""), "training diverged", "error", 10)  # the status line keeps it
     if not ok:
         return Notice(f"{event} refused: {record.get('reason', '')}", severity="error", timeout=6)
+    if event == "slow":
+        slow = record.get("state") == "slow"
+        return Notice(str(record.get("reason", "")), "slow" if slow else "", "warning" if slow else "information",
+                      10 if slow else 3)
     if record.get("auto") or event in ("start", "stop"):
         return None
     messages = {
