@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import ROOT
 from tuitrain import cpuload
-from tuitrain.cpuload import SLOW_RECORDS, WARM_UP, SlowWatch, apply_wait_policy, choose_wait_policy
+from tuitrain.cpuload import SLOW_RECORDS, WARM_UP, WATCH_AFTER_S, SlowWatch, apply_wait_policy, choose_wait_policy
 from tuitrain.runstate import RunState, notice_for
 
 
@@ -51,14 +51,28 @@ def test_apply_sets_the_environment_only_without_torch_and_samples_only_when_it_
     assert loaded == {} and len(samples) == 1
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def feed(watch: SlowWatch, rates: list[float]) -> list[dict]:
-    return [said for rate in rates if (said := watch.observe(rate))]
+    """The rates as step records a second apart; what the watch said."""
+    said = []
+    for rate in rates:
+        watch.clock.now += 1.0  # type: ignore[attr-defined]
+        if found := watch.observe(rate):
+            said.append(found)
+    return said
 
 
 def test_slow_is_said_once_when_throughput_collapses_under_load_and_once_when_it_recovers():
     load = [1.0]
-    watch = SlowWatch(cores=2, load=lambda: load[0], wait_policy="")
-    assert feed(watch, [100.0] * WARM_UP + [5000.0] * 10) == []
+    watch = SlowWatch(cores=2, load=lambda: load[0], wait_policy="", clock=Clock())
+    assert feed(watch, [100.0] * WARM_UP + [5000.0] * 30) == []
     assert feed(watch, [1000.0] * 10) == []  # slow, but the load is not above the cores: not the box's fault
     load[0] = 4.2
     said = feed(watch, [1000.0] * (SLOW_RECORDS + 10))
@@ -69,10 +83,16 @@ def test_slow_is_said_once_when_throughput_collapses_under_load_and_once_when_it
 
 
 def test_a_single_slow_record_is_noise():
-    watch = SlowWatch(cores=2, load=lambda: 9.0, wait_policy="PASSIVE")
-    assert feed(watch, [5000.0] * 10 + [1000.0] * (SLOW_RECORDS - 1) + [5000.0] + [1000.0] * (SLOW_RECORDS - 1)) == []
+    watch = SlowWatch(cores=2, load=lambda: 9.0, wait_policy="PASSIVE", clock=Clock())
+    assert feed(watch, [5000.0] * 30 + [1000.0] * (SLOW_RECORDS - 1) + [5000.0] + [1000.0] * (SLOW_RECORDS - 1)) == []
     said = feed(watch, [1000.0])
     assert len(said) == 1 and "OMP_NUM_THREADS=1" in said[0]["reason"]  # PASSIVE already: fewer threads
+
+
+def test_no_verdict_in_a_runs_first_seconds():
+    watch = SlowWatch(cores=2, load=lambda: 9.0, wait_policy="", clock=Clock())
+    steps = int(WATCH_AFTER_S) - SLOW_RECORDS - 1  # a record a second: all slow ones before WATCH_AFTER_S
+    assert feed(watch, [5000.0] * steps + [1000.0] * SLOW_RECORDS) == []
 
 
 def test_the_status_line_says_slow_until_it_recovers():

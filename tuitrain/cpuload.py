@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -125,6 +126,9 @@ RECENT = 60
 """Step records the recent best is taken over."""
 WARM_UP = 2
 """First step records left out of the best (allocation, caches)."""
+WATCH_AFTER_S = 30.0
+"""No verdict in a run's first seconds: a best worth comparing with takes a while (and short runs,
+the tests' among them, keep their records as they were on a loaded machine)."""
 
 
 class SlowWatch:
@@ -136,9 +140,12 @@ class SlowWatch:
     """
 
     def __init__(self, cores: int | None = None, load: Callable[[], float] = lambda: os.getloadavg()[0],
-                 wait_policy: str | None = None) -> None:
+                 wait_policy: str | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.cores = cores or os.cpu_count() or 1
         self.load = load
+        self.clock = clock
+        self.since: float | None = None
+        """When the first record was observed."""
         self.wait_policy = os.environ.get("OMP_WAIT_POLICY", "") if wait_policy is None else wait_policy
         self.rates: deque[float] = deque(maxlen=RECENT)
         self.seen = 0
@@ -149,6 +156,8 @@ class SlowWatch:
     def observe(self, rate: float) -> dict | None:
         """The next step record's samples/s; the ``slow`` event's details when one is due."""
         self.seen += 1
+        if self.since is None:
+            self.since = self.clock()
         if self.seen <= WARM_UP or rate <= 0:
             return None
         if self.slow_from is not None:
@@ -161,7 +170,7 @@ class SlowWatch:
             return None
         best = max(self.rates, default=0.0)
         self.rates.append(rate)
-        if not best or rate >= SLOW_FRACTION * best:
+        if not best or rate >= SLOW_FRACTION * best or self.clock() - self.since < WATCH_AFTER_S:
             self.slow_in_a_row = 0
             return None
         load = self.load()
