@@ -91,7 +91,7 @@ async def test_a_fast_record_stream_wakes_the_ui_a_few_times_a_second(tmp_path):
         counts, seconds = app.counts, session.elapsed
         assert session.sent > 200  # the stream was fast: hundreds of records (thousands on a quiet machine)
         assert counts["records"] == session.sent + 2  # every record reached the dashboard
-        assert app.query_one(Curves).train_loss.ys[-1] == 1.0 / session.sent
+        assert app.run_state.step == session.sent
         # Generous bounds (the UI thread may run late under load, never more often): a batch every
         # POST_EVERY_S plus the start and the end; the status line and the plots once a clock tick
         # plus the state changes. Each record posted alone, as before, would be hundreds of messages.
