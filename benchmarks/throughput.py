@@ -140,6 +140,8 @@ class Bench:
     rates: dict[str, list[float]] = field(default_factory=lambda: {p: [] for p in PATHS})
     ui_cpu: list[tuple[float, float, float]] = field(default_factory=list)
     """Per dashboard run: (UI thread CPU s, process CPU s, wall s) while training."""
+    wakes: list[tuple[int, int, float]] = field(default_factory=list)
+    """Per dashboard run: (UI thread's context switches, all threads', wall s) while training."""
 
 
 def write_data(root: Path, n_train: int = TRAIN, n_val: int = VAL) -> None:
@@ -207,6 +209,21 @@ def thread_cpu(pid: int) -> tuple[float, float]:
     return cpu(Path(f"/proc/{pid}/task/{pid}/stat").read_text()), cpu(Path(f"/proc/{pid}/stat").read_text())
 
 
+def switches(pid: int) -> tuple[int, int]:
+    """Context switches (voluntary and not) of the process's main thread (the Textual UI) and of all its
+    threads: each is a wake-up, and on a box whose cores the torch threads keep busy each wake-up of
+    another thread stalls a parallel region. A count, not a timing: comparable across sittings."""
+    def count(tid: str) -> int:
+        try:
+            text = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+        except OSError:  # the thread just ended
+            return 0
+        return sum(int(line.split()[1]) for line in text.splitlines() if line.endswith(tuple("0123456789"))
+                   and line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")))
+
+    return count(str(pid)), sum(count(tid) for tid in os.listdir(f"/proc/{pid}/task"))
+
+
 def tmux(*args: str) -> str:
     return subprocess.run(["tmux", *args], capture_output=True, text=True).stdout
 
@@ -231,12 +248,14 @@ def run_dashboard(b: Bench, run_dir: Path) -> list[float]:
             # CPU from the first step record on: start-up (imports, data) runs on the main thread too.
             if start is None and pid and (run_dir / "metrics.jsonl").exists() and \
                     '"type":"step"' in (run_dir / "metrics.jsonl").read_text():
-                start = (*thread_cpu(pid), time.monotonic())
+                start = (*thread_cpu(pid), time.monotonic(), *switches(pid))
             screen = tmux("capture-pane", "-p", "-t", session)
             if "DONE" in screen or "FAILED" in screen:
                 if pid and start:
                     ui, total = thread_cpu(pid)
+                    main, every = switches(pid)
                     b.ui_cpu.append((ui - start[0], total - start[1], time.monotonic() - start[2]))
+                    b.wakes.append((main - start[3], every - start[4], time.monotonic() - start[2]))
                 break
         else:
             raise RuntimeError("the dashboard did not finish in time")
@@ -294,6 +313,10 @@ def report(b: Bench, opts: argparse.Namespace, loads: tuple[float, float]) -> No
         ui, total, wall = (sum(x) for x in zip(*b.ui_cpu, strict=True))
         print(f"dashboard UI thread while training: {ui:.2f} CPU s in {wall:.1f} s ({100 * ui / wall:.1f}% of one "
               f"core, {100 * ui / max(total, 1e-9):.1f}% of the process's CPU time)")
+    if b.wakes:
+        main, every, wall = (sum(x) for x in zip(*b.wakes, strict=True))
+        print(f"dashboard context switches while training: UI thread {main / wall:.1f}/s, all threads "
+              f"{every / wall:.1f}/s (torch's workers included; a count, comparable across sittings)")
 
 
 def main() -> None:

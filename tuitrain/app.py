@@ -13,6 +13,7 @@ import gc
 import itertools
 import sys
 import uuid
+from collections import Counter
 from pathlib import Path
 
 from textual import on, work
@@ -63,9 +64,20 @@ class TuiTrainApp(App[int]):
         self.backend = backend
         self.watch_mode = watch_mode
         self.run_state = RunState(watch_mode)
-        self.dashboard = DashboardScreen(backend.run_dir, self.run_state)
+        self.counts: Counter[str] = Counter()
+        """What woke the UI thread: record messages (and records in them), clock ticks, redraws."""
+        self.dashboard = DashboardScreen(backend.run_dir, self.run_state, self.counts)
         """The first screen; prompts open above it while records keep arriving."""
         self._ids = itertools.count(1)
+
+    def get_driver_class(self):
+        """Textual's driver for this platform; on Linux, one whose input thread sleeps while nobody types."""
+        found = super().get_driver_class()
+        if found.__name__ == "LinuxDriver":  # not TEXTUAL_DRIVER's, not Windows' or the web's
+            from tuitrain.driver import QuietLinuxDriver
+
+            return QuietLinuxDriver
+        return found
 
     def get_default_screen(self) -> DashboardScreen:
         return self.dashboard
@@ -131,6 +143,8 @@ class TuiTrainApp(App[int]):
     def route_records(self, message: RecordsArrived) -> None:
         """Apply each record to the run state, show it on the dashboard, notify what deserves it."""
         run = self.run_state
+        self.counts["messages"] += 1
+        self.counts["records"] += len(message.records)
         before = (run.state, run.note)
         for record in message.records:
             run.apply(record)

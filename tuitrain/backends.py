@@ -18,6 +18,51 @@ from tuitrain.rundir import Follow, list_checkpoints
 
 Emit = Callable[[list[dict]], None]
 
+POST_EVERY_S = 0.5
+"""The live engine's metric records reach the UI in batches at most this often (see Coalescer)."""
+METRIC_TYPES = frozenset({"step", "system", "hist"})
+"""Records that may wait for the next batch; any other (events, epochs, classes) goes at once."""
+
+
+class Coalescer:
+    """Gathers records from the training threads and hands them to ``emit`` in batches, in order.
+
+    Each batch posted wakes the UI thread, and on a machine whose cores the torch threads keep busy,
+    every wake-up stalls a parallel region of training. So metric records (a step record every
+    ``log_every`` steps, many a second for a small model) go at most every ``every_s``; any other
+    record goes at once with what waits before it. A record that waits goes with the next one: the
+    engine writes a step record at least once a second and the sampler a system record every two,
+    so nothing waits for long, and :meth:`flush` sends the rest when the run ends. No timer, no thread.
+    """
+
+    def __init__(self, emit: Emit, every_s: float = POST_EVERY_S, clock: Callable[[], float] = time.monotonic):
+        self.emit = emit
+        self.every_s = every_s
+        self.clock = clock
+        self.posted = 0
+        """Batches handed to ``emit``."""
+        self._pending: list[dict] = []
+        self._last = -float("inf")
+        self._lock = threading.Lock()  # the engine's thread and the system sampler's both report
+
+    def __call__(self, record: dict) -> None:
+        with self._lock:
+            self._pending.append(record)
+            now = self.clock()
+            if record.get("type") in METRIC_TYPES and now - self._last < self.every_s:
+                return
+            batch, self._pending, self._last = self._pending, [], now
+            self.posted += 1
+            self.emit(batch)  # under the lock: batches reach the UI in the order the records came
+
+    def flush(self) -> None:
+        """Hand over what waits (the run ended)."""
+        with self._lock:
+            if self._pending:
+                batch, self._pending = self._pending, []
+                self.posted += 1
+                self.emit(batch)
+
 
 class Backend(Protocol):
     """The dashboard's view of a run."""
@@ -55,9 +100,13 @@ class LiveBackend:
         self.run_dir = session.config.run_dir
 
     def run(self, emit: Emit) -> None:
-        """Train; every record the engine reports is emitted as it comes."""
-        self.session.on_record = lambda record: emit([record])
-        self.session.run()
+        """Train; the records the engine reports are emitted in batches (Coalescer), all of them."""
+        coalesce = Coalescer(emit)
+        self.session.on_record = coalesce
+        try:
+            self.session.run()
+        finally:
+            coalesce.flush()
 
     def send(self, command) -> None:
         """Queue the command for the next step boundary."""

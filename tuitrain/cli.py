@@ -174,9 +174,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_train(argv: list[str]) -> int:
     """``tuitrain DATASET``: the dashboard on a terminal, else headless; the exit code of its end."""
+    cfg = config_from_args(train_parser().parse_args(argv))
+    from tuitrain.cpuload import apply_wait_policy
+
+    apply_wait_policy()  # libgomp reads its settings when torch loads it: before anything imports torch
     from tuitrain.launch import run, user_traceback
 
-    cfg = config_from_args(train_parser().parse_args(argv))
     try:
         return run(cfg, show_traceback=True).exit_code
     except (UsageError, KeyboardInterrupt):
@@ -221,6 +224,9 @@ def cmd_sweep(argv: list[str]) -> int:
     from tuitrain.sweep import run_sweep
 
     args = vars(sweep_parser().parse_args(argv))
+    from tuitrain.cpuload import apply_wait_policy
+
+    apply_wait_policy()  # before the runs import torch (cmd_train says why)
     sweep_dir = Path(args.pop("sweep_dir") or f"runs/sweep-{args['dataset']}-{time.strftime('%Y%m%d-%H%M%S')}")
     # Only what was given is in args, in the order it was given (argparse sets each option as it
     # meets it): the grid, its runs' names and the results' columns follow the command line.

@@ -18,6 +18,7 @@ import contextlib
 import inspect
 import logging
 import math
+import os
 import queue
 import random
 import re
@@ -32,7 +33,7 @@ from typing import Any
 
 import torch
 
-from tuitrain import checkpoints, data, distributed, evaluation, models, records, schedule, steering
+from tuitrain import checkpoints, cpuload, data, distributed, evaluation, models, records, schedule, steering
 from tuitrain.commands import Command, Stop
 from tuitrain.config import TrainConfig, check_lr, is_user_model
 from tuitrain.device import autocast, resolve_device
@@ -145,6 +146,7 @@ class Engine:
         """The monitored value's rule (monitor.py); its counts are in ``state``."""
         self.summary: dict | None = None
         self.summary_error = ""
+        self.slow_watch: cpuload.SlowWatch | None = None
         self.steps_per_epoch = 0
         self.data_gen = torch.Generator()
         self.window = MetricWindow(self.device)
@@ -316,7 +318,10 @@ class Engine:
                          samples=self.data.n_train, batch_size=cfg.batch_size, monitor=self.monitor, mode=self.mode,
                          classification=self.task.classification, metrics=list(self.task.metrics),
                          classes=self.task.classes, scheduler=cfg.scheduler,
-                         scheduler_interval=self.scheduler_interval if self.scheduler is not None else None)
+                         scheduler_interval=self.scheduler_interval if self.scheduler is not None else None,
+                         threads=self._threads())
+        # A CPU run on a box other processes take says so when its throughput collapses (cpuload.py).
+        self.slow_watch = cpuload.SlowWatch() if not self.dist else None
         for notice in self.notices:
             self.emit_event("notice", reason=notice)
         for early in self._early_warnings:  # the model's, on the pre-flight batch
@@ -571,6 +576,13 @@ class Engine:
         """The first parameter group's learning rate."""
         return float(self.optimizer.param_groups[0]["lr"])
 
+    @staticmethod
+    def _threads() -> dict:
+        """The start event's ``threads``: torch's CPU threads, their wait policy and why (cpuload.py)."""
+        choice = cpuload.chosen()
+        return {**(choice.to_record() if choice else {}), "torch_threads": torch.get_num_threads(),
+                "wait_policy": os.environ.get("OMP_WAIT_POLICY", "")}
+
     def epoch_now(self) -> int:
         """The 1-based epoch records belong to (records.py): in progress, or just ended between epochs."""
         st = self.state
@@ -590,6 +602,10 @@ class Engine:
         self.report(dict(records.step_record(step=self.state.step, epoch=self.state.epoch + 1, batch=self.state.batch,
                                              loss=loss_sum / count, **extra, lr=self.lr, grad_norm=norm_read,
                                              samples_per_s=round(count / self.window.elapsed, 1))))
+        if self.slow_watch is not None and self.device.type == "cpu":
+            said = self.slow_watch.observe(count / self.window.elapsed)
+            if said:
+                self.emit_event("slow", **said)
         self.window.reset()
 
     def _report_epoch(self, record: records.EpochRecord, confusion: list[list[int]] | None,

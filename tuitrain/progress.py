@@ -97,6 +97,9 @@ class Progress:
                 + (resumed_at(record) if record.get("resumed_from") else "")
                 + start_details(record)
             )
+            threads = record.get("threads") or {}
+            if threads.get("wait_policy") and threads.get("reason"):  # chosen for a busy box (cpuload.py)
+                self._line(f"torch threads: OMP_WAIT_POLICY={threads['wait_policy']}, {threads['reason']}")
             return
         if record.get("ok", True):
             if event in ("pause",) or (event == "nonfinite" and record.get("action") == "paused"):
@@ -107,6 +110,9 @@ class Progress:
         if event == "save" and record.get("auto") and record.get("ok"):
             return  # every epoch saves last.pt; the epoch line already says an epoch ended
         if event == "end":
+            return
+        if event == "slow":
+            self._line(f"{'slow' if record.get('state') == 'slow' else 'recovered'}: {record.get('reason', '')}")
             return
         if event == "warning":  # the engine records each distinct message once
             self._line(f"warning: {record.get('category', 'Warning')}: {record.get('message', '')}")

@@ -23,7 +23,7 @@ FORMAT = 2
 
 RecordType = Literal["step", "epoch", "event", "confusion", "hist", "system", "samples", "replay"]
 EventName = Literal["start", "pause", "resume", "save", "load", "lr", "device", "nonfinite", "early_stop",
-                    "stop", "end", "error", "signal", "write", "warning", "notice"]
+                    "stop", "end", "error", "signal", "write", "warning", "notice", "slow"]
 RunStatus = Literal["starting", "running", "paused", "done", "failed", "stopped", "interrupted", "dead"]
 """One vocabulary for a run's state: status.json, ``tuitrain runs``, the dashboard and Result."""
 

@@ -20,6 +20,8 @@ event), plus the dashboard's own ``stopping``: q was pressed and the run has not
 LOADING_NOTE = "reading the history:"
 """The note while ``watch`` reads a long metrics.jsonl (its first screen says how far it got)."""
 DIVERGED_NOTE = "diverged: lower the LR (r) or load a checkpoint (l), then p"
+SLOW_NOTE = "SLOW"
+"""Starts the note while a busy box slows the run (the engine's ``slow`` event writes the rest)."""
 LEAVE_HINT = "(q to leave)"
 """Ends the note of an ended run; the status line keeps it when it has to cut the note."""
 
@@ -121,6 +123,10 @@ class RunState:
         elif event == "warning":  # kept on the status line (the notification goes away) until a later note
             self.warnings += 1
             self.note = self.note or f"{record.get('category', 'Warning')}: {record.get('message', '')}"
+        elif event == "slow":  # a busy box took the CPU (cpuload.py): said until it recovers
+            slow = record.get("state") == "slow"
+            if slow or self.note.startswith(SLOW_NOTE):
+                self.note = str(record.get("note") or SLOW_NOTE) if slow else ""
         elif event == "end":
             said = record.get("monitor")
             monitor: str = said if isinstance(said, str) and said else "val_acc"
@@ -226,6 +232,10 @@ def notice_for(record: dict) -> Notice | None:
     if event == "warning":  # raised while training (the model, the loss, torch): once per distinct message
         return Notice(f"{record.get('category', 'Warning')}: {record.get('message', '')}", "warning while training",
                       "warning", 20)
+    if event == "slow":
+        slow = record.get("state") == "slow"
+        return Notice(str(record.get("reason", "")), "slow" if slow else "", "warning" if slow else "information",
+                      10 if slow else 3)
     if record.get("auto") or event in ("start", "stop"):
         return None
     messages = {

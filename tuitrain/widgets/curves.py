@@ -64,6 +64,8 @@ class Curves(Vertical):
         self.val_loss, self.val_acc = Series(), Series()
         self.markers = Markers()
         self._dirty = False
+        self.redraws = 0
+        """Times drawn (tests and benchmarks count the UI's work)."""
         self._epoch = 0
         self.log_scale = False
         """Whether the loss axis is logarithmic (toggled by a key)."""
@@ -142,6 +144,7 @@ class Curves(Vertical):
 
     def redraw(self) -> None:
         """Draw both plots and the numbers from the history."""
+        self.redraws += 1
         self.spikes = self._draw(self.query_one("#loss", FastPlot), "loss", self.train_loss, self.val_loss,
                                  self.log_scale)
         title = {"acc": "accuracy", "": "no accuracy (fit: metrics=)"}.get(self.second, f"val {self.second}")

@@ -3,6 +3,8 @@ switches views on narrow terminals. Holds no run state of its own (that is the A
 
 from __future__ import annotations
 
+from collections import Counter
+
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
@@ -20,8 +22,11 @@ from tuitrain.widgets.system import SystemPanel
 
 NARROW_BELOW = 120
 """Terminals narrower than this get the stacked layout: curves on top, one lower panel at a time."""
-STATUS_EVERY_S = 0.5
-"""The status line is redrawn at most this often from metrics (state changes are drawn at once)."""
+STATUS_EVERY_S = 1.0
+"""The dashboard's clock: the status line is redrawn at most this often from metrics (state changes are
+drawn at once), the plots on the same ticks. Once a second is what a progress display needs (top and
+htop refresh as slowly); each frame wakes the UI thread, which on a machine whose cores the torch
+threads keep busy stalls a parallel region of training."""
 AFTER_SAMPLES = frozenset({"step", "epoch", "event", "hist"})
 """Records the engine writes after an epoch's samples (system records come from another thread)."""
 VIEWS = ("view-hist", "view-system", "view-summary", "view-classes")
@@ -37,8 +42,10 @@ class DashboardScreen(Screen[None]):
     # Textual sets the class from the width on every resize: "narrow" below NARROW_BELOW columns.
     HORIZONTAL_BREAKPOINTS = [(0, "narrow"), (NARROW_BELOW, "wide")]
 
-    def __init__(self, run_dir: str, run: RunState) -> None:
+    def __init__(self, run_dir: str, run: RunState, counts: Counter[str] | None = None) -> None:
         super().__init__(classes=VIEWS[0])
+        self.counts: Counter[str] = Counter() if counts is None else counts
+        """What woke the UI: clock ticks, status line and plot redraws (tests and benchmarks read it)."""
         self.run_dir = run_dir
         self.run = run
         self.view = 0
@@ -113,12 +120,14 @@ class DashboardScreen(Screen[None]):
         """The run state changed: redraw the status line now, or with the next timer tick."""
         if at_once:
             self._status_dirty = False
+            self.counts["status"] += 1
             self.query_one(StatusLine).refresh_text()
         else:
             self._status_dirty = True  # metrics arrive many times a second; drawn a few times a second
 
     def _tick(self) -> None:
         self._ticks += 1
+        self.counts["ticks"] += 1
         if self._status_dirty:
             self.status_changed(at_once=True)
         if self._ticks % round(curves.REDRAW_EVERY_S / STATUS_EVERY_S) == 0:
