@@ -105,9 +105,11 @@ class CompareApp(App[str]):
     DataTable { height: auto; max-height: 60%; border: round $primary; }
     """
 
-    def __init__(self, runs: list[Path], selected: str | None = None) -> None:
+    def __init__(self, runs: list[Path], selected: str | None = None, axis: str = "epoch") -> None:
         super().__init__()
         self.runs = runs
+        self.axis = axis
+        """The curves' x axis (``x`` moves it on); kept when a run opened alone comes back here."""
         self.configs = [read_json(p / CONFIG) or {} for p in runs]
         self.labels = legend_labels(self.configs, [p.name for p in runs])
         self.params = varied_params(self.configs)
@@ -126,7 +128,9 @@ class CompareApp(App[str]):
         return [row.best.get("val_acc") for row in self.rows]
 
     def compose(self) -> ComposeResult:
-        yield CompareCurves(self.labels, self.configs)
+        curves = CompareCurves(self.labels, self.configs)
+        curves.axis = self.axis
+        yield curves
         yield DataTable(cursor_type="row", zebra_stripes=True)
         yield Footer(show_command_palette=False)  # the keys fit 80 columns
 
@@ -192,6 +196,7 @@ class CompareApp(App[str]):
         """x: plot against the next of epoch, step, samples seen and wall time."""
         curves = self.query_one(CompareCurves)
         curves.set_axis(AXES[(AXES.index(curves.axis) + 1) % len(AXES)])
+        self.axis = curves.axis
         self.notify(f"x axis: {curves.axis}", timeout=2)
 
     def action_help(self) -> None:
@@ -218,9 +223,11 @@ class CompareApp(App[str]):
 def run_compare(paths: list[str]) -> int:
     """The comparison; Enter opens a run in the watch view and q there comes back; q here leaves."""
     runs = expand_runs(paths)
-    selected = None
+    selected: str | None = None
+    axis = "epoch"
     while True:
-        selected = CompareApp(runs, selected).run()
+        app = CompareApp(runs, selected, axis)
+        selected, axis = app.run(), app.axis
         if not selected:
             return 0
         from tuitrain.app import TuiTrainApp
