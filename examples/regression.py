@@ -40,8 +40,9 @@ class Regressor(nn.Module):
         return self.net(x)
 
 
-def main(epochs: int = 100, headless: bool | None = None, run_dir: str = "", out: str = "predictions.csv"):
-    """Train, keep the best model (by val_loss), write test-set predictions; return the Result."""
+def main(epochs: int = 100, headless: bool | None = None, run_dir: str = "", out: str = ""):
+    """Train, keep the best model (by val_loss), write test-set predictions (``out``, by default
+    predictions.csv in the run directory, not wherever the script was started); return the Result."""
     torch.manual_seed(0)  # fit does not re-initialise the model: seed before building it
     model = Regressor()
     result = tuitrain.fit(
@@ -54,6 +55,7 @@ def main(epochs: int = 100, headless: bool | None = None, run_dir: str = "", out
     )
     x_test, y_test = make_data(500, seed=2)
     predictions = tuitrain.predict(model, x_test)
+    out = out or str(Path(result.run_dir) / "predictions.csv")
     with open(out, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["prediction", "target"])

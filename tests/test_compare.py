@@ -115,3 +115,21 @@ def test_x_positions_survive_garbage():
                                                                          "time": 0.0}
     assert axes.positions({"type": "epoch", "epoch": "2", "step": "x"}) is None
     assert axes.positions({"type": "epoch", "epoch": "2", "step": 20})["epoch"] is None
+
+
+async def test_the_x_axis_chosen_is_kept_when_an_opened_run_comes_back(tmp_path):
+    _write_run(tmp_path / "sweep" / "00-a", 0.01, 100, [0.7, 0.8])
+    _write_run(tmp_path / "sweep" / "01-b", 0.001, 100, [0.75, 0.9])
+    from tuitrain.rundir import expand_runs
+
+    runs = expand_runs([str(tmp_path / "sweep")])
+    app = CompareApp(runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _loaded(pilot, app)
+        await pilot.press("x")
+        assert app.axis == "step"
+    again = CompareApp(runs, None, app.axis)  # as run_compare builds it after q in the opened run
+    async with again.run_test(size=(80, 24)) as pilot:
+        await _loaded(pilot, again)
+        curves = again.query_one(CompareCurves)
+        assert curves.axis == "step" and curves.border_title.startswith("by step")

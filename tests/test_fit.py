@@ -316,9 +316,9 @@ def test_regression_example_writes_predictions(tmp_path):
     spec = importlib.util.spec_from_file_location("regression_example", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    result = module.main(epochs=4, headless=True, run_dir=str(tmp_path / "run"), out=str(tmp_path / "p.csv"))
+    result = module.main(epochs=4, headless=True, run_dir=str(tmp_path / "run"))
     assert result.status == "done" and result.monitor == "val_loss" and result.history[-1]["val_loss"] < 1.0
-    lines = (tmp_path / "p.csv").read_text().splitlines()
+    lines = (tmp_path / "run" / "predictions.csv").read_text().splitlines()  # in the run, not the current folder
     assert lines[0] == "prediction,target" and len(lines) == 501
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -106,9 +106,11 @@ class CompareApp(App[str]):
     DataTable { height: auto; max-height: 60%; border: round $primary; }
     """
 
-    def __init__(self, runs: list[Path | RemoteRun], selected: str | None = None) -> None:
+    def __init__(self, runs: list[Path | RemoteRun], selected: str | None = None, axis: str = "epoch") -> None:
         super().__init__()
         self.runs = runs
+        self.axis = axis
+        """The curves' x axis (``x`` moves it on); kept when a run opened alone comes back here."""
         self.configs = [p.config if isinstance(p, RemoteRun) else read_json(p / CONFIG) or {} for p in runs]
         self.labels = legend_labels(self.configs, [p.name for p in runs])
         self.params = varied_params(self.configs)
@@ -127,7 +129,9 @@ class CompareApp(App[str]):
         return [row.best.get("val_acc") for row in self.rows]
 
     def compose(self) -> ComposeResult:
-        yield CompareCurves(self.labels, self.configs)
+        curves = CompareCurves(self.labels, self.configs)
+        curves.axis = self.axis
+        yield curves
         yield DataTable(cursor_type="row", zebra_stripes=True)
         yield Footer(show_command_palette=False)  # the keys fit 80 columns
 
@@ -201,6 +205,7 @@ class CompareApp(App[str]):
         """x: plot against the next of epoch, step, samples seen and wall time."""
         curves = self.query_one(CompareCurves)
         curves.set_axis(AXES[(AXES.index(curves.axis) + 1) % len(AXES)])
+        self.axis = curves.axis
         self.notify(f"x axis: {curves.axis}", timeout=2)
 
     def action_help(self) -> None:
@@ -252,9 +257,11 @@ def run_compare(paths: list[str], remote: str | None = None) -> int:
     for path in paths:
         where = split_remote(path)
         runs += [RemoteRun(*where, remote)] if where else list(expand_runs([path]))
-    selected = None
+    selected: str | None = None
+    axis = "epoch"
     while True:
-        selected = CompareApp(runs, selected).run()
+        app = CompareApp(runs, selected, axis)
+        selected, axis = app.run(), app.axis
         if not selected:
             return 0
         from tuitrain.app import TuiTrainApp
