@@ -536,3 +536,21 @@ def test_a_flood_of_slow_clients_under_a_low_fd_limit_stops_neither_saves_nor_si
         for sock in clients:
             sock.close()
         subprocess.run(["rm", "-rf", str(run_dir)], check=False)
+
+
+def test_ctl_on_a_busy_run_says_busy(server, monkeypatch):
+    srv, _, run_dir = server
+    from tuitrain.records import LIVE_STATES
+
+    monkeypatch.setattr(control, "run_state", lambda path: next(iter(LIVE_STATES)))
+    held = []
+    try:
+        for _ in range(control.MAX_CONNECTIONS):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(str(srv.path))
+            held.append(sock)
+        answer = control.send_command(run_dir, "pause", timeout=10)
+        assert answer["ok"] is False and "busy" in answer["reason"]
+    finally:
+        for sock in held:
+            sock.close()

@@ -343,7 +343,10 @@ def send_command(run_dir: str | Path, name: str, arg: str | None = None, timeout
         if uid is not None and uid != os.getuid():
             raise ChannelError(f"the control socket {path} is held by uid {uid}, not by this user; refusing to send")
         try:
-            sock.sendall(message.encode())
+            try:
+                sock.sendall(message.encode())
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # a busy run answers and closes before reading: its answer is read below
             line = _read_line(sock)
         except OSError as exc:  # TimeoutError included
             raise ChannelError(f"run {run_dir} did not answer ({exc})") from None
