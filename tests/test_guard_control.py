@@ -409,3 +409,150 @@ def test_a_live_run_survives_bad_messages_loads_from_the_callers_folder_and_igno
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# ----------------------------------------------------------------- slow clients, many clients
+def _drip_until_answered(path: Path, every: float, give_up: float) -> tuple[float, bytes]:
+    """Connect and send one byte every ``every`` seconds (never a whole line): (seconds until the
+    server answered or closed, its answer)."""
+    started = time.monotonic()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(path))
+        sock.settimeout(every)
+        while time.monotonic() - started < give_up:
+            try:
+                sock.sendall(b" ")
+            except OSError:
+                return time.monotonic() - started, b""
+            try:
+                data = sock.recv(4096)
+            except TimeoutError:
+                continue
+            return time.monotonic() - started, data
+    return time.monotonic() - started, b""
+
+
+def test_a_slow_drip_client_is_dropped_within_the_bound(server, monkeypatch):
+    """A byte every 0.3 s, under a 1 s bound: before, the bound was per read and the client was
+    never dropped (200 of 200 stayed open)."""
+    monkeypatch.setattr(control, "READ_TIMEOUT_S", 1.0)
+    srv, recorder, _ = server
+    took, answer = _drip_until_answered(srv.path, every=0.3, give_up=8.0)
+    assert took < 3.0 and b"no command within 1 s" in answer, (took, answer)
+    assert recorder.commands == []
+
+
+def test_connections_over_the_bound_are_answered_busy_and_hold_no_thread(server):
+    srv, recorder, run_dir = server
+    before = threading.active_count()
+    held = []
+    try:
+        for _ in range(control.MAX_CONNECTIONS):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(str(srv.path))
+            held.append(sock)
+        wait(lambda: threading.active_count() >= before + control.MAX_CONNECTIONS, "the held connections' threads")
+        for _ in range(40):  # before: each got a thread and a descriptor for as long as it dripped
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(10)
+                sock.connect(str(srv.path))
+                data = b""
+                while b"\n" not in data and (chunk := sock.recv(4096)):  # answered at once, before any send
+                    data += chunk
+            answer = json.loads(data.split(b"\n")[0])
+            assert answer["ok"] is False and "busy" in answer["reason"]
+        assert threading.active_count() <= before + control.MAX_CONNECTIONS
+    finally:
+        for sock in held:
+            sock.close()
+
+    def served() -> bool:
+        return raw(srv.path, message(run_dir, cmd="pause"))["ok"] is True
+
+    wait(served, "a command to be served once the held connections left", timeout=20)
+    assert len(recorder.commands) == 1
+
+
+@pytest.mark.slow
+def test_a_flood_of_slow_clients_under_a_low_fd_limit_stops_neither_saves_nor_sigterm():
+    """250 dripping clients against a run limited to 200 descriptors: before, every save failed
+    from then on, the system sampler died with a traceback, and SIGTERM exited 1 with status.json
+    still running. Now the extra clients are answered busy, saves go on, SIGTERM exits 143."""
+    import signal
+
+    from tuitrain.rundir import read_records, run_state
+
+    run_dir = Path(tempfile.mkdtemp(prefix="tt-", dir="/tmp"))  # short: the socket goes inside
+    command = (f"ulimit -n 200 && exec {sys.executable} -m tuitrain synthetic --headless --epochs 10000 "
+               f"--limit 400 --batch-size 50 --device cpu --run-dir {run_dir / 'run'}")
+    proc = subprocess.Popen(["bash", "-c", command], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    run = run_dir / "run"
+    clients: list[socket.socket] = []
+    stop_dripping = threading.Event()
+
+    def saves() -> list[dict]:
+        return [r for r in read_records(run / "metrics.jsonl") if r["type"] == "event" and r["event"] == "save"]
+
+    def drip() -> None:
+        while not stop_dripping.wait(1.0):
+            for sock in list(clients):
+                try:
+                    sock.send(b" ")
+                except OSError:
+                    clients.remove(sock)
+                    sock.close()
+
+    dripper = threading.Thread(target=drip, daemon=True)
+    try:
+        wait(lambda: (run / "control.sock").exists() and saves(), "the run's first save")
+        flood_ends = time.monotonic() + 30
+        connected = 0
+        while connected < 250 and time.monotonic() < flood_ends:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(5)
+            try:
+                sock.connect(str(run / "control.sock"))
+                sock.send(b"{")
+            except OSError:  # the backlog is full (EAGAIN) until the run accepts: try again
+                sock.close()
+                time.sleep(0.02)
+                continue
+            connected += 1
+            clients.append(sock)
+        dripper.start()
+        flooded = len(saves())
+        wait(lambda: len(saves()) >= flooded + 3, "three more saves during the flood")
+        assert all(s["ok"] for s in saves()), [s for s in saves() if not s["ok"]][:2]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+        stderr = proc.stderr.read() if proc.stderr else ""
+        assert "Traceback" not in stderr, stderr[-2000:]
+        assert run_state(run) == "interrupted"
+        assert saves()[-1]["ok"] and saves()[-1]["path"].endswith("last.pt")
+    finally:
+        stop_dripping.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for sock in clients:
+            sock.close()
+        subprocess.run(["rm", "-rf", str(run_dir)], check=False)
+
+
+def test_ctl_on_a_busy_run_says_busy(server, monkeypatch):
+    srv, _, run_dir = server
+    from tuitrain.records import LIVE_STATES
+
+    monkeypatch.setattr(control, "run_state", lambda path: next(iter(LIVE_STATES)))
+    held = []
+    try:
+        for _ in range(control.MAX_CONNECTIONS):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(str(srv.path))
+            held.append(sock)
+        answer = control.send_command(run_dir, "pause", timeout=10)
+        assert answer["ok"] is False and "busy" in answer["reason"]
+    finally:
+        for sock in held:
+            sock.close()

@@ -48,7 +48,12 @@ MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux, 104 on macOS
 CLOSE_GRACE_S = 2.0
 ANSWER_TIMEOUT_S = 60.0
 READ_TIMEOUT_S = 10.0
-"""A connection that sends no complete command in this time is answered and closed."""
+"""A connection that sends no complete command in this time (the whole message, however slowly it
+drips) is answered and closed."""
+MAX_CONNECTIONS = 16
+"""Connections served at once. More are answered "busy" at once and closed: idle or slow clients can
+hold neither more threads nor more file descriptors than this (saves need descriptors too)."""
+BUSY_SEND_TIMEOUT_S = 0.5
 MAX_MESSAGE_BYTES = 16384
 MAX_ARG_CHARS = {"save": 255, "load": 4096, "lr": 64, "device": 32}
 MAX_SAVE_NAME_BYTES = 255 - len(".") - len(".sha256") - len(".") - 10 - len(".tmp")
@@ -201,6 +206,7 @@ class ControlServer:
         self._next_id = 1_000_000  # far from the dashboard's own ids
         self._sock: socket.socket | None = None
         self._identity = ""
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
     def start(self) -> None:
         """Bind (replacing a stale socket) and serve in a daemon thread."""
@@ -264,7 +270,14 @@ class ControlServer:
                     time.sleep(0.1)  # out of descriptors: idle connections time out and free some
                     continue
                 return  # closed
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+            if not self._slots.acquire(blocking=False):
+                _refuse_busy(conn)
+                continue
+            try:
+                threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+            except RuntimeError:  # no thread to be had: the connection is refused like an extra one
+                self._slots.release()
+                _refuse_busy(conn)
 
     def _handle(self, conn: socket.socket) -> None:
         try:
@@ -277,18 +290,21 @@ class ControlServer:
         finally:
             with self._lock:
                 self._answering.discard(threading.current_thread())
+            self._slots.release()
 
     def _answer(self, conn: socket.socket) -> None:
         if not _same_user(conn):
             _reply(conn, {"ok": False, "reason": "permission denied: not the run's owner"})
             return
         try:
-            line = _read_line(conn)
+            line = _read_line(conn, deadline=time.monotonic() + READ_TIMEOUT_S)
         except TimeoutError:
-            _reply(conn, {"ok": False, "bad_input": True, "reason": f"no command within {READ_TIMEOUT_S:.0f} s"})
+            conn.settimeout(READ_TIMEOUT_S)  # the answer gets its own time
+            _reply(conn, {"ok": False, "bad_input": True, "reason": f"no command within {READ_TIMEOUT_S:g} s"})
             return
         except OSError:
             return  # the sender left
+        conn.settimeout(READ_TIMEOUT_S)  # the answer gets its own time, not what the read left
         with self._lock:
             self._next_id += 1
             cmd_id = self._next_id
@@ -329,7 +345,10 @@ def send_command(run_dir: str | Path, name: str, arg: str | None = None, timeout
         if uid is not None and uid != os.getuid():
             raise ChannelError(f"the control socket {path} is held by uid {uid}, not by this user; refusing to send")
         try:
-            sock.sendall(message.encode())
+            try:
+                sock.sendall(message.encode())
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # a busy run answers and closes before reading: its answer is read below
             line = _read_line(sock)
         except OSError as exc:  # TimeoutError included
             raise ChannelError(f"run {run_dir} did not answer ({exc})") from None
@@ -386,15 +405,33 @@ def _peer_uid(sock: socket.socket) -> int | None:
     return uid
 
 
-def _read_line(sock: socket.socket, limit: int = MAX_MESSAGE_BYTES) -> bytes:
-    """Bytes up to the first newline (without it), or up to ``limit`` + 1 bytes (then too long)."""
+def _read_line(sock: socket.socket, limit: int = MAX_MESSAGE_BYTES, deadline: float | None = None) -> bytes:
+    """Bytes up to the first newline (without it), or up to ``limit`` + 1 bytes (then too long).
+    ``deadline`` (time.monotonic): TimeoutError unless the whole line is in by then, however the
+    bytes trickle in (a per-read timeout lets a byte every few seconds hold the connection forever)."""
     data = b""
     while b"\n" not in data and len(data) <= limit:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the message did not complete in time")
+            sock.settimeout(left)
         chunk = sock.recv(4096)
         if not chunk:
             break
         data += chunk
     return data.split(b"\n", 1)[0].strip() if b"\n" in data else data.strip()
+
+
+def _refuse_busy(conn: socket.socket) -> None:
+    """Answer a connection over MAX_CONNECTIONS at once and close it (never blocks for long)."""
+    with conn:
+        try:
+            conn.settimeout(BUSY_SEND_TIMEOUT_S)
+        except OSError:
+            return
+        _reply(conn, {"ok": False, "reason": f"the run is busy ({MAX_CONNECTIONS} control connections are "
+                                             f"open); try again"})
 
 
 def _reply(conn: socket.socket, answer: dict) -> None:

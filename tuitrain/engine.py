@@ -15,6 +15,7 @@ schedules (schedule.py), devices (device.py), what a checkpoint holds (checkpoin
 from __future__ import annotations
 
 import contextlib
+import errno
 import inspect
 import logging
 import math
@@ -49,6 +50,9 @@ LOG_MAX_INTERVAL_S = 1.0
 MAX_WARNINGS = 50
 """Distinct warnings recorded as events in a run; later ones are dropped (a message per step would
 otherwise flood metrics.jsonl)."""
+
+SAVE_RETRY_WAITS_S = (0.25, 0.5, 1.0, None)
+"""Seconds between tries of an automatic save that ran out of file descriptors (None: the last try)."""
 
 
 @dataclass(frozen=True)
@@ -737,13 +741,20 @@ class Engine:
         return path
 
     def _save_quietly(self, name: str) -> None:
-        """Automatic saves (epoch end, stop): a failure is reported and training goes on."""
-        try:
-            path = self.save(name)
-        except OSError as exc:
-            self.emit_event("save", ok=False, reason=f"saving {name} failed: {exc}", auto=True)
-        else:
-            self.emit_event("save", ok=True, path=str(path), auto=True)
+        """Automatic saves (epoch end, stop): a failure is reported and training goes on. Out of file
+        descriptors (EMFILE, ENFILE: something else holds them for a while) is reported and retried
+        a few times, a second apart at most; the next epoch's save tries again anyway."""
+        for wait in SAVE_RETRY_WAITS_S:
+            try:
+                path = self.save(name)
+            except OSError as exc:
+                self.emit_event("save", ok=False, reason=f"saving {name} failed: {exc}", auto=True)
+                if exc.errno not in (errno.EMFILE, errno.ENFILE) or wait is None:
+                    return
+                time.sleep(wait)
+            else:
+                self.emit_event("save", ok=True, path=str(path), auto=True)
+                return
 
     def _settle_best(self) -> None:
         """After ``--resume``: the best epoch the checkpoint names must be this run's best.pt. A kill

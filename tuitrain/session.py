@@ -214,7 +214,10 @@ class Session:
 
         sampler = SystemSampler()
         while not self._done.wait(SYSTEM_EVERY_S):
-            record = sampler.sample().to_record()
+            try:
+                record = sampler.sample().to_record()
+            except OSError:  # out of file descriptors (EMFILE) or /proc unreadable: skip this sample
+                continue
             if self.log:
                 self.log.write(record)
             if self.on_record:
