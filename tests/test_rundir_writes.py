@@ -173,6 +173,7 @@ KINDS = st.lists(st.sampled_from(["step"] * 4 + ["epoch", "event"]), max_size=30
 @given(kinds=KINDS, more=KINDS, metrics_cut=st.integers(0, 4000), index_cut=st.integers(0, 4000),
        dangling=st.booleans(), resume=st.booleans())
 @example(kinds=["epoch", "step"], more=["epoch"], metrics_cut=4000, index_cut=4000, dangling=True, resume=True)
+@example(kinds=[], more=[], metrics_cut=1, index_cut=0, dangling=False, resume=True)  # a fragment was indexed
 def test_the_history_and_the_index_agree_with_metrics_after_a_kill_anywhere(
         tmp_path_factory, kinds, more, metrics_cut, index_cut, dangling, resume):
     run = tmp_path_factory.mktemp("index")

@@ -317,7 +317,7 @@ _ENTRY = re.compile(rb'\{"at":(\d{1,18}),"record":(.*)\}', re.S)
 def checked_entries(data: bytes, read_at: Callable[[int, int], bytes],
                     end: int) -> tuple[list[tuple[int, bytes]], int, int]:
     """The leading entries of index.jsonl's bytes ``data`` that each point at exactly their line of
-    metrics.jsonl, in order from its start: ``read_at(offset, n)`` reads metrics.jsonl, ``end`` is
+    metrics.jsonl, in order: ``read_at(offset, n)`` reads metrics.jsonl, ``end`` is
     the end of its last complete line. Returns those entries (offset, the line's bytes), the length
     of ``data`` they take, and the offset in metrics.jsonl after the last one's line (0: none).
 
@@ -332,7 +332,7 @@ def checked_entries(data: bytes, read_at: Callable[[int, int], bytes],
         if match is None:
             break
         at, line = int(match[1]), match[2]
-        if at < covered or (not entries and at != 0) or at + len(line) + 1 > end:
+        if at < covered or at + len(line) + 1 > end:
             break
         if read_at(at, len(line) + 1) != line + b"\n":
             break
@@ -343,12 +343,12 @@ def checked_entries(data: bytes, read_at: Callable[[int, int], bytes],
 
 def _indexed(fh, index_path: Path, end: int, progress: Progress | None = None) -> list[tuple[int, bytes | dict]] | None:
     """index.jsonl's records that lie before ``end``, each checked against the bytes at its offset,
-    and the records after the last checked one found by a scan; None without a usable index.
+    and the records before its first entry and after its last checked one found by a scan; None
+    without a usable index.
 
-    An index is used only when it starts at the file's start (the start event at offset 0): a run
-    continued by a version that wrote none, or an index damaged there, is scanned instead. Past its
-    first entry that does not match its line (a damaged index, a kill between a line and its entry),
-    or its last, the file is scanned.
+    Before the first entry lie a torn fragment, or the records of a run continued by a version that
+    started an index mid-file; after the first entry that does not match its line (a damaged index,
+    a kill between a line and its entry), or after the last, the file is scanned.
     """
     try:
         with open(index_path, "rb") as ih:
@@ -363,8 +363,8 @@ def _indexed(fh, index_path: Path, end: int, progress: Progress | None = None) -
     entries, _, covered = checked_entries(data, read_at, end)
     if not entries:
         return None
-    found: list[tuple[int, bytes | dict]] = list(entries)
-    return found + _scan_not_steps(fh, end, start=covered, progress=progress)
+    head = _scan_not_steps(fh, entries[0][0]) if entries[0][0] else []
+    return head + list(entries) + _scan_not_steps(fh, end, start=covered, progress=progress)
 
 
 def _scan_not_steps(fh, end: int, chunk_size: int = 8 << 20, start: int = 0,

@@ -206,7 +206,7 @@ class RunLog:
             tail = os.pread(metrics, size - covered, covered)
             at = covered
             for line in tail[: tail.rfind(b"\n") + 1].split(b"\n")[:-1]:
-                if line and STEP_MARKER not in line:
+                if line and STEP_MARKER not in line and _is_object(line):  # not a torn fragment
                     entry = b'{"at":%d,"record":%s}\n' % (at, line)
                     if write_all(index, entry) < len(entry):
                         raise OSError(errno.ENOSPC, "short write")
@@ -277,6 +277,13 @@ class RunLog:
         for target, exc, lost in changes:
             self.on_problem(target, exc, lost)
 
+
+
+def _is_object(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except (ValueError, RecursionError):
+        return False
 
 
 def _print_problem(target: str, exc: OSError | None, lost: int) -> None:
