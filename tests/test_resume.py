@@ -1,12 +1,20 @@
-"""Resume is exact: an interrupted and resumed run ends with bitwise the same weights (CPU)."""
+"""Resume is exact: an interrupted and resumed run ends with bitwise the same weights (CPU); and it
+goes on with the checkpoint's own settings, optimizer and best checkpoint."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from torch import nn
 
+import tuitrain
 from tests.conftest import EngineRun
+from tuitrain.cli import main
 from tuitrain.commands import Save, Stop
+from tuitrain.errors import CheckpointError
+from tuitrain.progress import resumed_at
 
 
 def _weights(run_dir):
@@ -114,15 +122,6 @@ def test_a_kill_between_the_epoch_record_and_last_pt_records_the_epoch_once(smal
 
 
 # ------------------------------------------------------------------ resuming under tuitrain.fit and the CLI
-import json  # noqa: E402
-
-import pytest  # noqa: E402
-from torch import nn  # noqa: E402
-
-import tuitrain  # noqa: E402
-from tuitrain.cli import main  # noqa: E402
-from tuitrain.errors import CheckpointError  # noqa: E402
-from tuitrain.progress import resumed_at  # noqa: E402
 
 
 def _classifier_data(n: int = 240, seed: int = 0):
@@ -168,7 +167,7 @@ def test_cli_resume_takes_the_checkpoints_settings_unless_given(tmp_path, fmnist
     common = ["fashion-mnist", "--model", "mlp", "--data-dir", str(fmnist_dir), "--limit", "200", "--headless"]
     assert main([*common, "--epochs", "3", "--batch-size", "50", "--optimizer", "sgd", "--run-dir",
                  str(tmp_path / "a")]) == 0
-    # mid-run checkpoint: make last.pt look like epoch 1 of the 3 (its own settings: 3 epochs, sgd, batch 50)
+    # last.pt's own settings: 3 epochs, sgd, batch 50; resumed with --epochs 4 alone
     ckpt = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["config"]["epochs"] == 3 and ckpt["epoch"] == 3
     capsys.readouterr()
