@@ -139,3 +139,15 @@ async def test_the_comparison_and_the_dashboard_show_the_same_text(tmp_path):
         assert "step 1,000/1,000" in first_line(status.run, 160).plain
         assert "step 1,000" in dash.query_one(Histograms).query_one("#hist-title").render().plain or \
             not dash.query_one(Histograms).record  # this run has no histogram record: nothing to compare
+
+
+def test_notifications_show_steps_and_learning_rates_as_every_other_surface():
+    from tuitrain.runstate import notice_for
+
+    def said(**fields) -> str:
+        notice = notice_for({"type": "event", "step": 12345, "epoch": 3, "ok": True, **fields})
+        assert notice is not None
+        return notice.message
+
+    assert said(event="pause") == "paused at step 12,345"
+    assert said(event="lr", old=0.000912345678, new=0.0005) == "learning rate 0.000912 → 0.0005"

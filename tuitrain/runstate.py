@@ -239,11 +239,11 @@ def notice_for(record: dict) -> Notice | None:
     if record.get("auto") or event in ("start", "stop"):
         return None
     messages = {
-        "pause": f"paused at step {record['step']}",
-        "resume": f"resumed at step {record['step']}",
+        "pause": f"paused at step {fmt.count(record['step'])}",
+        "resume": f"resumed at step {fmt.count(record['step'])}",
         "save": f"saved {_short(record.get('path'))}",
         "load": f"loaded {_short(record.get('path'))} (weights of step {record.get('from_step')})",
-        "lr": f"learning rate {record.get('old')} → {record.get('new')}",
+        "lr": f"learning rate {fmt.metric('lr', record.get('old'))} → {fmt.metric('lr', record.get('new'))}",
         "device": f"moved to {record.get('new')}",
         "end": f"run {record.get('status')}",
         "error": f"error: {record.get('reason')}",

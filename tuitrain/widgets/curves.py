@@ -254,7 +254,7 @@ class Curves(Vertical):
                          f"[b]marks[/b], newest {len(shown_marks)} of {len(items)}")
             for i, (step, kind, label) in enumerate(shown_marks):
                 marks[f"label{i}"] = str(label)
-                lines.append(f" [{MARK_COLORS[kind]}]|[/] {step}: $label{i}")
+                lines.append(f" [{MARK_COLORS[kind]}]|[/] {fmt.count(step)}: $label{i}")
         elif items and height > len(lines):
-            lines.append(f"[b]marks[/b]: {len(items)}, newest at step {items[-1][0]}")
+            lines.append(f"[b]marks[/b]: {len(items)}, newest at step {fmt.count(items[-1][0])}")
         return Content.from_markup("\n".join(lines), **marks)
