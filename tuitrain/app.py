@@ -18,12 +18,15 @@ from pathlib import Path
 from textual import on, work
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.driver import Driver
+from textual.drivers.linux_driver import LinuxDriver
 from textual.notifications import Notify
 
 from tuitrain.commands import Load, Pause, Resume, Save, SetDevice, SetLR
 from tuitrain.keys import CONTROL_ACTIONS, ENDED_ACTION, KEYS, PROMPT_ACTIONS, help_lines
-from tuitrain.messages import BackendFinished, RecordsArrived
+from tuitrain.messages import BackendFinished, HungUp, RecordsArrived
 from tuitrain.runstate import RunState, checkpoint_choices, notice_for
+from tuitrain.signals import hang_up_self
 from tuitrain.widgets.choice_prompt import ChoicePrompt
 from tuitrain.widgets.curves import Curves
 from tuitrain.widgets.dashboard import DashboardScreen
@@ -50,6 +53,51 @@ def bindings() -> list[BindingType]:
     return out
 
 
+class TerminalOutput:
+    """The terminal as Textual's writer thread sees it (the driver's output file), where a write
+    that fails is dropped instead of raised. After a hang-up every write to the terminal fails
+    (EIO); in Textual the first failure ends the writer thread, its queue (30 writes) fills, and the
+    next write of the UI thread (App._shutdown's included) blocks forever: a process that never
+    ends. The first failure is taken as the hang-up it is (signals.hang_up_self), in case no SIGHUP
+    came."""
+
+    def __init__(self, file) -> None:
+        self.file = file
+        self.failed = False
+
+    def write(self, text: str) -> int:
+        try:
+            return self.file.write(text)
+        except (OSError, ValueError):
+            self._gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.file.flush()
+        except (OSError, ValueError):
+            self._gone()
+
+    def fileno(self) -> int:
+        return self.file.fileno()
+
+    def isatty(self) -> bool:
+        return True
+
+    def _gone(self) -> None:
+        if not self.failed:
+            self.failed = True
+            hang_up_self()
+
+
+class TerminalDriver(LinuxDriver):
+    """Textual's Linux/macOS driver writing through :class:`TerminalOutput`."""
+
+    def __init__(self, app: App, **kwargs) -> None:
+        super().__init__(app, **kwargs)
+        self._file = TerminalOutput(self._file)  # type: ignore[assignment]  # what its WriterThread writes to
+
+
 class TuiTrainApp(App[int]):
     """The live dashboard (and, with a watch backend, the viewer of a run directory)."""
 
@@ -69,6 +117,10 @@ class TuiTrainApp(App[int]):
 
     def get_default_screen(self) -> DashboardScreen:
         return self.dashboard
+
+    def get_driver_class(self) -> type[Driver]:
+        driver = super().get_driver_class()
+        return TerminalDriver if driver is LinuxDriver else driver
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Keys whose action this App lacks are inert and hidden; prompt keys wait for the dashboard."""
@@ -109,6 +161,9 @@ class TuiTrainApp(App[int]):
         # What exists now lives as long as the run: frozen, collections skip it (gc.freeze's purpose).
         gc.collect()
         gc.freeze()
+        if getattr(self.backend, "detached", False):  # the terminal went away while the app started
+            self.exit()
+            return
         # Records go to the dashboard's panels, which exist once the first frame is drawn.
         self.run_backend()
 
@@ -154,6 +209,11 @@ class TuiTrainApp(App[int]):
             self.notify(message.error, title="failed", severity="error", timeout=10, markup=False)
         if self.run_state.quit_requested:
             self.exit(self.run_state.exit_code)
+
+    @on(HungUp)
+    def hung_up(self, message: HungUp) -> None:
+        """The terminal went away and the run goes on headless (launch.py): leave, the run untouched."""
+        self.exit()
 
     # ----------------------------------------------------------------- keys
     def _can_control(self) -> bool:
@@ -277,7 +337,9 @@ class TuiTrainApp(App[int]):
 
     def on_unmount(self) -> None:
         if not self.run_state.finished:
-            self.backend.quit("quit")  # never leave an engine running behind a closed dashboard
+            # Never leave an engine running behind a closed dashboard (unless the terminal went away
+            # and the run goes on headless: a detached backend ignores this).
+            self.backend.quit("quit")
 
 
 def _mtime(path: str) -> float | None:

@@ -157,9 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"tuitrain: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("tuitrain: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:  # Ctrl-C, or a stop signal before a run existed (signals.Stopped: said why)
+        if not hasattr(exc, "exit_code"):
+            print("tuitrain: interrupted", file=sys.stderr)
+        return getattr(exc, "exit_code", EXIT_INTERRUPTED)
     except BrokenPipeError:  # `tuitrain runs | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
@@ -167,11 +168,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_train(argv: list[str]) -> int:
     """``tuitrain DATASET``: the dashboard on a terminal, else headless; the exit code of its end."""
+    from tuitrain import signals
     from tuitrain.launch import run, user_traceback
 
     cfg = config_from_args(train_parser().parse_args(argv))
     try:
-        return run(cfg, show_traceback=True).exit_code
+        with signals.startup(cfg.on_hangup):  # before torch and the data load: a signal there has a meaning too
+            return run(cfg, show_traceback=True).exit_code
     except (UsageError, KeyboardInterrupt):
         raise
     except Exception as exc:  # the user's model failed while being built or checked, before training
@@ -222,7 +225,10 @@ def cmd_sweep(argv: list[str]) -> int:
         raise UsageError("give at least one option with values to sweep, e.g. --lr 0.01,0.001")
     one = {name: OPTIONS[name].collect(value) for name, value in args.items() if name not in SWEEPABLE}
     base = TrainConfig(**one, headless=True, run_dir="unused")
-    return run_sweep(base, grid, sweep_dir, train_headless)
+    from tuitrain import signals
+
+    with signals.startup(base.on_hangup):  # also between runs, while the next one loads
+        return run_sweep(base, grid, sweep_dir, train_headless)
 
 
 def _values(name: str, text: str) -> list:
