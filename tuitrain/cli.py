@@ -18,7 +18,7 @@ from tuitrain import __version__
 from tuitrain.config import DATASETS, MODELS, OPTIONS, TrainConfig, validate
 from tuitrain.errors import UsageError
 from tuitrain.keys import key_line
-from tuitrain.options import Option
+from tuitrain.options import Flag, Option
 from tuitrain.records import EXIT_FAILED, EXIT_OK, EXIT_SIGNALS, EXIT_USAGE
 
 EXIT_INTERRUPTED = EXIT_SIGNALS["interrupt"]
@@ -81,7 +81,12 @@ class _Parser(argparse.ArgumentParser):
         return ""
 
 
-LAUNCH_OPTIONS: dict[str, Option] = {}
+LAUNCH_OPTIONS: dict[str, Option] = {
+    "detach": Flag(help="start the run in the background, in a session of its own (headless, output in "
+                        "RUN_DIR/log.txt), print how to watch it and return at once",
+                   doc="Start the run in a session of its own and return: it trains on after the shell or SSH "
+                       "session ends.").bound("detach", False),
+}
 """Options of ``tuitrain DATASET`` that change how the run is launched, not the run (no TrainConfig
 field, not in config.json), declared as the fields declare theirs: ``{"detach": Flag(...).bound(
 "detach", False)}``. ``config_from_args`` leaves them out; ``cmd_train`` reads them from the args."""
@@ -171,7 +176,12 @@ def cmd_train(argv: list[str]) -> int:
     from tuitrain import signals
     from tuitrain.launch import run, user_traceback
 
-    cfg = config_from_args(train_parser().parse_args(argv))
+    args = train_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    if getattr(args, "detach", False):
+        from tuitrain.launch import detach
+
+        return detach(cfg, [word for word in argv if not _names_detach(word)])
     try:
         with signals.startup(cfg.on_hangup):  # before torch and the data load: a signal there has a meaning too
             return run(cfg, show_traceback=True).exit_code
@@ -181,6 +191,11 @@ def cmd_train(argv: list[str]) -> int:
         print(user_traceback(exc), file=sys.stderr)
         print(f"tuitrain: run failed before training: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _names_detach(word: str) -> bool:
+    """``--detach`` or an abbreviation argparse takes for it (``--det``; ``--de`` is also --device's)."""
+    return len(word) >= 5 and "--detach".startswith(word)
 
 
 def train_headless(cfg: TrainConfig):

@@ -92,6 +92,43 @@ def run(config: TrainConfig, ui: UI = "auto", *, model=None, dataset=None, task=
     return session.result
 
 
+def detach(config: TrainConfig, argv: list[str]) -> int:
+    """``tuitrain DATASET ... --detach`` (``argv`` without the flag): check what can be checked
+    without loading anything (UsageError, exit 2, nothing started), then start the run headless in
+    a session of its own (setsid: no terminal, so no hang-up reaches it; stdin /dev/null, stdout and
+    stderr appended to RUN_DIR/log.txt), print where it is and how to watch it, and return 0."""
+    import subprocess
+    from pathlib import Path
+
+    from tuitrain.errors import UsageError
+    from tuitrain.progress import watch_hint
+    from tuitrain.rundir import LOG, refuse_if_in_use
+
+    refuse_if_in_use(config.run_dir, bool(config.resume))
+    if config.resume and not Path(config.resume).is_file():
+        raise UsageError(f"checkpoint {config.resume} does not exist")
+    model_file, sep, _ = config.model.rpartition(":")
+    if sep and model_file.endswith(".py") and not Path(model_file).is_file():
+        raise UsageError(f"model file {model_file} does not exist")
+    try:
+        Path(config.run_dir).mkdir(parents=True, exist_ok=True)
+        log = os.open(Path(config.run_dir) / LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                      0o644)
+    except OSError as exc:
+        raise UsageError(f"cannot create run dir {config.run_dir}: {exc.strerror or exc}") from None
+    try:
+        child = subprocess.Popen([sys.executable, "-m", "tuitrain", *argv, "--headless", "--run-dir", config.run_dir],
+                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    except OSError as exc:
+        raise UsageError(f"cannot start the run: {exc.strerror or exc}") from None
+    finally:
+        os.close(log)
+    print(watch_hint(config.run_dir))
+    print(f"tuitrain: training in the background (pid {child.pid}); its output goes to "
+          f"{Path(config.run_dir) / LOG}")
+    return 0
+
+
 def _say(text: str, run_dir: str = "") -> None:
     """A line on stderr; once the terminal is gone, in RUN_DIR/log.txt instead (unless stderr is
     a file: a log the user chose, or log.txt itself under --detach). A refused write never ends a run."""
