@@ -336,6 +336,11 @@ class TuiTrainApp(App[int]):
         self.backend.quit(reason)
 
     def on_unmount(self) -> None:
+        # What on_ready froze is collectable again. Left frozen, it outlives the interpreter's last
+        # collection, and the extension objects in it are reported at exit: torch.optim imports
+        # torch._dynamo, which imports triton, whose nanobind module then prints "nanobind: leaked
+        # ..." (30-40 lines, the last without a newline) after tuitrain's own last line.
+        gc.unfreeze()
         if not self.run_state.finished:
             # Never leave an engine running behind a closed dashboard (unless the terminal went away
             # and the run goes on headless: a detached backend ignores this).
