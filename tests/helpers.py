@@ -7,8 +7,12 @@ test slower, not flaky.
 from __future__ import annotations
 
 import os
+import shlex
 import socket
+import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -187,3 +191,48 @@ def _user() -> str:
     import pwd
 
     return pwd.getpwuid(os.getuid()).pw_name
+
+
+PANE_WRAPPER = """
+# Runs a command in a tmux pane and writes its exit code (tests/helpers.py, Pane).
+import os, signal, subprocess, sys
+rc_file, own_session, cmd = sys.argv[1], sys.argv[2] == "1", sys.argv[3:]
+child = subprocess.Popen(cmd, start_new_session=own_session)
+# As a login shell does when its terminal hangs up: SIGHUP passed on to the job, then (here) wait
+# for it to write its exit code. A handler, not SIG_IGN: the child got SIGHUP's default at exec.
+signal.signal(signal.SIGHUP, (lambda *a: None) if own_session else (lambda *a: child.send_signal(signal.SIGHUP)))
+rc = child.wait()
+with open(rc_file + ".tmp", "w") as fh:
+    fh.write(str(rc))
+os.replace(rc_file + ".tmp", rc_file)
+"""
+
+
+class Pane:
+    """``tuitrain ARGS`` in a detached tmux session of its own (unique name) at 120x40, through
+    PANE_WRAPPER, which writes the exit code to ``rc_file`` (``own_session``: the command in a
+    session of its own, so tmux's SIGHUP to the pane's process group misses it)."""
+
+    def __init__(self, tmp_path: Path, args: list[str], own_session: bool = False):
+        self.name = f"tuitrain-test-{uuid.uuid4().hex[:8]}"
+        self.rc_file = tmp_path / "rc"
+        wrapper = tmp_path / "wrapper.py"
+        wrapper.write_text(PANE_WRAPPER)
+        # The tmux server runs commands in its own environment: this test's settings go explicitly.
+        env = [f"PYTHONPATH={ROOT}", f"TUITRAIN_DATA={tmp_path / 'data'}"]
+        cmd = ["env", *env, sys.executable, str(wrapper), str(self.rc_file), "1" if own_session else "0",
+               sys.executable, "-m", "tuitrain", *args]
+        subprocess.run(["tmux", "new-session", "-d", "-s", self.name, "-x", "120", "-y", "40", "-c", str(ROOT),
+                        shlex.join(cmd)], check=True)
+
+    def screen(self) -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True,
+                              text=True).stdout
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+
+    def exit_code(self, timeout: float) -> int:
+        """The command's exit code, once it has exited (fails the test after ``timeout``)."""
+        wait(self.rc_file.exists, "the run's process to exit", timeout)
+        return int(self.rc_file.read_text())

@@ -19,12 +19,16 @@ from pathlib import Path
 from textual import on, work
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.driver import Driver
+from textual.drivers.linux_driver import LinuxDriver
 from textual.notifications import Notify
 
 from tuitrain.commands import Load, Pause, Resume, Save, SetDevice, SetLR
+from tuitrain.driver import QuietLinuxDriver
 from tuitrain.keys import CONTROL_ACTIONS, ENDED_ACTION, KEYS, PROMPT_ACTIONS, help_lines
-from tuitrain.messages import BackendFinished, RecordsArrived
+from tuitrain.messages import BackendFinished, HungUp, RecordsArrived
 from tuitrain.runstate import RunState, checkpoint_choices, notice_for
+from tuitrain.signals import hang_up_self
 from tuitrain.widgets.choice_prompt import ChoicePrompt
 from tuitrain.widgets.curves import Curves
 from tuitrain.widgets.dashboard import DashboardScreen
@@ -51,6 +55,52 @@ def bindings() -> list[BindingType]:
     return out
 
 
+class TerminalOutput:
+    """The terminal as Textual's writer thread sees it (the driver's output file), where a write
+    that fails is dropped instead of raised. After a hang-up every write to the terminal fails
+    (EIO); in Textual the first failure ends the writer thread, its queue (30 writes) fills, and the
+    next write of the UI thread (App._shutdown's included) blocks forever: a process that never
+    ends. The first failure is taken as the hang-up it is (signals.hang_up_self), in case no SIGHUP
+    came."""
+
+    def __init__(self, file) -> None:
+        self.file = file
+        self.failed = False
+
+    def write(self, text: str) -> int:
+        try:
+            return self.file.write(text)
+        except (OSError, ValueError):
+            self._gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.file.flush()
+        except (OSError, ValueError):
+            self._gone()
+
+    def fileno(self) -> int:
+        return self.file.fileno()
+
+    def isatty(self) -> bool:
+        return True
+
+    def _gone(self) -> None:
+        if not self.failed:
+            self.failed = True
+            hang_up_self()
+
+
+class TerminalDriver(QuietLinuxDriver):
+    """Textual's Linux/macOS driver writing through :class:`TerminalOutput`, with the input thread
+    of driver.QuietLinuxDriver."""
+
+    def __init__(self, app: App, **kwargs) -> None:
+        super().__init__(app, **kwargs)
+        self._file = TerminalOutput(self._file)  # type: ignore[assignment]  # what its WriterThread writes to
+
+
 class TuiTrainApp(App[int]):
     """The live dashboard (and, with a watch backend, the viewer of a run directory)."""
 
@@ -70,17 +120,15 @@ class TuiTrainApp(App[int]):
         """The first screen; prompts open above it while records keep arriving."""
         self._ids = itertools.count(1)
 
-    def get_driver_class(self):
-        """Textual's driver for this platform; on Linux, one whose input thread sleeps while nobody types."""
-        found = super().get_driver_class()
-        if found.__name__ == "LinuxDriver":  # not TEXTUAL_DRIVER's, not Windows' or the web's
-            from tuitrain.driver import QuietLinuxDriver
-
-            return QuietLinuxDriver
-        return found
-
     def get_default_screen(self) -> DashboardScreen:
         return self.dashboard
+
+    def get_driver_class(self) -> type[Driver]:
+        """Textual's driver for this platform; on Linux and macOS (not TEXTUAL_DRIVER's, Windows' or
+        the web's) :class:`TerminalDriver`: writes to a terminal that went away are dropped, and its
+        input thread sleeps while nobody types."""
+        driver = super().get_driver_class()
+        return TerminalDriver if driver is LinuxDriver else driver
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Keys whose action this App lacks are inert and hidden; prompt keys wait for the dashboard."""
@@ -121,6 +169,9 @@ class TuiTrainApp(App[int]):
         # What exists now lives as long as the run: frozen, collections skip it (gc.freeze's purpose).
         gc.collect()
         gc.freeze()
+        if getattr(self.backend, "detached", False):  # the terminal went away while the app started
+            self.exit()
+            return
         # Records go to the dashboard's panels, which exist once the first frame is drawn.
         self.run_backend()
 
@@ -168,6 +219,11 @@ class TuiTrainApp(App[int]):
             self.notify(message.error, title="failed", severity="error", timeout=10, markup=False)
         if self.run_state.quit_requested:
             self.exit(self.run_state.exit_code)
+
+    @on(HungUp)
+    def hung_up(self, message: HungUp) -> None:
+        """The terminal went away and the run goes on headless (launch.py): leave, the run untouched."""
+        self.exit()
 
     # ----------------------------------------------------------------- keys
     def _can_control(self) -> bool:
@@ -290,8 +346,15 @@ class TuiTrainApp(App[int]):
         self.backend.quit(reason)
 
     def on_unmount(self) -> None:
+        # What on_ready froze is collectable again. Left frozen, it outlives the interpreter's last
+        # collection, and the extension objects in it are reported at exit: torch.optim imports
+        # torch._dynamo, which imports triton, whose nanobind module then prints "nanobind: leaked
+        # ..." (30-40 lines, the last without a newline) after tuitrain's own last line.
+        gc.unfreeze()
         if not self.run_state.finished:
-            self.backend.quit("quit")  # never leave an engine running behind a closed dashboard
+            # Never leave an engine running behind a closed dashboard (unless the terminal went away
+            # and the run goes on headless: a detached backend ignores this).
+            self.backend.quit("quit")
 
 
 def _mtime(path: str) -> float | None:

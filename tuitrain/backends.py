@@ -72,6 +72,8 @@ class Backend(Protocol):
     """Whether keys control the run (False: a finished run shown read-only)."""
     quit_stops_run: bool
     """True for the live dashboard (q stops the run); False for watch (the run goes on)."""
+    detached: bool
+    """The dashboard's terminal went away and the run goes on without it: leaving must not stop it."""
 
     def run(self, emit: Emit) -> None:
         """Feed records to ``emit`` until the run ends or :meth:`quit` is called (blocking)."""
@@ -98,15 +100,32 @@ class LiveBackend:
     def __init__(self, session):
         self.session = session
         self.run_dir = session.config.run_dir
+        self.detached = False
+        self.started = False
+        """Whether ``run`` began training (in the dashboard's worker thread)."""
+        self._lock = threading.Lock()
 
     def run(self, emit: Emit) -> None:
         """Train; the records the engine reports are emitted in batches (Coalescer), all of them."""
         coalesce = Coalescer(emit)
-        self.session.on_record = coalesce
+        with self._lock:
+            if self.detached:  # the terminal went away before training began: launch trains it headless
+                return
+            self.started = True
+            self.session.on_record = coalesce
         try:
             self.session.run()
         finally:
-            coalesce.flush()
+            coalesce.flush()  # after a hang-up: to the app that is gone, harmlessly (post_message)
+
+    def detach(self, on_record: Callable[[dict], None]) -> bool:
+        """The dashboard goes away and the run goes on: records go to ``on_record`` from now, and
+        :meth:`quit` no longer stops the run. Returns whether training already began in ``run``
+        (else the caller trains the session itself)."""
+        with self._lock:
+            self.detached = True
+            self.session.on_record = on_record
+            return self.started
 
     def send(self, command) -> None:
         """Queue the command for the next step boundary."""
@@ -123,10 +142,11 @@ class LiveBackend:
         return list_checkpoints(self.run_dir)
 
     def quit(self, reason: str = "quit") -> None:
-        """Stop the run at the next step boundary (last.pt is written first)."""
+        """Stop the run at the next step boundary (last.pt is written first); nothing once detached."""
         from tuitrain.commands import Stop
 
-        self.session.send(Stop(reason))
+        if not self.detached:
+            self.session.send(Stop(reason))
 
 
 class WatchBackend:
@@ -137,6 +157,7 @@ class WatchBackend:
     """
 
     quit_stops_run = False
+    detached = False
     POLL_S = 0.25
     ALIVE_CHECK_S = 2.0
 

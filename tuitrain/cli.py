@@ -18,7 +18,7 @@ from tuitrain import __version__, fmt
 from tuitrain.config import DATASETS, MODELS, OPTIONS, TrainConfig, validate
 from tuitrain.errors import UsageError
 from tuitrain.keys import key_line
-from tuitrain.options import Option
+from tuitrain.options import Flag, Option
 from tuitrain.records import EXIT_FAILED, EXIT_OK, EXIT_SIGNALS, EXIT_USAGE
 
 EXIT_INTERRUPTED = EXIT_SIGNALS["interrupt"]
@@ -84,7 +84,12 @@ class _Parser(argparse.ArgumentParser):
         return ""
 
 
-LAUNCH_OPTIONS: dict[str, Option] = {}
+LAUNCH_OPTIONS: dict[str, Option] = {
+    "detach": Flag(help="start the run in the background, in a session of its own (headless, output in "
+                        "RUN_DIR/log.txt), print how to watch it and return at once",
+                   doc="Start the run in a session of its own and return: it trains on after the shell or SSH "
+                       "session ends.").bound("detach", False),
+}
 """Options of ``tuitrain DATASET`` that change how the run is launched, not the run (no TrainConfig
 field, not in config.json), declared as the fields declare theirs: ``{"detach": Flag(...).bound(
 "detach", False)}``. ``config_from_args`` leaves them out; ``cmd_train`` reads them from the args."""
@@ -164,9 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"tuitrain: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("tuitrain: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:  # Ctrl-C, or a stop signal before a run existed (signals.Stopped: said why)
+        if not hasattr(exc, "exit_code"):
+            print("tuitrain: interrupted", file=sys.stderr)
+        return getattr(exc, "exit_code", EXIT_INTERRUPTED)
     except BrokenPipeError:  # `tuitrain runs | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
@@ -174,20 +180,33 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_train(argv: list[str]) -> int:
     """``tuitrain DATASET``: the dashboard on a terminal, else headless; the exit code of its end."""
-    cfg = config_from_args(train_parser().parse_args(argv))
+    from tuitrain import signals
+
+    args = train_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    if getattr(args, "detach", False):
+        from tuitrain.launch import detach
+
+        return detach(cfg, [word for word in argv if not _names_detach(word)])
     from tuitrain.cpuload import apply_wait_policy
 
     apply_wait_policy()  # libgomp reads its settings when torch loads it: before anything imports torch
     from tuitrain.launch import run, user_traceback
 
     try:
-        return run(cfg, show_traceback=True).exit_code
+        with signals.startup(cfg.on_hangup):  # before torch and the data load: a signal there has a meaning too
+            return run(cfg, show_traceback=True).exit_code
     except (UsageError, KeyboardInterrupt):
         raise
     except Exception as exc:  # the user's model failed while being built or checked, before training
         print(user_traceback(exc), file=sys.stderr)
         print(f"tuitrain: run failed before training: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _names_detach(word: str) -> bool:
+    """``--detach`` or an abbreviation argparse takes for it (``--det``; ``--de`` is also --device's)."""
+    return len(word) >= 5 and "--detach".startswith(word)
 
 
 def train_headless(cfg: TrainConfig):
@@ -235,7 +254,10 @@ def cmd_sweep(argv: list[str]) -> int:
         raise UsageError("give at least one option with values to sweep, e.g. --lr 0.01,0.001")
     one = {name: OPTIONS[name].collect(value) for name, value in args.items() if name not in SWEEPABLE}
     base = TrainConfig(**one, headless=True, run_dir="unused")
-    return run_sweep(base, grid, sweep_dir, train_headless)
+    from tuitrain import signals
+
+    with signals.startup(base.on_hangup):  # also between runs, while the next one loads
+        return run_sweep(base, grid, sweep_dir, train_headless)
 
 
 def _values(name: str, text: str) -> list:

@@ -242,6 +242,12 @@ class TrainConfig:
     headless: bool = option(False, Flag(
         help="no dashboard; progress on stderr", fit_default=None, doc="No dashboard: progress lines on stderr.",
         fit_doc="True: progress lines on stderr; False: the dashboard; None: the dashboard on a terminal."))
+    on_hangup: str = option("continue", Choice(
+        choices=("continue", "stop"), noun="--on-hangup value", metavar="WHAT", sweep="one", fit="",
+        help="when the terminal goes away (SIGHUP): continue headless, progress in RUN_DIR/log.txt, "
+             "or stop (last.pt, exit 129)",
+        doc="What a hang-up (SIGHUP: the terminal or SSH session went away) does: continue (the dashboard "
+            "ends, training goes on headless with progress lines in RUN_DIR/log.txt) or stop (last.pt, exit 129)."))
     log_every: int = option(20, Count(
         metavar="N", help="steps between step records",
         doc="Steps between step records (a record is also written at least once a second)."))

@@ -22,3 +22,7 @@ class BackendFinished(Message):
     def __init__(self, error: str = "") -> None:
         super().__init__()
         self.error = error
+
+
+class HungUp(Message):
+    """The terminal went away (SIGHUP) and the run goes on headless: leave now, without stopping it."""

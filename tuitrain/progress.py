@@ -8,7 +8,8 @@ from __future__ import annotations
 import shlex
 import sys
 import time
-from typing import TextIO
+from collections.abc import Callable
+from typing import Protocol, TextIO
 
 from tuitrain import fmt
 
@@ -23,6 +24,48 @@ def watch_hint(run_dir: str) -> str:
     return f"tuitrain: run dir {run_dir}; watch it live with: tuitrain watch {shlex.quote(str(run_dir))}"
 
 
+class Stream(Protocol):
+    """What progress lines are written to: a text file (stderr) or a :class:`LogFile`."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+    def isatty(self) -> bool: ...
+
+
+class LogFile:
+    """RUN_DIR/log.txt as a text stream for :class:`Progress`, opened (appending, never through a
+    symlink) at the first write: where the progress lines go once the terminal is gone. A write
+    that fails is dropped (the run directory keeps every record); the run goes on."""
+
+    def __init__(self, run_dir: str):
+        from pathlib import Path
+
+        from tuitrain.rundir import LOG
+
+        self.path = Path(run_dir) / LOG
+        self._fd: int | None = None
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> int:
+        import os
+
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                   0o644)
+            os.write(self._fd, text.encode("utf-8", "replace"))
+        except OSError:
+            pass
+        return len(text)
+
+    def flush(self) -> None:
+        """Each write is one system call: nothing is held back."""
+
+
 class Progress:
     """Turns engine records into progress output on ``stream`` (stderr by default).
 
@@ -30,11 +73,14 @@ class Progress:
     when following a run directory; time spent paused counts in neither.
     """
 
-    def __init__(self, stream: TextIO | None = None, tty: bool | None = None, run_dir: str = ""):
-        self.stream = stream or sys.stderr
+    def __init__(self, stream: Stream | None = None, tty: bool | None = None, run_dir: str = ""):
+        self.stream: Stream = stream or sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
         self.run_dir = run_dir
-        """Printed first, with the command to watch it (empty: not printed)."""
+        """Printed first, with the command to watch it (empty: not printed); where log.txt goes
+        when ``stream`` refuses a write (EIO, EPIPE: the terminal or the pipe's reader went away)."""
+        self.gone: Callable[[], None] | None = None
+        """Called once when ``stream`` refuses a write, before the lines move to log.txt."""
         self.quiet = False
         """Take records without writing anything (a follower catching up on the history)."""
         self.total = 0
@@ -45,6 +91,10 @@ class Progress:
         self.paused_total = 0.0
         self._last = 0.0
         self._bar_shown = False
+
+    def to_log(self, run_dir: str) -> None:
+        """The terminal is gone: plain lines into RUN_DIR/log.txt from now on."""
+        self.stream, self.tty, self._bar_shown = LogFile(run_dir), False, False
 
     def __call__(self, record: dict) -> None:
         """Handle one record (called from the engine thread; cheap and throttled)."""
@@ -139,20 +189,36 @@ class Progress:
         if self.tty:
             width = 24
             done = int(width * step / total)
-            self.stream.write(f"\r[{'#' * done}{'.' * (width - done)}] {100 * step / total:5.1f}% {text}\x1b[K")
-            self.stream.flush()
-            self._bar_shown = True
+            self._write(f"\r[{'#' * done}{'.' * (width - done)}] {100 * step / total:5.1f}% {text}\x1b[K")
+            self._bar_shown = self.tty
         else:
             self._line(f"{100 * step / total:5.1f}% {text}")
+
+    def say(self, text: str) -> None:
+        """One line of its own (on a terminal, under the progress bar)."""
+        self._line(text)
 
     def _line(self, text: str) -> None:
         if self.quiet:
             return
         if self._bar_shown:
-            self.stream.write("\r\x1b[K")
             self._bar_shown = False
-        self.stream.write(text + "\n")
-        self.stream.flush()
+            self._write("\r\x1b[K")
+        self._write(text + "\n")
+
+    def _write(self, text: str) -> None:
+        """Write and flush; a stream that refuses (the terminal is gone) is left for log.txt."""
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except OSError:
+            if not self.run_dir or isinstance(self.stream, LogFile):
+                raise
+            if self.gone is not None:
+                self.gone()
+            self.to_log(self.run_dir)
+            if not text.startswith("\r"):  # a bar is not repeated in a log
+                self.stream.write(text)
 
 
 def start_details(start: dict) -> str:

@@ -60,6 +60,10 @@ class Session:
         self.result: Result | None = None
         self._state: RunStatus = "starting"
         self._done = threading.Event()
+        self.ended = threading.Event()
+        """Set when ``run`` has returned (or raised): everything written, the lock released."""
+        self.start_record: dict | None = None
+        """The run's start event, for progress lines that begin mid-run (the terminal went away)."""
         self._lock = RunLock(config.run_dir)
         self._recorded: set[tuple] = set()
         """(epoch, step, lr) of the epoch records already in the run dir a resume continues."""
@@ -128,6 +132,12 @@ class Session:
 
     def run(self):
         """Train (blocking) while sampling system usage; return the engine's Result."""
+        try:
+            return self._run()
+        finally:
+            self.ended.set()
+
+    def _run(self):
         # Samples go to the run dir and the UI; a DDP worker (rank > 0) has neither. The sampler is joined before returning:
         # its bound method holds this session (and through it the DDP model); a daemon thread that
         # dropped the last reference during interpreter shutdown freed the gloo process group there
@@ -173,6 +183,9 @@ class Session:
             self.log.write(record)
         if self.control:
             self.control.on_record(record)  # after the write: an answer implies the record is on disk
+        kind = record.get("type")
+        if kind == "event" and record.get("event") == "start":
+            self.start_record = record
         if kind == "epoch":
             self._write_status(self._state)  # epochs done and best accuracy, for `tuitrain runs`
         elif kind == "event" and record.get("ok", True) and record["event"] in ("pause", "resume", "device"):

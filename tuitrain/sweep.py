@@ -97,8 +97,11 @@ def run_sweep(base, grid: dict[str, list], sweep_dir: Path, train) -> int:
     for i, (params, cfg) in enumerate(zip(runs, configs, strict=True), start=1):
         label = " ".join(f"{k}={v}" for k, v in params.items())
         print(f"tuitrain sweep: run {i}/{len(runs)}: {label}", file=sys.stderr)
-        code, result = train(cfg)
-        status = result.status if result else "failed"
+        try:
+            code, result = train(cfg)
+            status = result.status if result else "failed"
+        except KeyboardInterrupt as exc:  # Ctrl-C or a stop signal while this run loaded (signals.Stopped)
+            code, result, status = getattr(exc, "exit_code", EXIT_SIGNALS["interrupt"]), None, "interrupted"
         rows.append({**params, **summarize_run(Path(cfg.run_dir), status)})
         write_results(sweep_dir, rows)
         if code in EXIT_SIGNALS.values():  # Ctrl-C, SIGTERM, SIGHUP end the sweep, not just this run

@@ -23,6 +23,7 @@ from tuitrain.rundir.layout import (
     HISTOGRAMS,
     INDEX,
     LOCK,
+    LOG,
     METRICS,
     RECORD_FILES,
     SAMPLES,
@@ -38,7 +39,7 @@ from tuitrain.rundir.runs import RunInfo, expand_runs, format_runs, is_run_dir, 
 from tuitrain.rundir.status import STATES, UNREADABLE, pid_alive, read_status, run_state, status_json
 from tuitrain.rundir.writer import RunLog
 
-__all__ = ["CHECKPOINTS", "CONFIG", "HISTOGRAMS", "INDEX", "LOCK", "METRICS", "RECORD_FILES", "SAMPLES", "STATES",
+__all__ = ["CHECKPOINTS", "CONFIG", "HISTOGRAMS", "INDEX", "LOCK", "LOG", "METRICS", "RECORD_FILES", "SAMPLES", "STATES",
            "STATUS", "SYSTEM", "TENSORBOARD", "UNREADABLE", "Follow", "Follower", "Position", "Read", "RunInfo",
            "RunLock", "RunLog", "expand_runs", "format_runs", "identity", "is_run_dir", "list_checkpoints",
            "list_runs", "pid_alive", "read_history", "read_json", "read_last", "read_records", "read_status",

@@ -3,7 +3,8 @@
 README, The run directory: config.json, metrics.jsonl (step, epoch, event and confusion records),
 index.jsonl (every metrics.jsonl record that is not a step record, with its byte offset there),
 histograms.jsonl, system.jsonl, samples.jsonl, status.json (the run's state and pid, rewritten as
-it changes), checkpoints/, tensorboard/ and .lock (flocked by the process writing the run).
+it changes), checkpoints/, tensorboard/, .lock (flocked by the process writing the run) and log.txt (progress lines
+once the terminal is gone).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
 LOCK = ".lock"
 """Flocked by the process writing the run (lock.RunLock)."""
+LOG = "log.txt"
+"""The progress lines of a run whose terminal went away, and the output of a ``--detach`` run."""
 
 RECORD_FILES = (METRICS, HISTOGRAMS, SYSTEM, SAMPLES)
 """The JSONL files records are written to, and read from by every viewer."""
