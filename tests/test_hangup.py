@@ -48,7 +48,8 @@ def _paused_mid_run(run_dir: Path) -> None:
     """Wait until the run trains (a step record), then pause it through its control channel."""
     wait(lambda: (run_dir / "metrics.jsonl").exists() and '"type":"step"' in (run_dir / "metrics.jsonl").read_text()
          and run_state(run_dir) == "running", "the run to train", 120)
-    assert send_command(run_dir, "pause")["ok"]
+    answer = send_command(run_dir, "pause")
+    assert answer["ok"], answer
     wait(lambda: run_state(run_dir) == "paused", "the run to pause")
 
 
