@@ -271,6 +271,12 @@ async def test_compare_a_remote_run_with_a_local_one(remote_env, tmp_path):
         assert f"testbox:{tmp_path / 'far'}" in [str(cell) for cell in table.get_row_at(0)]
         await pilot.press("q")
     wait(lambda: far.backend.link.proc.poll() is not None, "ssh ended with the comparison")
+    # Back from a run opened alone, the comparison is a new app over the same runs: the remote one
+    # connects again and its curves and best value come back (they stayed empty).
+    again = CompareApp([far, tmp_path / "near"])
+    async with again.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: again.best == [0.9, 0.7], "both runs' epochs, a second time", tries=600)
+        await pilot.press("q")
 
 
 def test_the_status_line_says_reconnecting_until_the_link_is_back():

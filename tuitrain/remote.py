@@ -575,13 +575,24 @@ class RemoteRun:
         return self.backend.state
 
     def start(self) -> None:
-        """Follow the run in a thread (records wait in a queue for :meth:`poll`)."""
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        """Follow the run in a thread (records wait in a queue for :meth:`poll`). Followed before (the
+        comparison comes back from a run opened alone, and :meth:`stop` ended that connection): a
+        new connection, whose history comes again."""
+        import queue
+
+        again = self._thread is not None
+        self._records = queue.SimpleQueue()
+        self._history = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(again,), daemon=True)
         self._thread.start()
 
-    def _run(self) -> None:
+    def _run(self, again: bool) -> None:
         try:
+            if again:
+                self.backend = RemoteBackend(self.host, self.path, self.remote, metrics_only=True)
             self.backend.run(self._take)
+        except StreamError:  # the host went away meanwhile: the row keeps its last state, no curves
+            pass
         finally:
             self._history.set()
 
