@@ -62,6 +62,23 @@ def test_a_planted_link_is_refused_before_anything_is_written(tmp_path_factory, 
     assert sorted(p.name for p in run.iterdir()) == [name]  # nothing else written
 
 
+def test_a_planted_checkpoints_link_is_refused_before_anything_is_written(tmp_path):
+    """O_NOFOLLOW guards a path's last part only: checkpoints/ as a link sent last.pt and best.pt
+    into the folder it names."""
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    run.mkdir()
+    elsewhere.mkdir()
+    (run / "checkpoints").symlink_to(elsewhere)
+    with pytest.raises(UsageError) as refused:
+        RunLock(run).acquire()
+    assert "checkpoints" in str(refused.value) and "symbolic link" in str(refused.value)
+    assert list(elsewhere.iterdir()) == [] and sorted(p.name for p in run.iterdir()) == ["checkpoints"]
+    (run / "checkpoints").unlink()
+    (run / "checkpoints").write_text("")
+    with pytest.raises(UsageError, match="checkpoints is not a folder"):
+        RunLock(run).acquire()
+
+
 @settings(max_examples=20, deadline=None, suppress_health_check=FIXTURES)
 @given(name=st.sampled_from([*RECORD_FILES, INDEX]), dangling=st.booleans())
 def test_a_link_planted_while_the_run_writes_is_never_written_through(tmp_path_factory, name, dangling):

@@ -95,6 +95,14 @@ def refuse_links(run_dir: str | Path) -> None:
             raise UsageError(f"run dir {run_dir}: {name} {LINK_REASON}; remove it or choose another --run-dir")
         if not stat.S_ISREG(mode):
             raise UsageError(f"run dir {run_dir}: {name} is not a plain file; remove it or choose another --run-dir")
+    try:  # the folder the checkpoints go in: O_NOFOLLOW guards a path's last part only
+        mode = os.lstat(Path(run_dir) / CHECKPOINTS).st_mode
+    except OSError:
+        return
+    if stat.S_ISLNK(mode):
+        raise UsageError(f"run dir {run_dir}: {CHECKPOINTS} {LINK_REASON}; remove it or choose another --run-dir")
+    if not stat.S_ISDIR(mode):
+        raise UsageError(f"run dir {run_dir}: {CHECKPOINTS} is not a folder; remove it or choose another --run-dir")
 
 
 def _remove(path: Path) -> None:
