@@ -170,3 +170,16 @@ def test_watch_several_runs_into_a_file_prints_the_runs_table(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:2] == ["run", "status"] and sorted(line.split()[0] for line in lines[2:]) == ["a", "b"]
     assert main(["watch", str(tmp_path)]) == 2  # neither a run nor a folder of runs
+
+
+def test_a_divergence_pause_is_not_counted_as_training_time():
+    """The engine's divergence pause is a ``nonfinite`` event that is not ok (training diverged), yet
+    the run is paused: until resumed, that time is no training time (it counted, ETA and all)."""
+    prog = progress.Progress(io.StringIO(), tty=False)
+    prog({"type": "event", "event": "start", "step": 0, "time": 0.0, "epochs": 1, "steps_per_epoch": 100,
+          "total_steps": 100, "device": "cpu", "start_epoch": 0, "model": "cnn", "dataset": "synthetic",
+          "samples": 100, "batch_size": 1})
+    prog({"type": "event", "event": "nonfinite", "step": 10, "time": 10.0, "ok": False, "action": "paused",
+          "loss": float("nan"), "grad_norm": float("nan")})
+    prog({"type": "event", "event": "resume", "step": 10, "time": 110.0, "ok": True})
+    assert prog.elapsed(120.0) == 20.0

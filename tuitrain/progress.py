@@ -151,12 +151,12 @@ class Progress:
             if threads.get("wait_policy") and threads.get("reason"):  # chosen for a busy box (cpuload.py)
                 self._line(f"torch threads: OMP_WAIT_POLICY={threads['wait_policy']}, {threads['reason']}")
             return
-        if record.get("ok", True):
-            if event in ("pause",) or (event == "nonfinite" and record.get("action") == "paused"):
-                self.paused_since = self.paused_since or when
-            elif event == "resume" and self.paused_since is not None:
-                self.paused_total += when - self.paused_since
-                self.paused_since = None
+        # The divergence pause is not ok (training diverged), yet the run is paused all the same.
+        if (event == "pause" and record.get("ok", True)) or (event == "nonfinite" and record.get("action") == "paused"):
+            self.paused_since = self.paused_since or when
+        elif event == "resume" and record.get("ok", True) and self.paused_since is not None:
+            self.paused_total += when - self.paused_since
+            self.paused_since = None
         if event == "save" and record.get("auto") and record.get("ok"):
             return  # every epoch saves last.pt; the epoch line already says an epoch ended
         if event == "end":
