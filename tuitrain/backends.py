@@ -64,6 +64,26 @@ class Coalescer:
                 self.emit(batch)
 
 
+class SkipNotice:
+    """What a viewer says of records it skipped (they lack a field the panels need or carry a wrong
+    type): one notice when the count grew, at most every ``every_s`` seconds."""
+
+    def __init__(self, source: str, every_s: float = 10.0):
+        self.source = source
+        """How the notice names where the records came from ("of this run", "from HOST")."""
+        self.every_s = every_s
+        self._told = 0
+        self._told_at = -float("inf")
+
+    def __call__(self, skipped: int) -> list[dict]:
+        now = time.monotonic()
+        if skipped == self._told or now - self._told_at < self.every_s:
+            return []
+        self._told, self._told_at = skipped, now
+        return [{"type": "event", "event": "error", "ok": True, "local": True, "step": 0, "time": time.time(),
+                 "reason": f"{skipped} records {self.source} do not fit the record format and are not shown"}]
+
+
 class Backend(Protocol):
     """The dashboard's view of a run."""
 
@@ -161,8 +181,6 @@ class WatchBackend:
     POLL_S = 0.25
     ALIVE_CHECK_S = 2.0
 
-    SKIP_NOTICE_S = 10.0
-
     def __init__(self, run_dir: str | Path):
         from tuitrain.rundir import require_run_dir, run_state
 
@@ -171,8 +189,7 @@ class WatchBackend:
         self._stop = threading.Event()
         self._emit: Emit | None = None
         self._follow: Follow | None = None
-        self._skipped_told = 0
-        self._skip_told_at = 0.0
+        self._skip_notice = SkipNotice("of this run")
         self._loading_at = 0.0
 
     @property
@@ -180,24 +197,16 @@ class WatchBackend:
         """Records read but not shown: they lack a field the panels need or carry a wrong type."""
         return self._follow.skipped if self._follow else 0
 
-    def _skip_notice(self) -> list[dict]:
-        """One notice when records were skipped since the last one (at most every SKIP_NOTICE_S)."""
-        now = time.monotonic()
-        if self.skipped == self._skipped_told or now - self._skip_told_at < self.SKIP_NOTICE_S:
-            return []
-        self._skipped_told, self._skip_told_at = self.skipped, now
-        return [{"type": "event", "event": "error", "ok": True, "local": True, "step": 0, "time": time.time(),
-                 "reason": f"{self.skipped} records of this run do not fit the record format and are not shown"}]
-
     def run(self, emit: Emit) -> None:
         """Emit the history (replayed), then follow until the run ends or the viewer leaves."""
         self._emit = emit
         follow = self._follow = Follow(self.run_dir, poll_s=self.POLL_S, alive_check_s=self.ALIVE_CHECK_S,
                                        stop=self._stop)
         history = follow.history(progress=self._loading)
-        emit([{"type": "replay", "begin": True}, *history, {"type": "replay", "begin": False}, *self._skip_notice()])
+        emit([{"type": "replay", "begin": True}, *history, {"type": "replay", "begin": False},
+              *self._skip_notice(self.skipped)])
         for batch in follow:
-            new = [read.record for read in batch] + self._skip_notice()
+            new = [read.record for read in batch] + self._skip_notice(self.skipped)
             if new:
                 emit(new)
         self.controls = False

@@ -317,7 +317,8 @@ class Engine:
         cfg, st = self.config, self.state
         self.emit_event("start", epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch,
                          total_steps=self.steps_per_epoch * cfg.epochs, device=str(self.device),
-                         start_epoch=st.epoch, start_batch=st.batch, lr=self.lr, resumed_from=cfg.resume or None, summary=self.summary,
+                         start_epoch=st.epoch, start_batch=st.batch, lr=self.lr, resumed_from=cfg.resume or None,
+                         summary=self.summary,
                          summary_error=self.summary_error or None, dataset=cfg.dataset, model=cfg.model,
                          samples=self.data.n_train, batch_size=cfg.batch_size, monitor=self.monitor, mode=self.mode,
                          classification=self.task.classification, metrics=list(self.task.metrics),
@@ -332,11 +333,11 @@ class Engine:
             self._warning(early.category, early.message, early.filename, early.lineno)
         shown = warnings.showwarning
         warnings.showwarning = self._warned(shown, threading.current_thread())
-        if self._inherited_best is not None and self._is_main:
-            self._copy_inherited_best()
-        if cfg.resume and self._is_main:
-            self._settle_best()
-        try:
+        try:  # from the swap on: the finally below puts showwarning back, whatever ends the run
+            if self._inherited_best is not None and self._is_main:
+                self._copy_inherited_best()
+            if cfg.resume and self._is_main:
+                self._settle_best()
             while st.epoch < cfg.epochs and not self.stop_reason:
                 self.train_epoch()
                 if self.stop_reason:

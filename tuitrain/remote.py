@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tuitrain import __version__
+from tuitrain.backends import SkipNotice
 from tuitrain.errors import UsageError
 from tuitrain.records import EXIT_OK, EXIT_USAGE, valid
 
@@ -394,7 +395,6 @@ class RemoteBackend:
     """
 
     quit_stops_run = False
-    SKIP_NOTICE_S = 10.0
 
     def __init__(self, host: str, path: str, remote: str | None = None, metrics_only: bool = False):
         self.host, self.path, self.remote, self.metrics_only = host, path, remote, metrics_only
@@ -420,8 +420,7 @@ class RemoteBackend:
         self._ids = iter(range(1, 1 << 62))
         self._pending: dict[int, str] = {}
         self._emit = None
-        self._skipped_told = 0
-        self._skip_told_at = 0.0
+        self._skip_notice = SkipNotice(f"from {host}")
 
     @property
     def link(self) -> Link:
@@ -472,7 +471,7 @@ class RemoteBackend:
                 if kind == "history":
                     records = [{"type": "replay", "begin": True}, *records, {"type": "replay", "begin": False}]
                 self.position = self._position(message.get("pos"))
-                records += self._skip_notice()
+                records += self._skip_notice(self.skipped)
                 if records:
                     emit(records)
             elif kind == "checkpoints":
@@ -506,14 +505,6 @@ class RemoteBackend:
             return Position.from_dict(pos).to_dict()
         except ValueError:
             return self.position  # a bad position is never handed back; the last good one stays
-
-    def _skip_notice(self) -> list[dict]:
-        now = time.monotonic()
-        if self.skipped == self._skipped_told or now - self._skip_told_at < self.SKIP_NOTICE_S:
-            return []
-        self._skipped_told, self._skip_told_at = self.skipped, now
-        return [{"type": "event", "event": "error", "ok": True, "local": True, "step": 0, "time": time.time(),
-                 "reason": f"{self.skipped} records from {self.host} do not fit the record format and are not shown"}]
 
     def send(self, command) -> None:
         """Through the stream to the run's control socket; a refusal the run never saw comes back here."""

@@ -116,7 +116,6 @@ class Session:
         eng = self.engine
         return {
             **self.config.to_dict(),
-            "loss": eng.config.loss,  # "model" when the model's own outputs.loss trains (decided in setup)
             "record_format": records.FORMAT,
             "monitor": eng.monitor,
             "mode": eng.mode,
@@ -183,7 +182,6 @@ class Session:
             self.log.write(record)
         if self.control:
             self.control.on_record(record)  # after the write: an answer implies the record is on disk
-        kind = record.get("type")
         if kind == "event" and record.get("event") == "start":
             self.start_record = record
         if kind == "epoch":

@@ -9,6 +9,7 @@ under the sweep folder; results.csv and results.json are rewritten after every r
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
 import re
@@ -19,6 +20,7 @@ from tuitrain import fmt
 from tuitrain.errors import UsageError
 from tuitrain.records import EXIT_SIGNALS
 from tuitrain.rundir import METRICS, read_records
+from tuitrain.rundir.files import write_atomic
 
 RESULT_FIELDS = ["status", "best_val_acc", "final_val_acc", "best_val_loss", "final_val_loss", "epochs_done",
                  "train_seconds", "run_dir"]
@@ -58,11 +60,12 @@ def write_results(sweep_dir: Path, rows: list[dict]) -> None:
     if not rows:
         return
     fields = [k for k in rows[0] if k not in RESULT_FIELDS] + RESULT_FIELDS
-    with open(sweep_dir / "results.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    (sweep_dir / "results.json").write_text(json.dumps(rows, indent=1))
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(sweep_dir / "results.csv", table.getvalue())  # never through a planted link, never half
+    write_atomic(sweep_dir / "results.json", json.dumps(rows, indent=1))
 
 
 def format_table(rows: list[dict], params: list[str]) -> str:
@@ -103,7 +106,10 @@ def run_sweep(base, grid: dict[str, list], sweep_dir: Path, train) -> int:
         except KeyboardInterrupt as exc:  # Ctrl-C or a stop signal while this run loaded (signals.Stopped)
             code, result, status = getattr(exc, "exit_code", EXIT_SIGNALS["interrupt"]), None, "interrupted"
         rows.append({**params, **summarize_run(Path(cfg.run_dir), status)})
-        write_results(sweep_dir, rows)
+        try:
+            write_results(sweep_dir, rows)
+        except OSError as exc:  # a full disk: the runs' own folders hold their results; the table follows
+            print(f"tuitrain sweep: cannot write results.csv: {exc.strerror or exc}", file=sys.stderr)
         if code in EXIT_SIGNALS.values():  # Ctrl-C, SIGTERM, SIGHUP end the sweep, not just this run
             print(f"tuitrain sweep: interrupted after {i - 1} complete runs of {len(runs)}", file=sys.stderr)
             break

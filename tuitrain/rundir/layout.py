@@ -3,8 +3,8 @@
 README, The run directory: config.json, metrics.jsonl (step, epoch, event and confusion records),
 index.jsonl (every metrics.jsonl record that is not a step record, with its byte offset there),
 histograms.jsonl, system.jsonl, samples.jsonl, status.json (the run's state and pid, rewritten as
-it changes), checkpoints/, tensorboard/, .lock (flocked by the process writing the run) and log.txt (progress lines
-once the terminal is gone).
+it changes), checkpoints/, TensorBoard's event files (events.out.tfevents.*), .lock (flocked by the process
+writing the run) and log.txt (progress lines once the terminal is gone, and under --detach).
 """
 
 from __future__ import annotations
