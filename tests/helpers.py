@@ -236,3 +236,29 @@ class Pane:
         """The command's exit code, once it has exited (fails the test after ``timeout``)."""
         wait(self.rc_file.exists, "the run's process to exit", timeout)
         return int(self.rc_file.read_text())
+
+
+SLOW_MLP = """
+import time
+import torch.nn as nn
+
+class SlowMLP(nn.Module):
+    '''An MLP whose training steps take at least 0.1 s each: a run that lasts however fast the machine.'''
+
+    def __init__(self, num_classes=10, in_channels=1, image_size=28):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size * image_size, num_classes))
+
+    def forward(self, x):
+        if self.training:
+            time.sleep(0.1)
+        return self.net(x)
+"""
+
+
+def slow_model(folder: Path) -> str:
+    """``--model`` of a model whose training steps take at least 0.1 s (SLOW_MLP), written to ``folder``:
+    a test that acts on a run while it trains needs the run not to end first on an idle machine."""
+    path = folder / "slow_mlp.py"
+    path.write_text(SLOW_MLP)
+    return f"{path}:SlowMLP"

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, Pane, wait
+from tests.helpers import ROOT, Pane, slow_model, wait
 from tuitrain.control import send_command
 from tuitrain.rundir import read_status, run_state
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")]
 
-RUN = ["synthetic", "--epochs", "2", "--limit", "1000", "--batch-size", "50", "--model", "mlp", "--device", "cpu",
-       "--log-every", "5"]
+RUN = ["synthetic", "--epochs", "2", "--limit", "1000", "--batch-size", "50", "--device", "cpu", "--log-every", "5"]
+"""40 steps of at least 0.1 s each (with --model slow_model(...)): the pause lands mid-run."""
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def _log(run_dir: Path) -> str:
 
 def test_the_dashboard_goes_away_with_its_terminal_and_the_run_trains_on(tmp_path, panes):
     run_dir = tmp_path / "run"
-    pane = Pane(tmp_path, [*RUN, "--run-dir", str(run_dir)])
+    pane = Pane(tmp_path, [*RUN, "--model", slow_model(tmp_path), "--run-dir", str(run_dir)])
     panes.append(pane)
     _paused_mid_run(run_dir)
     pid = read_status(run_dir)["pid"]
@@ -84,7 +84,7 @@ def test_the_dashboard_goes_away_with_its_terminal_and_the_run_trains_on(tmp_pat
 
 def test_on_hangup_stop_saves_last_pt_and_exits_129_within_seconds(tmp_path, panes):
     run_dir = tmp_path / "run"
-    pane = Pane(tmp_path, [*RUN, "--run-dir", str(run_dir), "--on-hangup", "stop"])
+    pane = Pane(tmp_path, [*RUN, "--model", slow_model(tmp_path), "--run-dir", str(run_dir), "--on-hangup", "stop"])
     panes.append(pane)
     _paused_mid_run(run_dir)
     pane.kill()
@@ -98,11 +98,12 @@ def test_a_dashboard_that_gets_no_sighup_leaves_at_the_first_refused_write(tmp_p
     """In a session of its own (tmux's SIGHUP to the pane's process group misses it), the terminal
     only refuses writes (EIO): taken as the hang-up it is, the run goes on headless."""
     run_dir = tmp_path / "run"
-    pane = Pane(tmp_path, [*RUN, "--run-dir", str(run_dir)], own_session=True)
+    pane = Pane(tmp_path, [*RUN, "--model", slow_model(tmp_path), "--run-dir", str(run_dir)], own_session=True)
     panes.append(pane)
     _paused_mid_run(run_dir)
     pane.kill()
-    assert send_command(run_dir, "resume")["ok"]  # the dashboard redraws: a write to the dead terminal
+    answer = send_command(run_dir, "resume")  # the dashboard redraws: a write to the dead terminal
+    assert answer["ok"], answer
     wait(lambda: "the terminal went away" in _log(run_dir), "the hang-up note in log.txt", 30)
     assert pane.exit_code(180) == 0
     assert run_state(run_dir) == "done" and "tuitrain: done after 2 epochs" in _log(run_dir)
@@ -110,12 +111,13 @@ def test_a_dashboard_that_gets_no_sighup_leaves_at_the_first_refused_write(tmp_p
 
 def test_a_headless_run_on_a_terminal_that_goes_away_trains_on_into_log_txt(tmp_path, panes):
     run_dir = tmp_path / "run"
-    pane = Pane(tmp_path, [*RUN, "--run-dir", str(run_dir), "--headless"])
+    pane = Pane(tmp_path, [*RUN, "--model", slow_model(tmp_path), "--run-dir", str(run_dir), "--headless"])
     panes.append(pane)
     _paused_mid_run(run_dir)
     pane.kill()
     wait(lambda: "the terminal went away" in _log(run_dir), "the hang-up note in log.txt", 30)
-    assert send_command(run_dir, "resume")["ok"]
+    answer = send_command(run_dir, "resume")
+    assert answer["ok"], answer
     assert pane.exit_code(180) == 0
     assert run_state(run_dir) == "done"
     log = _log(run_dir)
@@ -126,13 +128,15 @@ def test_a_headless_run_started_with_sighup_ignored_keeps_it_ignored(tmp_path):
     """nohup: SIGHUP ignored at the start stays ignored (tuitrain installs no handler over it)."""
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TUITRAIN_DATA": str(tmp_path / "data")}
-    proc = subprocess.Popen([sys.executable, "-m", "tuitrain", *RUN, "--run-dir", str(run_dir), "--headless"],
+    proc = subprocess.Popen([sys.executable, "-m", "tuitrain", *RUN, "--model", slow_model(tmp_path), "--run-dir",
+                             str(run_dir), "--headless"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
     try:
         _paused_mid_run(run_dir)
         proc.send_signal(signal.SIGHUP)
-        assert send_command(run_dir, "resume")["ok"]
+        answer = send_command(run_dir, "resume")
+        assert answer["ok"], answer
         out, _ = proc.communicate(timeout=180)
     finally:
         proc.kill()

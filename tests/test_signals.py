@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import Pane, wait
+from tests.helpers import Pane, slow_model, wait
 from tuitrain.rundir import read_records, read_status, run_state
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -229,8 +229,8 @@ def test_a_signal_while_a_sweeps_next_run_loads(tmp_path, signum, code):
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
 def test_sigint_to_the_dashboard_exits_130_like_ctrl_c(tmp_path):
     run_dir = tmp_path / "run"
-    pane = Pane(tmp_path, ["synthetic", "--epochs", "2", "--limit", "1000", "--batch-size", "50", "--model", "mlp",
-                           "--device", "cpu", "--run-dir", str(run_dir)])
+    pane = Pane(tmp_path, ["synthetic", "--epochs", "2", "--limit", "1000", "--batch-size", "50", "--model",
+                           slow_model(tmp_path), "--device", "cpu", "--run-dir", str(run_dir)])
     try:
         wait(lambda: (run_dir / "metrics.jsonl").exists() and '"type":"step"' in (run_dir / "metrics.jsonl").read_text()
              and run_state(run_dir) == "running", "the run to train", 120)
