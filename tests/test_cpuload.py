@@ -130,3 +130,23 @@ print(code, seen, os.environ.get("OMP_WAIT_POLICY"))
     assert start["threads"]["wait_policy"] == "PASSIVE" and start["threads"]["busy_cores"] == 2.0
     assert start["threads"]["torch_threads"] >= 1
     assert "torch threads: OMP_WAIT_POLICY=PASSIVE, busy box" in out.stderr
+
+
+@pytest.mark.slow
+def test_the_policy_is_chosen_before_a_resume_checkpoint_loads_torch(tmp_path):
+    """--resume reads the checkpoint's own settings (with torch): the choice must come first."""
+    from tuitrain.checkpoints import save_checkpoint
+
+    ckpt = tmp_path / "last.pt"
+    save_checkpoint(ckpt, {"model": {}, "config": {"epochs": 3}, "epoch": 1})
+    code = f"""
+import sys
+from tuitrain import cli, cpuload
+def choose():
+    print("torch loaded:", "torch" in sys.modules)
+    raise SystemExit(0)
+cpuload.apply_wait_policy = choose
+cli.main(["synthetic", "--headless", "--resume", {str(ckpt)!r}, "--run-dir", {str(tmp_path / "run")!r}])
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.stdout.strip() == "torch loaded: False", out

@@ -44,8 +44,9 @@ COMMANDS_HELP = f"""commands:
   tuitrain stream RUN_DIR        (remote side) a run's records as JSON lines
 
 {key_line()}
-exit codes: 0 done, 1 run failed, 2 bad usage or input, 130 interrupted (last.pt
-saved)
+exit codes: 0 done, 1 run failed, 2 bad usage or input; a stop by signal saves
+last.pt and exits 130 (Ctrl-C, SIGINT), 143 (SIGTERM) or 129 (hang-up with
+--on-hangup stop)
 """
 
 SHORT_USAGE = f"""usage: tuitrain DATASET [options]        e.g.  tuitrain synthetic --epochs 3   (no download)
@@ -183,14 +184,17 @@ def cmd_train(argv: list[str]) -> int:
     from tuitrain import signals
 
     args = train_parser().parse_args(argv)
+    if not getattr(args, "detach", False):
+        from tuitrain.cpuload import apply_wait_policy
+
+        # libgomp reads its settings when torch loads it: before anything imports torch (a --resume
+        # checkpoint's own settings are read below, with torch)
+        apply_wait_policy()
     cfg = config_from_args(args)
     if getattr(args, "detach", False):
         from tuitrain.launch import detach
 
         return detach(cfg, [word for word in argv if not _names_detach(word)])
-    from tuitrain.cpuload import apply_wait_policy
-
-    apply_wait_policy()  # libgomp reads its settings when torch loads it: before anything imports torch
     from tuitrain.launch import run, user_traceback
 
     try:

@@ -324,3 +324,14 @@ def check_device_name(name: str) -> str:
     if not isinstance(name, str) or not _DEVICE_RE.fullmatch(name):
         raise UsageError(f"unknown device {name!r} (auto, cpu, cuda, cuda:N or mps)")
     return name
+
+
+def check_model_file(spec: str) -> Path:
+    """The file of a ``path/to/file.py:NAME`` model; ModelError when it is not there (checked before
+    the data loads, so a typo is said at once)."""
+    from tuitrain.errors import ModelError
+
+    path = Path(spec.rpartition(":")[0])
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist")
+    return path

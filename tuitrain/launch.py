@@ -104,14 +104,10 @@ def detach(config: TrainConfig, argv: list[str]) -> int:
 
     from tuitrain.errors import UsageError
     from tuitrain.progress import watch_hint
-    from tuitrain.rundir import LOG, refuse_if_in_use
+    from tuitrain.rundir import LOG
+    from tuitrain.session import check_first
 
-    refuse_if_in_use(config.run_dir, bool(config.resume))
-    if config.resume and not Path(config.resume).is_file():
-        raise UsageError(f"checkpoint {config.resume} does not exist")
-    model_file, sep, _ = config.model.rpartition(":")
-    if sep and model_file.endswith(".py") and not Path(model_file).is_file():
-        raise UsageError(f"model file {model_file} does not exist")
+    check_first(config)
     try:
         Path(config.run_dir).mkdir(parents=True, exist_ok=True)
         log = os.open(Path(config.run_dir) / LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,

@@ -8,12 +8,12 @@ from __future__ import annotations
 import importlib.util
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tuitrain import config
 from tuitrain.errors import ModelError
 
 
@@ -106,15 +106,6 @@ def build_model(name: str, shape: tuple[int, ...], num_classes: int = 10, model_
                            model_args or {})
 
 
-def check_model_file(spec: str) -> Path:
-    """The file of a ``path/to/file.py:NAME`` model; ModelError when it is not there (checked before
-    the data loads, so a typo is said at once)."""
-    path = Path(spec.rpartition(":")[0])
-    if not path.is_file():
-        raise ModelError(f"model file {path} does not exist")
-    return path
-
-
 def load_user_model(spec: str, offered: dict | None = None, model_args: dict | None = None) -> nn.Module:
     """Import ``path/to/file.py:NAME`` and build it: NAME is an nn.Module class or a function
     returning one. Of ``offered`` (num_classes, in_channels, image_size) those its signature
@@ -124,7 +115,7 @@ def load_user_model(spec: str, offered: dict | None = None, model_args: dict | N
     This runs the user's own code, by design (the README says so).
     """
     path_text, _, name = spec.rpartition(":")
-    path = check_model_file(spec)
+    path = config.check_model_file(spec)
     folder = str(path.resolve().parent)
     mod_name = f"tuitrain_user_{path.stem}"
     module_spec = importlib.util.spec_from_file_location(mod_name, path)

@@ -31,17 +31,15 @@ def check_first(config: TrainConfig, own_model: bool = False) -> None:
     """What can be refused without loading the data or building the model (seconds each): a run dir
     that already holds a run, a model file or a checkpoint to resume that is not there. UsageError.
     ``own_model``: ``tuitrain.fit`` brought its model, so --model names no file."""
-    from pathlib import Path
-
-    from tuitrain import models
-    from tuitrain.config import MODELS
+    from tuitrain.config import MODELS, check_model_file
     from tuitrain.errors import CheckpointError
 
     refuse_if_in_use(config.run_dir, bool(config.resume))  # checked again under the lock when writing
     if not own_model and config.model not in MODELS:
-        models.check_model_file(config.model)
-    if config.resume and not Path(config.resume).exists():
-        raise CheckpointError(f"checkpoint {config.resume} does not exist")
+        check_model_file(config.model)
+    if config.resume and not Path(config.resume).is_file():
+        what = "is not a file" if Path(config.resume).exists() else "does not exist"
+        raise CheckpointError(f"checkpoint {config.resume} {what}")
 
 
 class Session:
