@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import write_fashion_mnist
-from tests.helpers import ROOT
+from tests.helpers import ROOT, write_fashion_mnist
 from tuitrain import checkpoints
 from tuitrain.cli import main
 from tuitrain.models import build_model

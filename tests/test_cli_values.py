@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import EngineRun
+from tests.helpers import EngineRun
 from tuitrain import config
 from tuitrain.cli import main
 from tuitrain.commands import Save, Stop

@@ -3,33 +3,19 @@ legend that wraps between runs only, the same colour for a run everywhere, and ?
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from tests.test_compare import _loaded, _write_run
-from tuitrain.compare_app import CompareApp
+from tests.helpers import COMPARE_SWEEP, compare_loaded, compare_sweep
 from tuitrain.keys import COMPARE_KEYS
-from tuitrain.rundir import expand_runs
 from tuitrain.widgets.compare_curves import Legend
 from tuitrain.widgets.help import HelpScreen
-
-SWEEP = [(lr, bs) for lr in (0.01, 0.003, 0.001, 0.0003) for bs in (50, 100)]
-
-
-def _sweep(tmp_path) -> CompareApp:
-    for i, (lr, bs) in enumerate(SWEEP):
-        run = tmp_path / "sweep" / f"{i + 1:02d}-lr={lr}-batch_size={bs}"
-        _write_run(run, lr, bs, [0.5 + i / 100, 0.6 + i / 50])
-        (run / "status.json").write_text(json.dumps({"state": "done"}))  # finished, as a sweep's runs are
-    return CompareApp(expand_runs([str(tmp_path / "sweep")]))
 
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)])
 async def test_every_run_of_a_sweep_of_8_is_in_the_table(tmp_path, size):
-    app = _sweep(tmp_path)
+    app = compare_sweep(tmp_path)
     async with app.run_test(size=size) as pilot:
-        await _loaded(pilot, app)
+        await compare_loaded(pilot, app)
         await pilot.pause()
         table = app.query_one("DataTable")
         assert table.row_count == 8
@@ -39,7 +25,7 @@ async def test_every_run_of_a_sweep_of_8_is_in_the_table(tmp_path, size):
 
 @pytest.mark.parametrize("width", [20, 78, 158])
 def test_the_legend_wraps_between_runs_only(width):
-    labels = [f"lr={lr} bs={bs}" for lr, bs in SWEEP]
+    labels = [f"lr={lr} bs={bs}" for lr, bs in COMPARE_SWEEP]
     lines = [line.plain for line in Legend(labels).lines(width)]
     assert all(len(line) <= width for line in lines)
     for label in labels:
@@ -48,9 +34,9 @@ def test_the_legend_wraps_between_runs_only(width):
 
 
 async def test_the_legend_gives_way_to_the_plots_on_a_short_terminal(tmp_path):
-    app = _sweep(tmp_path)
+    app = compare_sweep(tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
-        await _loaded(pilot, app)
+        await compare_loaded(pilot, app)
         assert not app.query_one(Legend).display  # the table's squares are the legend here
         await pilot.resize_terminal(160, 48)
         await pilot.pause()
@@ -59,9 +45,9 @@ async def test_the_legend_gives_way_to_the_plots_on_a_short_terminal(tmp_path):
 
 
 async def test_question_mark_shows_the_comparison_keys(tmp_path):
-    app = _sweep(tmp_path)
+    app = compare_sweep(tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
-        await _loaded(pilot, app)
+        await compare_loaded(pilot, app)
         await pilot.press("question_mark")
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)

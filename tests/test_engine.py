@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from tests.conftest import EngineRun
+from tests.helpers import EngineRun
 from tuitrain.commands import Load, Pause, Resume, Save, SetDevice, SetLR, Stop
 
 

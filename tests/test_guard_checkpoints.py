@@ -18,8 +18,7 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import EngineRun
-from tests.helpers import ROOT
+from tests.helpers import ROOT, EngineRun, same_tree
 from tuitrain import checkpoints
 from tuitrain.commands import Load, Save, Stop
 from tuitrain.errors import CheckpointError
@@ -346,18 +345,8 @@ def test_random_flips_in_a_lone_file_are_refused_or_harmless(trained, tmp_path):
         except CheckpointError:
             refused += 1
             continue
-        assert _same(loaded, reference)
+        assert same_tree(loaded, reference)
     assert refused >= 90
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return a == b or (a != a and b != b)
 
 
 # ----------------------------------------------------------------- minor: a raw pickle

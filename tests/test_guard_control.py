@@ -15,26 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, wait
+from tests.helpers import ROOT, Recorder, raw, wait
 from tuitrain import control
 from tuitrain.cli import main
 from tuitrain.commands import Load, Save, SetLR
 from tuitrain.control import ChannelError, ControlServer
 
 UID = os.getuid()
-
-
-class Recorder:
-    """The ``send`` of a ControlServer: records each command and answers it at once, like the engine."""
-
-    def __init__(self):
-        self.commands: list = []
-        self.server: ControlServer | None = None
-
-    def __call__(self, command) -> None:
-        self.commands.append(command)
-        self.server.on_record({"type": "event", "event": type(command).__name__.lower(), "ok": True,
-                               "cmd_id": command.id})
 
 
 @pytest.fixture
@@ -50,21 +37,6 @@ def server():
     for child in run_dir.iterdir():
         child.unlink()
     run_dir.rmdir()
-
-
-def raw(path: Path, payload: bytes) -> dict:
-    """Send raw bytes to a socket and return the one answer line as JSON."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(20)
-        sock.connect(str(path))
-        sock.sendall(payload)
-        sock.shutdown(socket.SHUT_WR)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    lines = data.split(b"\n")
-    assert len(lines) == 2 and lines[1] == b"", data  # exactly one line
-    return json.loads(lines[0])
 
 
 def message(run_dir: Path, **fields) -> bytes:

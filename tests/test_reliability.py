@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import EngineRun
-from tests.helpers import ROOT
+from tests.helpers import ROOT, EngineRun
 from tuitrain import checkpoints
 from tuitrain.commands import Load, Pause, Save, Stop
 from tuitrain.rundir import read_records
