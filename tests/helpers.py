@@ -434,3 +434,20 @@ async def settle_dashboard(pilot) -> None:
     app.query_one(StatusLine).refresh_text()  # normally on a timer: drawn now so the snapshot is stable
     await pilot.pause()
 
+
+def read_steps(run_dir: Path) -> list[dict]:
+    """The step records of a run directory's metrics.jsonl."""
+    from tuitrain.rundir import read_records
+
+    return [r for r in read_records(run_dir / "metrics.jsonl") if r["type"] == "step"]
+
+
+def run_ctl(run_dir: Path, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """`tuitrain ctl RUN_DIR ARGS...` in a fresh interpreter, from the folder cwd."""
+    return subprocess.run([sys.executable, "-m", "tuitrain", "ctl", str(run_dir), *args], capture_output=True,
+                          text=True, timeout=90, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def event_record(name: str, step: int = 150, **details) -> dict:
+    """An ok event record as the engine writes it."""
+    return {"type": "event", "event": name, "step": step, "epoch": 1, "time": 0.0, "ok": True, **details}
