@@ -278,7 +278,7 @@ async def test_regression_run_plots_its_first_metric_and_the_monitored_best():
         await pilot.press("q")
 
 
-# The dashboard as a newcomer meets it (issue 15): type-ahead into prompts, the paused status,
+# The dashboard as a newcomer meets it: type-ahead into prompts, the paused status,
 # a run too short for a system sample, v on a wide terminal, few notifications, the load dialog,
 # the help screen drawn from the key list, and texts that fit.
 
@@ -556,7 +556,7 @@ async def test_saved_path_is_shown_whole():
         assert any("▌ saved checkpoints/step-150.pt " in line for line in _screen_text(app).splitlines())  # on one line
 
 
-# Issue 24, items 5 and 6: text that fits at 80x24 and 160x48 (the DONE note, the histograms, the model
+# Text that fits at 80x24 and 160x48 (the DONE note, the histograms, the model
 # panel, the marks, the comparison's legend and table) and the small things (? in the comparison, a
 # non-image run's gallery, the accuracy axis, 1-based epochs, the footer of a finished run).
 

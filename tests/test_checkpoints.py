@@ -233,7 +233,7 @@ def test_capture_never_needs_an_engine():
     assert not {"tuitrain.engine", "tuitrain.steering"} & imported
 
 
-# Issue 12 regressions on checkpoints: failed saves, payload checks, memory bounds, lone-file CRCs.
+# Checkpoints against what can go wrong on disk or be planted: failed saves, payload checks, memory bounds, lone-file CRCs.
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +260,7 @@ def _save(tmp_path: Path, ckpt: dict, name: str = "bad.pt") -> Path:
     return out
 
 
-# ----------------------------------------------------------------- item 1: failed saves
+# ----------------------------------------------------------------- failed saves
 def test_two_failed_saves_keep_the_good_file_loadable(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
     good = {"model": {"w": torch.ones(3)}, "optimizer": {}, "epoch": 1, "step": 5, "config": {}}
@@ -349,7 +349,7 @@ def test_a_really_full_disk_twice_keeps_last_pt_loadable(tiny_tmpfs):
     assert not [p for p in tiny_tmpfs.iterdir() if p.name.endswith(".tmp")]
 
 
-# ----------------------------------------------------------------- item 6: payload checks
+# ----------------------------------------------------------------- payload checks
 @pytest.mark.slow
 def test_wrong_shaped_adam_moment_resume_exits_2(trained, tmp_path):
     ckpt = _fresh(trained[0])
@@ -463,7 +463,7 @@ def test_bad_payload_resume_is_refused_before_training(trained, small_config, tm
         engine.setup()
 
 
-# ----------------------------------------------------------------- item 9: memory bounds
+# ----------------------------------------------------------------- memory bounds
 def _bomb(path: Path, unpacked: int) -> None:
     """A torch-looking zip whose one record deflates from ``unpacked`` zero bytes."""
     chunk = bytes(1 << 20)
@@ -525,7 +525,7 @@ def test_a_device_or_fifo_is_refused_without_blocking(tmp_path, special):
         checkpoints.load_checkpoint(path)
 
 
-# ----------------------------------------------------------------- item 10: lone files
+# ----------------------------------------------------------------- lone files
 def test_a_flipped_byte_in_a_lone_file_is_caught_by_its_crc(trained, tmp_path):
     lone = tmp_path / "lone.pt"
     lone.write_bytes(trained[0].read_bytes())  # copied without its .sha256

@@ -234,7 +234,7 @@ def test_a_file_model_with_the_wrong_outputs_is_told_what_the_cli_can_do(tmp_pat
     assert not (tmp_path / "run").exists()
 
 
-# The command line as a newcomer meets it (issue 15): hints, watch into a file, the headless log,
+# The command line as a newcomer meets it: hints, watch into a file, the headless log,
 # and numbers and tables that read the same everywhere.
 
 
@@ -391,7 +391,7 @@ def test_watch_several_runs_into_a_file_prints_the_runs_table(tmp_path, capsys):
     assert main(["watch", str(tmp_path)]) == 2  # neither a run nor a folder of runs
 
 
-# CLI values that used to crash (issue 12 #5, #13): one line on stderr, exit 2, nothing written.
+# CLI values that used to crash: one line on stderr, exit 2, nothing written.
 # A Hypothesis test throws text, integers and floats at every training option.
 
 
@@ -435,7 +435,7 @@ BAD_VALUES = [
     (["--accumulate", str(10**23)], "--accumulate"),  # used to overflow in the first step
     (["--resume", "9" * 5000], "longer than 4096 bytes"),
     (["--model-arg", "x=("], "not a Python literal"),
-    (["--model", "net.py:Net", "--model-arg", "x=three"], "quote it: --model-arg \"x='three'\""),  # issue 24
+    (["--model", "net.py:Net", "--model-arg", "x=three"], "quote it: --model-arg \"x='three'\""),  # a bare word is not a Python literal
     (["--model-arg", "x=1"], "built-in mlp takes none"),
     (["--model-arg", "1x=2"], "KEY=VALUE"),
     (["--model", "net.py:Net", "--model-arg", "x={(1, 2): 3}"], "config.json"),

@@ -114,7 +114,7 @@ async def test_the_x_axis_chosen_is_kept_when_an_opened_run_comes_back(tmp_path)
         assert curves.axis == "step" and curves.border_title.startswith("by step")
 
 
-# The comparison view of a sweep of 8 runs at 80x24 and 160x48 (issue 24): every run in the table, a
+# The comparison view of a sweep of 8 runs at 80x24 and 160x48: every run in the table, a
 # legend that wraps between runs only, the same colour for a run everywhere, and ? for its keys.
 
 

@@ -146,7 +146,7 @@ def test_a_save_name_that_passes_validation_can_be_saved(tmp_path, monkeypatch, 
     (tmp_path / (name + ".sha256")).unlink()
 
 
-# Issue 12 regressions on the control channel: the private folder, the server's uid, message
+# The control channel against what an attacker or a copy can plant: the private folder, the server's uid, message
 # fields, relative load paths, copied runs; and `ctl` on tampered status files.
 
 
@@ -172,7 +172,7 @@ def message(run_dir: Path, **fields) -> bytes:
     return (json.dumps({"run": control.run_identity(run_dir), **fields}) + "\n").encode()
 
 
-# ----------------------------------------------------------------- item 8: every field checked
+# ----------------------------------------------------------------- every field checked
 @pytest.mark.parametrize("fields,needle", [
     ({"cmd": "lr", "arg": True}, "must be a string"),
     ({"cmd": "lr", "arg": 123}, "must be a string"),
@@ -303,7 +303,7 @@ def test_a_copy_with_a_private_folder_socket_is_refused_by_the_original(tmp_path
         srv.close()
 
 
-# ----------------------------------------------------------------- item 7: the private folder
+# ----------------------------------------------------------------- the private folder
 @pytest.fixture
 def private_tmp(tmp_path, monkeypatch):
     """tempfile.gettempdir() pointed at a fresh folder, and a run dir too long for a socket path."""
@@ -358,7 +358,7 @@ def test_training_with_a_squatted_private_folder_exits_2_writing_nothing(tmp_pat
     assert not run_dir.exists()
 
 
-# ----------------------------------------------------------------- item 7: the server's uid
+# ----------------------------------------------------------------- the server's uid
 def test_ctl_refuses_a_server_of_another_user(tmp_path):
     """Another user's process listening where the run's socket should be gets nothing."""
     if UID != 0:
@@ -394,7 +394,7 @@ def test_ctl_refuses_a_server_of_another_user(tmp_path):
         run_dir.rmdir()
 
 
-# ----------------------------------------------------------------- item 12: tampered status files
+# ----------------------------------------------------------------- tampered status files
 @pytest.mark.parametrize("status", [
     {"state": "running", "pid": "abc", "host": "h"},
     {"state": "running", "pid": os.getpid(), "host": socket.gethostname(), "control": 5},
@@ -476,7 +476,7 @@ def test_a_live_run_survives_bad_messages_loads_from_the_callers_folder_and_igno
         wait(lambda: len(read_steps(run_dir)) > n + 2, "steps after the bad messages")
         assert proc.poll() is None and read_steps(run_dir)[-1]["lr"] == lr
 
-        # item 11: `ctl load last.pt` is the caller's last.pt, never the training process's folder's.
+        # `ctl load last.pt` is the caller's last.pt, never the training process's folder's.
         assert run_ctl(run_dir, "save", "mine.pt").returncode == 0
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir()

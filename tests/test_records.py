@@ -140,7 +140,7 @@ def test_histograms_are_drawn_a_bounded_slice_at_a_time_and_stop_between_layers(
     assert len(layers) == 3 and following == 8
 
 
-# Readers survive well-formed records with missing or mistyped fields (issue 12 #12): records.valid
+# Readers survive well-formed records with missing or mistyped fields: records.valid
 # keeps what the panels can draw and `watch` skips (and counts) the rest. Hypothesis mutates real
 # records (a field dropped, retyped, nested parts broken) and throws arbitrary JSON at the app.
 

@@ -257,7 +257,7 @@ def test_records_that_could_not_be_written_are_reported_at_close(tmp_path, monke
     monkeypatch.setattr(writer, "write_all", real)
 
 
-# A full disk or the open-file limit never ends a run (issue 12 #2): every run-dir write other than a
+# A full disk or the open-file limit never ends a run: every run-dir write other than a
 # checkpoint reports its failure once, keeps the records in memory, writes them when it can again,
 # and status.json ends true. Simulated with OSError(ENOSPC/EMFILE), and for real on a small tmpfs.
 

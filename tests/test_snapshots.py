@@ -56,19 +56,19 @@ async def _settle_ended(pilot) -> None:
 
 
 def test_dashboard_done_80x24(snap_compare):
-    """Issue 24: the DONE note whole with (q to leave); no p/s/l/r/d in the footer of a finished run."""
+    """The DONE note whole with (q to leave); no p/s/l/r/d in the footer of a finished run."""
     assert snap_compare(_ended_app(False), terminal_size=(80, 24), run_before=_settle_ended)
 
 
 def test_watch_done_wide(snap_compare):
-    """Issue 24: watch of a finished run with a long run dir; the note was cut at "(q to"."""
+    """Watch of a finished run with a long run dir: the note is whole, never cut at "(q to"."""
     app = _ended_app(True, "/home/someone/experiments/fashion/a-long-folder-name/synthetic-cnn-20250101-120000")
     assert snap_compare(app, terminal_size=(160, 48), run_before=_settle_ended)
 
 
 @pytest.mark.slow
 def test_dashboard_80x24_model_view(snap_compare):
-    """Issue 24: at 80x24 the model panel showed 4 of the cnn's 5 layers, hiding `out`."""
+    """At 80x24 the model panel shows all 5 of the cnn's layers, `out` included."""
     async def settle_then_model(pilot) -> None:
         await settle_dashboard(pilot)
         await pilot.press("v", "v")

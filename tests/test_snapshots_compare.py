@@ -1,5 +1,5 @@
 """SVG snapshots of the comparison view of a sweep of 8 runs (``tuitrain watch SWEEP``), at 80x24 and
-160x48 (issue 24: the legend wrapped mid-label and the table showed 4 of the 8 runs)."""
+160x48: the legend wraps between labels, never inside one, and the table shows all 8 runs."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ def test_confusion_in_tensorboard(tmp_path):
 
 
 def test_tensorboard_names_each_run_after_its_folder(tmp_path):
-    """Issue 24: `tensorboard --logdir runs` listed every run as `RUN/tensorboard`."""
+    """`tensorboard --logdir runs` lists each run by its folder (sweep/NAME), never as `RUN/tensorboard`."""
     from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 
     for name in ("sweep/01-lr=0.01", "synthetic-cnn-20250101-120000"):
