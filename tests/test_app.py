@@ -186,8 +186,9 @@ async def test_records_arriving_while_a_prompt_is_open():
         assert isinstance(app.screen, LRPrompt)
         backend.push({"type": "step", "step": 160, "epoch": 2, "loss": 0.3, "acc": 0.9, "lr": 0.001,
                       "samples_per_s": 8000.0, "time": 1.0}, event_record("pause", step=160))
-        for _ in range(5):
-            await pilot.pause(0.2)  # long enough for the status timer to fire behind the prompt
+        await until(pilot, lambda: app.run_state.state == "PAUSED", "the pushed records")
+        app.dashboard.tick()  # the panels' clock beats behind the prompt
+        await pilot.pause()
         assert isinstance(app.screen, LRPrompt)
         # Queries on the dashboard screen itself reach its panels while the prompt is the active screen.
         assert app.dashboard.query_one(Curves).train_loss.xs[-1] == 160
@@ -224,18 +225,23 @@ async def test_system_panel_grows_when_a_sample_wraps_longer():
 @pytest.mark.slow
 async def test_the_dashboard_clock_redraws_the_curves_and_the_status():
     """One clock draws the panels that changed (status twice a second, curves every second)."""
+    from tuitrain.widgets import curves
+    from tuitrain.widgets.dashboard import STATUS_EVERY_S
     from tuitrain.widgets.plot import FastPlot
 
     backend = FakeBackend()
     app = TuiTrainApp(backend)
     async with app.run_test(size=(160, 48)) as pilot:
         await ready(pilot, app)
-        await pilot.pause(1.1)
+        app.dashboard.tick()  # draws what the scripted records changed
         plot = app.query_one("#loss", FastPlot)
         before = plot.strips()
         backend.push({"type": "step", "step": 160, "epoch": 2, "batch": 60, "loss": 9.5, "acc": 0.5, "lr": 0.001,
                       "grad_norm": 1.0, "samples_per_s": 1234.0, "time": 0.0})
-        await pilot.pause(1.2)
+        await until(pilot, lambda: app.run_state.step == 160, "the pushed step")
+        for _ in range(round(curves.REDRAW_EVERY_S / STATUS_EVERY_S)):
+            app.dashboard.tick()  # the clock's beats for one curves redraw, driven instead of awaited
+        await pilot.pause()
         assert plot.strips() is not before  # rebuilt by the clock, no explicit redraw
         assert "9.5" in app.query_one("#numbers").render().plain
         assert "step 160/300" in app.query_one(StatusLine).render().plain
@@ -552,8 +558,8 @@ async def test_saved_path_is_shown_whole():
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
         await ready(pilot, app)
         backend.push(event_record("save", path=path))
-        await pilot.pause(0.3)
-        assert any("▌ saved checkpoints/step-150.pt " in line for line in _screen_text(app).splitlines())  # on one line
+        await until(pilot, lambda: any("▌ saved checkpoints/step-150.pt " in line
+                                       for line in _screen_text(app).splitlines()), "the toast on one line")
 
 
 # Text that fits at 80x24 and 160x48 (the DONE note, the histograms, the model

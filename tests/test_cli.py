@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tests.fakes import scripted_run
-from tests.helpers import ROOT, EngineRun, record_run, write_fashion_mnist
+from tests.helpers import ROOT, EngineRun, record_run, wait, write_fashion_mnist
 from tuitrain import checkpoints, config, fmt, progress
 from tuitrain.cli import main
 from tuitrain.commands import Save, Stop
@@ -368,7 +368,7 @@ def test_watch_a_live_run_into_a_file_follows_it_until_it_ends(tmp_path, monkeyp
     out = io.StringIO()
     follower = threading.Thread(target=progress.watch_plain, args=(str(tmp_path / "run"), out, 0.02))
     follower.start()
-    time.sleep(0.2)
+    wait(lambda: out.getvalue(), "the status line of the history so far", timeout=10)
     for step in (60, 70):
         log.write(_step(step, 100.0 + step))
     log.write({"type": "event", "event": "lr", "step": 70, "time": 171.0, "ok": True, "old": 0.001, "new": 0.01})
