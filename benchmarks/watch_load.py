@@ -9,7 +9,7 @@ Two cases, each a finished run directory in /tmp (deleted afterwards):
   read_history in a fresh process (time, peak RSS), also without the index (a run from before it);
   then the real `tuitrain watch RUN_DIR` in tmux at 160x48: seconds from launching the command to
   the first screen (the run's end state and the curves on screen), and the viewer's peak RSS.
-  Targets (issue 13): first screen under 1.5 s, viewer RSS under 300 MB.
+  Targets: first screen under 1.5 s, viewer RSS under 300 MB.
 - a metrics.jsonl another program wrote (json.dumps' default separators, ``"type": "step"``, no
   index.jsonl), --foreign-mb MB: read_history in a fresh process (time, records found, peak RSS),
   then `tuitrain watch` in tmux (seconds to the first screen).

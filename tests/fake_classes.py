@@ -1,4 +1,4 @@
-"""Confusion and samples records exactly as the engine writes them (SPEC, issue 14), for the UI tests."""
+"""Confusion and samples records exactly as the engine writes them (SPEC), for the UI tests."""
 
 from __future__ import annotations
 

@@ -6,17 +6,29 @@ test slower, not flaky.
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
+import queue
 import shlex
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tuitrain.rundir import RunLog
+
+if TYPE_CHECKING:
+    import torch
+
+    from tuitrain.compare_app import CompareApp
+    from tuitrain.control import ControlServer
 
 ROOT = Path(__file__).resolve().parent.parent
 """The repository root (the working folder of the CLI subprocesses)."""
@@ -262,3 +274,206 @@ def slow_model(folder: Path) -> str:
     path = folder / "slow_mlp.py"
     path.write_text(SLOW_MLP)
     return f"{path}:SlowMLP"
+
+
+# ----------------------------------------------------------------- shared by several test files
+def write_idx(path: Path, array: torch.Tensor) -> None:
+    """Write a uint8 tensor as a gzipped IDX file (the format of the MNIST family)."""
+    header = struct.pack(">I", 0x800 + array.dim()) + struct.pack(f">{array.dim()}I", *array.shape)
+    path.write_bytes(gzip.compress(header + array.contiguous().numpy().tobytes()))
+
+
+def write_fashion_mnist(root: Path, n_train: int = 2000, n_test: int = 500, folder: str = "FashionMNIST") -> Path:
+    """A small learnable stand-in for Fashion-MNIST in DIR/FashionMNIST/raw/*.gz; returns DIR."""
+    import torch
+
+    from tuitrain.data import synthetic
+
+    ds = synthetic(seed=7)
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    write_idx(raw / "train-images-idx3-ubyte.gz", ds.train_x[:n_train, 0])
+    write_idx(raw / "train-labels-idx1-ubyte.gz", ds.train_y[:n_train].to(torch.uint8))
+    write_idx(raw / "t10k-images-idx3-ubyte.gz", ds.val_x[:n_test, 0])
+    write_idx(raw / "t10k-labels-idx1-ubyte.gz", ds.val_y[:n_test].to(torch.uint8))
+    return root
+
+
+class EngineRun:
+    """An Engine running in a thread, collecting its records, with helpers to wait on them."""
+
+    def __init__(self, config):
+        from tuitrain.engine import Engine
+
+        self.records: list[dict] = []
+        self._cond = threading.Condition()
+        self.commands: queue.Queue = queue.Queue()
+        self.engine = Engine(config, self._report, self.commands)
+        self.engine.setup()
+        self.result = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _report(self, record: dict) -> None:
+        with self._cond:
+            self.records.append(record)
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        self.result = self.engine.run()
+
+    def start(self) -> EngineRun:
+        self.thread.start()
+        return self
+
+    def send(self, cmd) -> None:
+        self.commands.put(cmd)
+
+    def wait_for(self, predicate, timeout: float = 30.0) -> dict:
+        """The first record (in order) matching ``predicate``; fails the test on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for record in self.records:
+                    if predicate(record):
+                        return record
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("timed out waiting for a record")
+                self._cond.wait(left)
+
+    def wait_event(self, name: str, cmd_id: int | None = None, timeout: float = 30.0) -> dict:
+        return self.wait_for(
+            lambda r: r.get("type") == "event" and r["event"] == name and (cmd_id is None or r.get("cmd_id") == cmd_id),
+            timeout,
+        )
+
+    def steps(self) -> list[int]:
+        with self._cond:
+            return [r["step"] for r in self.records if r.get("type") == "step"]
+
+    def join(self, timeout: float = 60.0):
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "engine did not finish"
+        return self.result
+
+
+
+class Recorder:
+    """The ``send`` of a ControlServer: records each command and answers it at once, like the engine."""
+
+    def __init__(self):
+        self.commands: list = []
+        self.server: ControlServer | None = None
+
+    def __call__(self, command) -> None:
+        self.commands.append(command)
+        self.server.on_record({"type": "event", "event": type(command).__name__.lower(), "ok": True,
+                               "cmd_id": command.id})
+
+
+def raw(path: Path, payload: bytes) -> dict:
+    """Send raw bytes to a socket and return the one answer line as JSON."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(20)
+        sock.connect(str(path))
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    lines = data.split(b"\n")
+    assert len(lines) == 2 and lines[1] == b"", data  # exactly one line
+    return json.loads(lines[0])
+
+
+
+def same_tree(a, b) -> bool:
+    """Equal nested checkpoint contents: tensors by dtype, shape and value, NaN equal to NaN."""
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same_tree(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(same_tree(x, y) for x, y in zip(a, b, strict=True))
+    return a == b or (a != a and b != b)
+
+
+
+COMPARE_BASE = {"dataset": "fashion-mnist", "model": "cnn", "epochs": 2, "optimizer": "adam", "seed": 0,
+                "device": "auto", "data_dir": "/data", "devices": ["cpu"], "host": "h", "started": 1.0}
+COMPARE_SWEEP = [(lr, bs) for lr in (0.01, 0.003, 0.001, 0.0003) for bs in (50, 100)]
+
+
+def write_compare_run(path, lr: float, batch_size: int, accs: list[float], monitor: str | None = None) -> None:
+    """A finished run; with a monitor its val_loss rises with val_acc, so the two orders differ."""
+    from tests.fakes import start_event
+
+    log = RunLog(path)
+    log.write_config({**COMPARE_BASE, "lr": lr, "batch_size": batch_size, "run_dir": str(path),
+                      **({"monitor": monitor} if monitor else {})})
+    steps = 1000 // batch_size
+    log.write(start_event(steps_per_epoch=steps, batch_size=batch_size, time=0.0))
+    for epoch, acc in enumerate(accs, start=1):
+        for step in range((epoch - 1) * steps + 1, epoch * steps + 1):
+            log.write({"type": "step", "step": step, "epoch": epoch, "loss": 1.0 / step, "lr": lr, "time": float(step)})
+        log.write({"type": "epoch", "epoch": epoch, "step": epoch * steps, "val_acc": acc, "val_loss": acc if monitor else 1 - acc,
+                   "train_loss": 0.5, "train_acc": 0.5, "lr": lr, "time": float(epoch * steps)})
+    log.close()
+
+
+async def compare_loaded(pilot, app) -> None:
+    """Wait until a CompareApp has read every run's history."""
+    for _ in range(100):
+        await pilot.pause(0.02)
+        if len(app._loaded) == len(app.runs):
+            return
+    raise AssertionError("the runs' histories never arrived")
+
+
+
+def compare_sweep(tmp_path) -> CompareApp:
+    """A CompareApp on a finished sweep of 8 runs (every pair of COMPARE_SWEEP) under tmp_path."""
+    from tuitrain.compare_app import CompareApp
+    from tuitrain.rundir import expand_runs
+
+    for i, (lr, bs) in enumerate(COMPARE_SWEEP):
+        run = tmp_path / "sweep" / f"{i + 1:02d}-lr={lr}-batch_size={bs}"
+        write_compare_run(run, lr, bs, [0.5 + i / 100, 0.6 + i / 50])
+        (run / "status.json").write_text(json.dumps({"state": "done"}))  # finished, as a sweep's runs are
+    return CompareApp(expand_runs([str(tmp_path / "sweep")]))
+
+
+
+async def settle_dashboard(pilot) -> None:
+    """Let a dashboard on a FakeBackend reach RUNNING with curves, then draw what timers draw."""
+    from tuitrain.widgets.curves import Curves
+    from tuitrain.widgets.status import StatusLine
+
+    app = pilot.app
+    for _ in range(50):
+        await pilot.pause()
+        if app.query_one(StatusLine).state == "RUNNING" and len(app.query_one(Curves).train_loss):
+            break
+    app.query_one(Curves).redraw()
+    app.query_one(StatusLine).refresh_text()  # normally on a timer: drawn now so the snapshot is stable
+    await pilot.pause()
+
+
+def read_steps(run_dir: Path) -> list[dict]:
+    """The step records of a run directory's metrics.jsonl."""
+    from tuitrain.rundir import read_records
+
+    return [r for r in read_records(run_dir / "metrics.jsonl") if r["type"] == "step"]
+
+
+def run_ctl(run_dir: Path, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """`tuitrain ctl RUN_DIR ARGS...` in a fresh interpreter, from the folder cwd."""
+    return subprocess.run([sys.executable, "-m", "tuitrain", "ctl", str(run_dir), *args], capture_output=True,
+                          text=True, timeout=90, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def event_record(name: str, step: int = 150, **details) -> dict:
+    """An ok event record as the engine writes it."""
+    return {"type": "event", "event": name, "step": step, "epoch": 1, "time": 0.0, "ok": True, **details}

@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 
 from tests.fakes import start_event
+from tests.helpers import COMPARE_SWEEP, compare_loaded, compare_sweep, write_compare_run
 from tuitrain.compare_app import CompareApp, RunRow, legend_labels, sorted_rows, varied_params
-from tuitrain.rundir import RunLog
-from tuitrain.widgets.compare_curves import CompareCurves, RunAxes
+from tuitrain.keys import COMPARE_KEYS
+from tuitrain.widgets.compare_curves import CompareCurves, Legend, RunAxes
+from tuitrain.widgets.help import HelpScreen
 
 BASE = {"dataset": "fashion-mnist", "model": "cnn", "epochs": 2, "optimizer": "adam", "seed": 0, "device": "auto",
         "data_dir": "/data", "devices": ["cpu"], "host": "h", "started": 1.0}
@@ -58,39 +60,16 @@ def test_x_positions_on_every_axis():
     assert axes.positions({"type": "event", "event": "pause", "step": 3}) is None
 
 
-def _write_run(path, lr: float, batch_size: int, accs: list[float], monitor: str | None = None) -> None:
-    """A finished run; with a monitor its val_loss rises with val_acc, so the two orders differ."""
-    log = RunLog(path)
-    log.write_config({**BASE, "lr": lr, "batch_size": batch_size, "run_dir": str(path),
-                      **({"monitor": monitor} if monitor else {})})
-    steps = 1000 // batch_size
-    log.write(start_event(steps_per_epoch=steps, batch_size=batch_size, time=0.0))
-    for epoch, acc in enumerate(accs, start=1):
-        for step in range((epoch - 1) * steps + 1, epoch * steps + 1):
-            log.write({"type": "step", "step": step, "epoch": epoch, "loss": 1.0 / step, "lr": lr, "time": float(step)})
-        log.write({"type": "epoch", "epoch": epoch, "step": epoch * steps, "val_acc": acc, "val_loss": acc if monitor else 1 - acc,
-                   "train_loss": 0.5, "train_acc": 0.5, "lr": lr, "time": float(epoch * steps)})
-    log.close()
-
-
-async def _loaded(pilot, app) -> None:
-    for _ in range(100):
-        await pilot.pause(0.02)
-        if len(app._loaded) == len(app.runs):
-            return
-    raise AssertionError("the runs' histories never arrived")
-
-
 @pytest.mark.parametrize(("monitor", "order"), [(None, ["01-b", "02-c", "00-a"]), ("val_loss", ["02-c", "00-a", "01-b"])])
 async def test_compare_table_legend_axis_and_enter(tmp_path, monitor, order):
-    _write_run(tmp_path / "sweep" / "00-a", 0.01, 100, [0.7, 0.8], monitor)
-    _write_run(tmp_path / "sweep" / "01-b", 0.001, 100, [0.75, 0.9], monitor)
-    _write_run(tmp_path / "sweep" / "02-c", 0.01, 500, [0.6, 0.85], monitor)
+    write_compare_run(tmp_path / "sweep" / "00-a", 0.01, 100, [0.7, 0.8], monitor)
+    write_compare_run(tmp_path / "sweep" / "01-b", 0.001, 100, [0.75, 0.9], monitor)
+    write_compare_run(tmp_path / "sweep" / "02-c", 0.01, 500, [0.6, 0.85], monitor)
     from tuitrain.rundir import expand_runs
 
     app = CompareApp(expand_runs([str(tmp_path / "sweep")]))
     async with app.run_test(size=(120, 40)) as pilot:
-        await _loaded(pilot, app)
+        await compare_loaded(pilot, app)
         table = app.query_one("DataTable")
         rows = [table.get_row_at(i) for i in range(table.row_count)]
         assert [r[-1] for r in rows] == order  # best val_acc 0.8, 0.9, 0.85; best val_loss (monitor) 0.7, 0.75, 0.6
@@ -118,18 +97,80 @@ def test_x_positions_survive_garbage():
 
 
 async def test_the_x_axis_chosen_is_kept_when_an_opened_run_comes_back(tmp_path):
-    _write_run(tmp_path / "sweep" / "00-a", 0.01, 100, [0.7, 0.8])
-    _write_run(tmp_path / "sweep" / "01-b", 0.001, 100, [0.75, 0.9])
+    write_compare_run(tmp_path / "sweep" / "00-a", 0.01, 100, [0.7, 0.8])
+    write_compare_run(tmp_path / "sweep" / "01-b", 0.001, 100, [0.75, 0.9])
     from tuitrain.rundir import expand_runs
 
     runs = expand_runs([str(tmp_path / "sweep")])
     app = CompareApp(runs)
     async with app.run_test(size=(80, 24)) as pilot:
-        await _loaded(pilot, app)
+        await compare_loaded(pilot, app)
         await pilot.press("x")
         assert app.axis == "step"
     again = CompareApp(runs, None, app.axis)  # as run_compare builds it after q in the opened run
     async with again.run_test(size=(80, 24)) as pilot:
-        await _loaded(pilot, again)
+        await compare_loaded(pilot, again)
         curves = again.query_one(CompareCurves)
         assert curves.axis == "step" and curves.border_title.startswith("by step")
+
+
+# The comparison view of a sweep of 8 runs at 80x24 and 160x48: every run in the table, a
+# legend that wraps between runs only, the same colour for a run everywhere, and ? for its keys.
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+async def test_every_run_of_a_sweep_of_8_is_in_the_table(tmp_path, size):
+    app = compare_sweep(tmp_path)
+    async with app.run_test(size=size) as pilot:
+        await compare_loaded(pilot, app)
+        await pilot.pause()
+        table = app.query_one("DataTable")
+        assert table.row_count == 8
+        assert table.scrollable_content_region.height >= 1 + 8  # the header and every row, no scrolling needed
+        assert "↑↓ choose" in table.border_subtitle
+
+
+@pytest.mark.parametrize("width", [20, 78, 158])
+def test_the_legend_wraps_between_runs_only(width):
+    labels = [f"lr={lr} bs={bs}" for lr, bs in COMPARE_SWEEP]
+    lines = [line.plain for line in Legend(labels).lines(width)]
+    assert all(len(line) <= width for line in lines)
+    for label in labels:
+        assert sum(f"━━ {label}" in line for line in lines) == 1, (label, lines)  # whole, on one line
+    assert len(lines) == {20: 8, 78: 3, 158: 2}[width]
+
+
+async def test_the_legend_gives_way_to_the_plots_on_a_short_terminal(tmp_path):
+    app = compare_sweep(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await compare_loaded(pilot, app)
+        assert not app.query_one(Legend).display  # the table's squares are the legend here
+        await pilot.resize_terminal(160, 48)
+        await pilot.pause()
+        await pilot.pause()
+        assert app.query_one(Legend).display
+
+
+async def test_question_mark_shows_the_comparison_keys(tmp_path):
+    app = compare_sweep(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await compare_loaded(pilot, app)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        text = str(app.screen.query_one("Static").render())
+        for key in COMPARE_KEYS:
+            assert f"{key.shown:<8}{key.does}" in text
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("down", "enter")
+    assert app.return_value is not None  # the keys work again once the help is closed
+
+
+def test_every_run_of_8_has_its_own_colour_in_the_default_theme():
+    from textual._ansi_theme import MONOKAI
+
+    from tuitrain.widgets.compare_curves import PALETTE
+
+    assert len({MONOKAI.ansi_colors[n] for n in PALETTE}) == len(PALETTE)  # red and magenta are one colour there

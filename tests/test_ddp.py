@@ -48,7 +48,7 @@ def test_two_process_gloo_ddp_with_a_command(tmp_path):
 @pytest.mark.slow
 def test_session_run_leaves_no_thread_holding_the_model(small_config, monkeypatch):
     """The system sampler's bound method holds the session (and a DDP model with it); a daemon thread
-    that dropped it during interpreter shutdown aborted rank 1 (issue 12 #14). run() joins it."""
+    that dropped it during interpreter shutdown aborted rank 1. run() joins it."""
     import threading
 
     from tuitrain import session as session_module

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
 import torch
 
-from tests.conftest import EngineRun
+from tests.helpers import ROOT, EngineRun
 from tuitrain.commands import Load, Pause, Resume, Save, SetDevice, SetLR, Stop
+from tuitrain.rundir import read_records
 
 
 @pytest.mark.slow
@@ -288,3 +292,94 @@ def test_a_load_that_fails_half_way_is_refused_and_the_run_goes_on(small_config,
     run.wait_for(lambda r: r["type"] == "step" and r["step"] >= step + 5)  # still training
     run.send(Stop(id=7))
     assert run.join().status == "stopped"
+
+
+# The divergence guard: a run whose loss turns NaN stops (headless, CLI exit 1) or pauses (dashboard),
+# and never saves the diverged weights.
+
+
+NAN_MODEL = textwrap.dedent("""
+    import torch
+    import torch.nn as nn
+
+    class NanAfter(nn.Module):
+        '''An MLP whose output turns to NaN after 30 training forwards: a run that diverges.'''
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(784, 10)
+            self.calls = 0
+        def forward(self, x):
+            out = self.fc(x.flatten(1))
+            if self.training:
+                self.calls += 1
+                if self.calls > 30:
+                    out = out * float("nan")
+            return out
+""")
+
+
+@pytest.fixture
+def nan_model(tmp_path) -> str:
+    path = tmp_path / "nan_model.py"
+    path.write_text(NAN_MODEL)
+    return f"{path}:NanAfter"
+
+
+def _all_finite(path) -> bool:
+    state = torch.load(path, weights_only=True)["model"]
+    return all(torch.isfinite(t).all() for t in state.values())
+
+
+@pytest.mark.slow
+def test_headless_divergence_stops_and_keeps_finite_checkpoints(small_config, nan_model):
+    run = EngineRun(small_config(model=nan_model, epochs=5)).start()
+    result = run.join()
+    assert result.status == "failed" and "non-finite" in result.message
+    event = run.wait_event("nonfinite")
+    assert event["action"] == "stopped" and 30 < event["step"] <= 35  # read with the next step record
+    assert all(torch.isfinite(p).all() for p in run.engine.model.parameters())  # updates were skipped
+    for name in ("last.pt", "best.pt"):
+        assert _all_finite(run.engine.checkpoint_dir / name)
+
+
+@pytest.mark.slow
+def test_cli_divergence_exits_1(tmp_path, nan_model):
+    proc = subprocess.run([sys.executable, "-m", "tuitrain", "synthetic", "--model", nan_model, "--headless",
+                           "--limit", "1000", "--batch-size", "50", "--run-dir", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 1
+    assert "non-finite" in proc.stderr.splitlines()[-1] and "Traceback" not in proc.stderr
+    events = [r["event"] for r in read_records(tmp_path / "run" / "metrics.jsonl") if r["type"] == "event"]
+    assert "nonfinite" in events
+
+
+@pytest.mark.slow
+def test_dashboard_mode_pauses_on_divergence(small_config, nan_model):
+    run = EngineRun(small_config(model=nan_model, epochs=5, on_nonfinite="pause")).start()
+    event = run.wait_event("nonfinite")
+    assert event["action"] == "paused"
+    time.sleep(0.3)
+    assert run.engine.paused and run.engine.state.step == event["step"]
+    assert all(torch.isfinite(p).all() for p in run.engine.model.parameters())
+    run.send(Stop())
+    assert run.join().status == "stopped"
+
+
+@pytest.mark.slow
+def test_a_diverged_model_is_never_saved(small_config):
+    """Whatever makes the weights non-finite, no checkpoint is written with them."""
+    run = EngineRun(small_config(epochs=50))
+    run.start()
+    run.wait_for(lambda r: r["type"] == "epoch")
+    run.send(Pause(id=1))
+    run.wait_event("pause", 1)
+    with torch.no_grad():
+        run.engine.model.fc1.weight[0, 0] = float("nan")
+    run.send(Save(id=2))
+    refused = run.wait_event("save", 2)
+    assert refused["ok"] is False and "not finite" in refused["reason"]
+    run.send(Stop(id=3))
+    run.join()
+    saves = [r for r in run.records if r.get("event") == "save"]
+    assert saves[-1]["ok"] is False  # the save at stop was refused too
+    assert _all_finite(run.engine.checkpoint_dir / "last.pt")

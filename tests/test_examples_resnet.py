@@ -1,5 +1,5 @@
-"""examples/resnet.py, the model the README's ``--model FILE:NAME`` example names (issue 24: the file it
-named was not shipped)."""
+"""examples/resnet.py, the model the README's ``--model FILE:NAME`` example names: the file
+it names ships and trains."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.fakes import start_event
-from tests.helpers import record_run
+from tests.helpers import compare_loaded, record_run, until
 from tuitrain import fmt, models, progress, sweep
 from tuitrain.rundir import format_runs, list_runs
 
@@ -119,19 +119,13 @@ async def test_the_comparison_and_the_dashboard_show_the_same_text(tmp_path):
     _finished_run(run)
     app = CompareApp([run])
     async with app.run_test(size=(160, 48)) as pilot:
-        for _ in range(100):
-            await pilot.pause(0.02)
-            if len(app._loaded) == len(app.runs):
-                break
+        await compare_loaded(pilot, app)
         row = app.query_one("DataTable").get_row_at(0)
         assert "57.18%" in row and "0.00777" in row, row
     dash = TuiTrainApp(WatchBackend(run))
     async with dash.run_test(size=(160, 48)) as pilot:
-        for _ in range(100):
-            await pilot.pause(0.02)
-            if dash.run_state.finished:
-                break
-        await pilot.pause(0.1)
+        await until(pilot, lambda: dash.run_state.finished, "the run's end")
+        await pilot.pause()  # one frame drawn with it
         status = dash.query_one(StatusLine)
         assert "best val_acc 57.18%" in status.run.note
         numbers = dash.query_one(Curves)._numbers().plain

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 
 def test_device_switch_cpu_to_cuda_and_back_mid_epoch(small_config):
-    from tests.conftest import EngineRun
+    from tests.helpers import EngineRun
 
     # 20 steps an epoch; each switch lands mid-epoch (the epoch's order stays on the old device).
     run = EngineRun(small_config(epochs=3, limit=1000, log_every=2, hist_every=5)).start()

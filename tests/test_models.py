@@ -112,7 +112,7 @@ class Complex(nn.Module):
 @pytest.mark.slow
 def test_a_model_with_complex_parameters_trains_and_resumes(small_config, tmp_path):
     """Before: the divergence guard's check raised for ComplexFloat and the run failed at step 1."""
-    from tests.conftest import EngineRun
+    from tests.helpers import EngineRun
     from tuitrain import checkpoints
 
     path = tmp_path / "complexmodel.py"

@@ -1,4 +1,4 @@
-"""Each option is declared once, on its TrainConfig field (issue 19): these tests hold every other place
+"""Each option is declared once, on its TrainConfig field: these tests hold every other place
 an option shows up to the declarations, so a new option cannot be forgotten in one of them: fit's
 keyword arguments, the train and sweep command lines, SWEEPABLE, validate, and the README's tables."""
 
@@ -204,7 +204,7 @@ def test_sweep_refuses_a_bad_value_naming_its_option(capsys):
     assert err.startswith("tuitrain: error: --optimizer: unknown optimizer 'lbfgs'") and "\n" not in err
 
 
-# ------------------------------------------------------------------------------- --model-arg (issue 24)
+# ------------------------------------------------------------------------------- --model-arg
 def test_model_arg_takes_python_literals_and_refuses_other_text():
     opt = OPTIONS["model_args"]
     assert isinstance(opt, ModelArgs)

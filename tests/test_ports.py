@@ -1,8 +1,8 @@
-"""The issue-22 ports (examples/ports/) run a few steps each, in process, on generated data.
+"""The ports (examples/ports/) run a few steps each, in process, on generated data.
 
 Each port is a real public training script's model and loss under ``tuitrain.fit``. The first test
-checks that the ports which train today still get through an epoch. The others pin issue 22's
-defects on those ports: each is ``xfail(strict=True)`` naming its item, so the fix flips it to a pass
+checks that the ports which train today still get through an epoch. The others pin defects
+those ports found: each is ``xfail(strict=True)`` naming the defect, so the fix flips it to a pass
 (and a strict xfail that passes fails the suite, telling the fixer to remove the mark).
 ``python examples/ports/run_all.py`` runs them longer and judges what they learned.
 """

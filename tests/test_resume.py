@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import tuitrain
-from tests.conftest import EngineRun
+from tests.helpers import EngineRun
 from tuitrain.cli import main
 from tuitrain.commands import Save, Stop
 from tuitrain.errors import CheckpointError

@@ -1,5 +1,5 @@
 """Two runs started on one new run dir: one trains, the other exits 2 with one line and writes
-nothing (issue 12 #4). The run holds an flock on RUN_DIR/.lock for its life."""
+nothing. The run holds an flock on RUN_DIR/.lock for its life."""
 
 from __future__ import annotations
 

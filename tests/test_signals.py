@@ -67,7 +67,7 @@ def test_stop_signal_saves_the_step_in_progress(tmp_path, signum, reason, code):
     stop = _events(run_dir, "stop")[-1]
     assert stop["reason"] == reason
     assert _events(run_dir, "end")[-1]["status"] == "interrupted"
-    # One word for one state (issue 24): the end event's, in status.json and so in `tuitrain runs` too.
+    # One word for one state: the end event's, in status.json and so in `tuitrain runs` too.
     assert json.loads((run_dir / "status.json").read_text())["state"] == "interrupted"
     last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert last["step"] == stop["step"] and last["epoch"] == 0 and last["batch"] == stop["step"]  # mid-epoch

@@ -5,34 +5,23 @@ from __future__ import annotations
 import pytest
 
 from tests.fakes import FakeBackend
+from tests.helpers import settle_dashboard
 from tuitrain.app import TuiTrainApp
 from tuitrain.widgets.curves import Curves
-from tuitrain.widgets.status import StatusLine
-
-
-async def _settle(pilot) -> None:
-    app = pilot.app
-    for _ in range(50):
-        await pilot.pause()
-        if app.query_one(StatusLine).state == "RUNNING" and len(app.query_one(Curves).train_loss):
-            break
-    app.query_one(Curves).redraw()
-    app.query_one(StatusLine).refresh_text()  # normally on a timer: drawn now so the snapshot is stable
-    await pilot.pause()
 
 
 @pytest.mark.slow
 def test_dashboard_wide(snap_compare):
-    assert snap_compare(TuiTrainApp(FakeBackend()), terminal_size=(160, 48), run_before=_settle)
+    assert snap_compare(TuiTrainApp(FakeBackend()), terminal_size=(160, 48), run_before=settle_dashboard)
 
 
 def test_dashboard_80x24(snap_compare):
-    assert snap_compare(TuiTrainApp(FakeBackend()), terminal_size=(80, 24), run_before=_settle)
+    assert snap_compare(TuiTrainApp(FakeBackend()), terminal_size=(80, 24), run_before=settle_dashboard)
 
 
 def test_dashboard_80x24_system_view(snap_compare):
     async def settle_then_cycle(pilot) -> None:
-        await _settle(pilot)
+        await settle_dashboard(pilot)
         await pilot.press("v")
 
     assert snap_compare(TuiTrainApp(FakeBackend()), terminal_size=(80, 24), run_before=settle_then_cycle)
@@ -41,7 +30,7 @@ def test_dashboard_80x24_system_view(snap_compare):
 @pytest.mark.slow
 def test_help_screen(snap_compare):
     async def settle_then_help(pilot) -> None:
-        await _settle(pilot)
+        await settle_dashboard(pilot)
         await pilot.press("question_mark")
 
     assert snap_compare(TuiTrainApp(FakeBackend()), terminal_size=(100, 30), run_before=settle_then_help)
@@ -67,21 +56,21 @@ async def _settle_ended(pilot) -> None:
 
 
 def test_dashboard_done_80x24(snap_compare):
-    """Issue 24: the DONE note whole with (q to leave); no p/s/l/r/d in the footer of a finished run."""
+    """The DONE note whole with (q to leave); no p/s/l/r/d in the footer of a finished run."""
     assert snap_compare(_ended_app(False), terminal_size=(80, 24), run_before=_settle_ended)
 
 
 def test_watch_done_wide(snap_compare):
-    """Issue 24: watch of a finished run with a long run dir; the note was cut at "(q to"."""
+    """Watch of a finished run with a long run dir: the note is whole, never cut at "(q to"."""
     app = _ended_app(True, "/home/someone/experiments/fashion/a-long-folder-name/synthetic-cnn-20250101-120000")
     assert snap_compare(app, terminal_size=(160, 48), run_before=_settle_ended)
 
 
 @pytest.mark.slow
 def test_dashboard_80x24_model_view(snap_compare):
-    """Issue 24: at 80x24 the model panel showed 4 of the cnn's 5 layers, hiding `out`."""
+    """At 80x24 the model panel shows all 5 of the cnn's layers, `out` included."""
     async def settle_then_model(pilot) -> None:
-        await _settle(pilot)
+        await settle_dashboard(pilot)
         await pilot.press("v", "v")
 
     assert snap_compare(TuiTrainApp(FakeBackend()), terminal_size=(80, 24), run_before=settle_then_model)

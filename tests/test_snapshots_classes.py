@@ -7,7 +7,7 @@ import pytest
 
 from tests.fake_classes import confusion_record, samples_record
 from tests.fakes import FakeBackend, scripted_run
-from tests.test_snapshots import _settle
+from tests.helpers import settle_dashboard
 from tuitrain.app import TuiTrainApp
 from tuitrain.widgets.classes import ClassesPanel
 from tuitrain.widgets.curves import Curves
@@ -20,7 +20,7 @@ def _app(samples: int = 16) -> TuiTrainApp:
 
 def _then(*keys: str):
     async def run_before(pilot) -> None:
-        await _settle(pilot)
+        await settle_dashboard(pilot)
         for _ in range(50):
             if pilot.app.dashboard.query_one(ClassesPanel).confusion and pilot.app.dashboard.query_one(Gallery).samples:
                 break
@@ -56,7 +56,7 @@ def test_curves_with_a_spike_80x24(snap_compare):
                        "lr": 10.0, "samples_per_s": 8000.0, "time": 75.0})
 
     async def run_before(pilot) -> None:
-        await _settle(pilot)
+        await settle_dashboard(pilot)
         pilot.app.dashboard.query_one(Curves).redraw()
         await pilot.pause()
 

@@ -174,7 +174,7 @@ def samples_record(epoch: int, step: int, classes: list[str], items: list[Sample
 
 # What a reader needs of each record: field -> accepted Python types (bool is never a number).
 # Records that lack a required field, or carry one of the wrong type, are skipped (and counted) by
-# readers instead of crashing a viewer (issue 12 #12).
+# readers instead of crashing a viewer.
 _INT: tuple[type, ...] = (int,)
 _NUM: tuple[type, ...] = (int, float)
 _OPT_NUM: tuple[type, ...] = (int, float, type(None))

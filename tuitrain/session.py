@@ -138,7 +138,7 @@ class Session:
         # Samples go to the run dir and the UI; a DDP worker (rank > 0) has neither. The sampler is joined before returning:
         # its bound method holds this session (and through it the DDP model); a daemon thread that
         # dropped the last reference during interpreter shutdown freed the gloo process group there
-        # and aborted the process ("terminate called without an active exception", issue 12 #14).
+        # and aborted the process ("terminate called without an active exception").
         sampler = threading.Thread(target=self._sample_system, name="tuitrain-system", daemon=True)
         if self.log or self.on_record:
             sampler.start()
@@ -197,7 +197,7 @@ class Session:
 
     def _write_problem(self, target: str, error: OSError | None, lost: int) -> None:
         """A run-dir file or TensorBoard stopped (or started again) taking writes: one event each
-        way, shown by the dashboard and the progress lines; training goes on (issue 12 #2)."""
+        way, shown by the dashboard and the progress lines; training goes on."""
         st = self.engine.state
         if error is not None:
             record = records.event_record("write", st.step, self.engine.epoch_now(), ok=False, target=target,

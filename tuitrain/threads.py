@@ -1,6 +1,6 @@
 """Hand torch's CPU thread pool over to the thread that trains.
 
-Why this exists (issue 13): on Linux, torch runs its parallel CPU kernels (ATen's parallel_for,
+Why this exists: on Linux, torch runs its parallel CPU kernels (ATen's parallel_for,
 MKL, oneDNN) on GNU OpenMP, libgomp. libgomp keeps one pool of worker threads for each thread that
 ever ran a parallel region, and counts the threads it manages over all pools: 1 for the process,
 plus each pool's workers. While that count is at most the number of CPUs, a worker that finishes a

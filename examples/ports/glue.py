@@ -19,11 +19,11 @@ Glue: 3 lines: the ``tuitrain.fit`` call; ``loss_fn`` reading ``outputs.loss`` (
 ``get_scheduler`` wrapped in a function of the optimizer for fit.
 
 Variants (``--variant``):
-  (none)     as above. Issue 22 item 5 was: the default batch_fn stripped ``labels`` from the
+  (none)     as above. The default batch_fn once stripped ``labels`` from the
              model's keyword arguments, so ``outputs.loss`` was None and the run failed at step 1
              after the run directory existed; now ``labels`` reaches the model (its forward takes
              it), and without loss_fn fit would train on ``outputs.loss`` itself.
-  ce         ``loss_fn`` = cross-entropy on ``outputs.logits``. Issue 22 item 1 was: the warm-up
+  ce         ``loss_fn`` = cross-entropy on ``outputs.logits``. The warm-up once
              was stepped once an epoch (LR 0 for all of epoch 1, val_acc at chance); now
              get_scheduler's schedules step per optimizer step (``scheduler_interval`` says so
              for any other).

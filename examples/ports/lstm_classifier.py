@@ -16,7 +16,7 @@ Glue: 2 lines: the ``tuitrain.fit`` call; ``batch_fn`` (the batch is a dict whos
 ``ids`` is not one of fit's input keys, and ``length`` must go to the model too).
 
 Judged by: val_acc against chance (50%).
-Shows today: nothing wrong when trained this way (item 8: the validation DataLoader's own
+Shows today: nothing wrong when trained this way (the validation DataLoader's own
 collate_fn is ignored and the training one used; they are the same function here).
 """
 

@@ -11,9 +11,9 @@ Glue: 1 line (the ``tuitrain.fit`` call with the original's loss, optimizer and 
 arguments); the original's train()/test() loops, device code and argparse (about 45 lines) are gone.
 
 Judged by: val_acc after training, against chance (10%).
-Shows: issue 22 item 8 fixed (the test DataLoader's batch size 1000 is used for validation, and
+Shows: fixed (the test DataLoader's batch size 1000 is used for validation, and
 config.json says val_batch_size 1000; it validated in batches of 64). ``--variant resume`` trains
-epochs-1 epochs, then resumes from that run's last.pt into a new run directory (item 8 fixed: the
+epochs-1 epochs, then resumes from that run's last.pt into a new run directory (fixed: the
 resumed run's best_checkpoint is its own copy of the best.pt that its best and best_epoch name).
 """
 
@@ -74,7 +74,7 @@ def main(epochs: int = 3, limit: int = 2000, run_dir: str = "", headless: bool |
                             scheduler=lambda opt: StepLR(opt, step_size=1, gamma=0.7), epochs=epochs,
                             run_dir=run_dir, headless=headless, name="mnist", resume=resume)
 
-    if variant == "resume":  # item 8: train, then resume from its last.pt into a new run directory
+    if variant == "resume":  # train, then resume from its last.pt into a new run directory
         first = fit(max(epochs - 1, 1), f"{run_dir}-first" if run_dir else "")
         result = fit(epochs, run_dir, resume=first.last_checkpoint or "")
         ok = result.best_checkpoint is not None and result.best_epoch <= result.epochs_done

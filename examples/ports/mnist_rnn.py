@@ -12,7 +12,7 @@ Glue: 1 line (the ``tuitrain.fit`` call).
 
 Judged by: val_acc against chance (10%): above 30% after 3 short epochs (Adadelta at lr 0.1 under
 StepLR learns slowly; the original trains 14 epochs of 60,000 to reach 98%).
-Shows: issue 22 item 6 fixed (BatchNorm with a one-sample last batch, 3,841 mod 64 = 1): the
+Shows: fixed (BatchNorm with a one-sample last batch, 3,841 mod 64 = 1): the
 one-sample batch is left out of each epoch before training starts, with a ``notice`` event and line
 (drop_last=True); it failed at the end of epoch 1 with torch's "Expected more than 1 value per
 channel when training".

@@ -16,8 +16,8 @@ Glue: 4 lines: the ``tuitrain.fit`` call; ``subset_acc`` (the original's figure)
 
 Judged by: the subset accuracy of the model fit returns (restore_best) against the most frequent
 label set (the original's "naive classifier") and against the last epoch's.
-Showed issue 22 item 3 (``val_hamming`` taken as higher-is-better: best.pt and restore_best kept
-the epoch with the MOST wrong labels) and item 7 (``tuitrain runs`` showed best val_acc "-"); now
+Showed two defects, now fixed: ``val_hamming`` taken as higher-is-better: best.pt and restore_best kept
+the epoch with the MOST wrong labels, and ``tuitrain runs`` showed best val_acc "-"; now
 ``val_hamming`` is min and ``tuitrain runs`` shows ``val_hamming`` and its best value.
 """
 

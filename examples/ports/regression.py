@@ -13,7 +13,7 @@ Glue: 4 lines: the ``tuitrain.fit`` call; a metric ``l1`` (mean absolute error);
 
 Judged by: the largest error of the learned coefficients against the target polynomial's (the
 original prints both polynomials).
-Showed issue 22 item 3 (``val_l1`` taken as higher-is-better: early stopping saw every decrease
+Showed a defect, now fixed (``val_l1`` taken as higher-is-better: early stopping saw every decrease
 of the error as "no improvement", stopped at epoch 4, and restore_best returned epoch 1's model, the
 worst); now ``val_l1`` is min (the start line says ``monitor val_l1 (min)``).
 """

@@ -1,4 +1,4 @@
-"""Run every issue-22 port briefly, each in its own process, headless, in a temporary run directory,
+"""Run every port briefly, each in its own process, headless, in a temporary run directory,
 and print what each does today.
 
     python examples/ports/run_all.py                  # all ports, short runs (minutes on a CPU)
@@ -30,7 +30,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULT_PREFIX = "PORT_RESULT "
 
-# (port, variant, extra arguments): a short run each; the order of issue 22's list.
+# (port, variant, extra arguments): a short run each; the order of the README's table.
 PLAN: list[tuple[str, str, list[str]]] = [
     ("mnist", "", ["--epochs", "2", "--limit", "2000"]),
     ("mnist", "resume", ["--epochs", "2", "--limit", "1000"]),

@@ -17,7 +17,7 @@ accuracy at threshold 0.5; ``acc`` is a reserved name).
 ``--variant naive``: the same call without ``batch_fn``, as a user first writes it.
 
 Judged by: val_match_acc after training against chance (50%).
-Shows: with ``--variant naive``, issue 22 item 6 fixed: the default batch_fn takes image_2 as the
+Shows: with ``--variant naive``, fixed: the default batch_fn takes image_2 as the
 target; the model's ``TypeError: SiameseNetwork.forward() missing 1 required positional argument:
 'input2'`` now comes as a one-line error naming ``batch_fn=`` (with the lambda to pass), before
 anything is written.

@@ -10,7 +10,7 @@ hard edges, as the Y channel in [0, 1]; the target is a crop of ``crop`` pixels 
 Resize). Factor 3, crop 48 (inputs 16x16) to keep a short run short.
 
 Glue: 2 lines: the ``tuitrain.fit`` call; the ``psnr`` metric (the test loader's batch size 10 is
-fit's validation batch size: it needed ``val_batch_size=10`` before issue 22 item 8).
+fit's validation batch size: it once needed ``val_batch_size=10``).
 
 Judged by: val_psnr after training against the PSNR of the mean image (what a net that learned
 nothing gets; above it by 2 dB after 4 short epochs) and of plain bicubic upscaling (what ESPCN

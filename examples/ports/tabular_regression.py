@@ -13,7 +13,7 @@ Glue: 1 line (the ``tuitrain.fit`` call).
 
 Judged by: the test MSE of the model's predictions (computed with matching shapes) against the
 variance of the target (1.0: what predicting the mean gets) and the noise floor (~0.5).
-Shows issue 22 item 2 as fixed: MSELoss of (N, 1) against (N,) broadcasts to (N, N) (the model
+Shows as fixed: MSELoss of (N, 1) against (N,) broadcasts to (N, N) (the model
 learned to predict the mean, torch's UserWarning the only sign); fit now refuses it before the run
 directory is written, with a ValueError naming both shapes (the script's own bug: its targets need
 ``.view(-1, 1)`` or its outputs ``.squeeze(1)``).

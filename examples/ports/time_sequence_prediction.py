@@ -12,7 +12,7 @@ wave length (the original: 1000; 200 here by default to keep the short run short
 Glue: 1 line (the ``tuitrain.fit`` call, batch = the whole set as in the original).
 
 Judged by: test MSE after training against the variance of the waves (a model predicting 0).
-Shows: issue 22 item 6 fixed (an optimizer whose step needs a closure): tuitrain passes LBFGS a
+Shows: fixed (an optimizer whose step needs a closure): tuitrain passes LBFGS a
 closure, as Lightning does, and the port trains (it failed at step 1 with "LBFGS.step() missing 1
 required positional argument: 'closure'", after the run directory existed).
 """

@@ -22,7 +22,7 @@ and ``mask`` is not one of fit's target keys); ``loss_fn`` (the two-term loss); 
 
 Judged by: the best epoch's val_dice (best.pt's; 4 validation images make the last epoch's noisy)
 against the Dice of a constant "all car" prediction.
-Showed issue 22 item 7 (``tuitrain runs`` showed best val_acc "-" for this run though status.json
+Showed a defect, now fixed (``tuitrain runs`` showed best val_acc "-" for this run though status.json
 holds best val_dice); now it shows ``val_dice`` and its best value.
 """
 

@@ -13,7 +13,7 @@ cannot be: a metric gets only element 0 of a tuple output (recon), never mu and 
 
 Judged by: val_loss per image (the original's "Test set loss", sum / number of images) against
 the first epoch's and against the loss of predicting the mean image with a standard-normal code.
-``val_bce`` fell in issue 22 item 3 (taken as higher-is-better were it monitored); now min. The
+``val_bce`` is lower-is-better (it was once taken as higher-is-better, were it monitored). The
 monitored val_loss is right. The run's val_loss is the
 batch mean of a per-batch SUM, not the per-image figure the original prints.
 """

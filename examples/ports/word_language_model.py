@@ -12,16 +12,16 @@ any word. A model that learns the successors beats the unigram perplexity by far
 
 Glue: 5 lines: the ``tuitrain.fit`` call; ``batch_fn`` turns a batch of (35,)-token windows into
 the model's (seq, batch) layout with a zero hidden state (fit shuffles windows, so the original's
-hidden state carried from batch to batch cannot be: issue 22 item 8, no ``shuffle=False``);
+hidden state carried from batch to batch cannot be: it keeps fit's shuffling);
 ``loss_fn`` applies the NLLLoss to element 0 of the model's (log_probs, hidden); a ``ppl`` metric;
 ``monitor="val_ppl"`` (the figure the original prints and keeps the best model by).
 
 Judged by: validation perplexity after training against the unigram perplexity (what a model that
 learned only word frequencies gets), and the restored best model's perplexity against the last
 epoch's.
-Shows: issue 22 item 4 fixed (it wrote a 3,848 x 3,848 confusion matrix each epoch: tens of MB of
+Shows: fixed (it wrote a 3,848 x 3,848 confusion matrix each epoch: tens of MB of
 metrics.jsonl and seconds at each epoch end; now ``val_top5`` and the 10 most confused pairs, and
-``val_ppl`` is this port's own metric) and item 3 (``val_ppl`` taken as higher-is-better:
+``val_ppl`` is this port's own metric) and fixed (``val_ppl`` taken as higher-is-better:
 best.pt and restore_best keep the WORST epoch, so the model returned has the highest perplexity).
 """
 

@@ -76,7 +76,7 @@ class DashboardScreen(Screen[None]):
         # One clock for all panels, so the status line, the curves and the histograms that change are
         # drawn in one frame: each frame costs the UI thread (which shares the GIL and the cores with
         # training) a few ms beyond its panels' own drawing.
-        self.set_interval(STATUS_EVERY_S, self._tick)
+        self.set_interval(STATUS_EVERY_S, self.tick)
 
     def show(self, record: dict) -> None:
         """Hand one record to the panels that show it (call :meth:`status_changed` after a batch)."""
@@ -125,7 +125,9 @@ class DashboardScreen(Screen[None]):
         else:
             self._status_dirty = True  # metrics arrive many times a second; drawn a few times a second
 
-    def _tick(self) -> None:
+    def tick(self) -> None:
+        """One beat of the panels' clock: the status line if it changed, the curves every second,
+        the histograms every two (tests call it to drive the clock instead of waiting for it)."""
         self._ticks += 1
         self.counts["ticks"] += 1
         if self._status_dirty:

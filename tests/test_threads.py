@@ -1,4 +1,4 @@
-"""The thread that trains owns torch's only CPU thread pool (issue 13; tuitrain/threads.py).
+"""The thread that trains owns torch's only CPU thread pool (tuitrain/threads.py).
 
 Each check runs in a fresh interpreter: the pytest process has touched torch from many threads.
 """
@@ -41,7 +41,7 @@ print(released, with_pool - len(os.listdir("/proc/self/task")), torch.get_num_th
 
 @pytest.mark.slow
 def test_a_thread_training_after_the_release_does_not_sleep_between_parallel_regions():
-    # The cause of issue 13's thread cost: with the main thread's pool alive, the next thread's
+    # Why a training thread was slow: with the main thread's pool alive, the next thread's
     # pool workers sleep on a futex after every parallel region (libgomp throttles spinning when it
     # manages more threads than CPUs). Count sleeps (voluntary context switches) per region.
     code = r"""

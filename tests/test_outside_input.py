@@ -22,8 +22,7 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.test_guard_checkpoints import _same
-from tests.test_guard_control import Recorder, raw
+from tests.helpers import Recorder, raw, same_tree
 from tuitrain import checkpoints, control
 from tuitrain.commands import Load, Pause, Resume, Save, SetDevice, SetLR, Stop
 from tuitrain.control import ControlServer
@@ -282,7 +281,7 @@ def test_a_damaged_lone_file_is_refused_or_loads_exactly_the_original(valid, edi
         except CheckpointError as exc:
             assert "\n" not in str(exc)
             return
-    assert _same(loaded, payload)
+    assert same_tree(loaded, payload)
 
 
 def test_a_zip64_locator_naming_several_disks_is_refused(valid):

@@ -1,7 +1,9 @@
-"""Confusion records in TensorBoard: per-class accuracy scalars and a text summary, read back from the events."""
+"""TensorBoard event files read back by TensorBoard: scalars and histograms of a run, confusion records as
+per-class accuracy scalars and a text summary, one run named after its folder."""
 
 from __future__ import annotations
 
+import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.fake_classes import confusion_record
@@ -26,7 +28,7 @@ def test_confusion_in_tensorboard(tmp_path):
 
 
 def test_tensorboard_names_each_run_after_its_folder(tmp_path):
-    """Issue 24: `tensorboard --logdir runs` listed every run as `RUN/tensorboard`."""
+    """`tensorboard --logdir runs` lists each run by its folder (sweep/NAME), never as `RUN/tensorboard`."""
     from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 
     for name in ("sweep/01-lr=0.01", "synthetic-cnn-20250101-120000"):
@@ -35,3 +37,21 @@ def test_tensorboard_names_each_run_after_its_folder(tmp_path):
         sink.close()
     runs = EventMultiplexer().AddRunsFromDirectory(str(tmp_path / "runs")).Runs()
     assert sorted(runs) == ["sweep/01-lr=0.01", "synthetic-cnn-20250101-120000"]
+
+
+@pytest.mark.slow
+def test_tensorboard_events_read_back(small_config):
+    from tuitrain.session import Session
+
+    session = Session(small_config(epochs=2))
+    session.prepare()
+    session.open_run_dir()
+    session.run()
+    acc = EventAccumulator(str(session.log.run_dir), size_guidance={"histograms": 0, "scalars": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"train/loss", "train/acc", "lr", "val/acc", "val/loss"} <= set(tags["scalars"])
+    assert [e.step for e in acc.Scalars("val/acc")] == [20, 40]
+    assert "weights/conv1.weight" in tags["histograms"] and "grads/fc1.weight" in tags["histograms"]
+    hist = acc.Histograms("weights/conv1.weight")[0].histogram_value
+    assert hist.num == 150

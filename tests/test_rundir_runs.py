@@ -1,4 +1,4 @@
-"""Issue 12/14 regressions on `tuitrain runs`: tampered status/config files, bad pids, sweep folders."""
+"""`tuitrain runs` against what it can find: tampered status/config files, bad pids, sweep folders."""
 
 from __future__ import annotations
 
