@@ -148,7 +148,7 @@ def write_data(root: Path, n_train: int = TRAIN, n_val: int = VAL) -> None:
     """60,000 + 10,000 learnable 28x28 images in torchvision's FashionMNIST layout (raw and .gz)."""
     import torch
 
-    from tests.conftest import write_idx
+    from tests.helpers import write_idx
     from tuitrain.data import synthetic
 
     gen = torch.Generator().manual_seed(0)
