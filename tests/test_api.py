@@ -29,6 +29,7 @@ def test_example_runs_headless(tmp_path):
     assert list((tmp_path / "run").glob("events.out.tfevents.*"))  # in the run dir: TensorBoard names it "run"
 
 
+@pytest.mark.slow
 def test_fit_resume_is_exact_on_the_dataloader_path(tmp_path):
     example = _example()
     import tuitrain

@@ -126,6 +126,7 @@ async def test_device_key(devices, expected):
             assert backend.sent[-1] == SetDevice(expected, id=backend.sent[-1].id)
 
 
+@pytest.mark.slow
 async def test_quit_stops_then_exits_when_the_run_ends():
     backend = FakeBackend()
     app = TuiTrainApp(backend)
@@ -138,6 +139,7 @@ async def test_quit_stops_then_exits_when_the_run_ends():
     assert app.return_value == 0
 
 
+@pytest.mark.slow
 async def test_ctrl_c_stops_and_exits_130():
     backend = FakeBackend()
     app = TuiTrainApp(backend)

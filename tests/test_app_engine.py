@@ -47,6 +47,7 @@ async def test_real_engine_keys(small_config):
     assert last["step"] == session.result.step > frozen
 
 
+@pytest.mark.slow
 async def test_a_divergence_pause_shows_paused_and_p_resumes(small_config):
     """`r 1e308` makes the loss non-finite; the guard pauses the run (a nonfinite event that is not
     ok): the status line and status.json must say paused, and p must resume (it sent pause before)."""

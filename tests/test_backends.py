@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from tests.fakes import start_event
 from tests.helpers import until
 from tuitrain.app import TuiTrainApp
@@ -82,6 +84,7 @@ class FastSession:
         self.stopped.set()
 
 
+@pytest.mark.slow
 async def test_a_fast_record_stream_wakes_the_ui_a_few_times_a_second(tmp_path):
     session = FastSession(str(tmp_path / "run"), seconds=2.0)
     app = TuiTrainApp(LiveBackend(session))

@@ -76,6 +76,7 @@ def _shown(app, widget_id: str) -> bool:
     return app.dashboard.query_one(f"#{widget_id}").display
 
 
+@pytest.mark.slow
 async def test_classes_view_with_c():
     backend = FakeBackend(scripted_run() + [confusion_record(), samples_record(count=8)])
     app = TuiTrainApp(backend)
@@ -117,6 +118,7 @@ async def test_narrow_v_reaches_the_classes_view():
         assert _shown(app, "main") and _shown(app, "histograms")
 
 
+@pytest.mark.slow
 async def test_watch_shows_the_latest_samples(tmp_path):
     records = scripted_run() + [confusion_record(epoch=1, step=100),
                                 {"type": "event", "event": "end", "step": 150, "time": 2.0, "status": "done"}]

@@ -524,6 +524,7 @@ def _drip_until_answered(path: Path, every: float, give_up: float) -> tuple[floa
     return time.monotonic() - started, b""
 
 
+@pytest.mark.slow
 def test_a_slow_drip_client_is_dropped_within_the_bound(server, monkeypatch):
     """A byte every 0.3 s, under a 1 s bound: before, the bound was per read and the client was
     never dropped (200 of 200 stayed open)."""

@@ -49,6 +49,7 @@ def test_a_detached_run_outlives_the_session_that_started_it(tmp_path):
     assert "epoch 2: train_loss" in log and "tuitrain: done after 2 epochs" in log, log
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "says"), [
     (["--lr", "-1"], "learning rate"),
     (["--resume", "missing.pt"], "checkpoint missing.pt does not exist"),

@@ -15,10 +15,12 @@ def test_dashboard_wide(snap_compare):
     assert snap_compare(TuiTrainApp(FakeBackend()), terminal_size=(160, 48), run_before=settle_dashboard)
 
 
+@pytest.mark.slow
 def test_dashboard_80x24(snap_compare):
     assert snap_compare(TuiTrainApp(FakeBackend()), terminal_size=(80, 24), run_before=settle_dashboard)
 
 
+@pytest.mark.slow
 def test_dashboard_80x24_system_view(snap_compare):
     async def settle_then_cycle(pilot) -> None:
         await settle_dashboard(pilot)
@@ -55,11 +57,13 @@ async def _settle_ended(pilot) -> None:
     await pilot.pause()
 
 
+@pytest.mark.slow
 def test_dashboard_done_80x24(snap_compare):
     """The DONE note whole with (q to leave); no p/s/l/r/d in the footer of a finished run."""
     assert snap_compare(_ended_app(False), terminal_size=(80, 24), run_before=_settle_ended)
 
 
+@pytest.mark.slow
 def test_watch_done_wide(snap_compare):
     """Watch of a finished run with a long run dir: the note is whole, never cut at "(q to"."""
     app = _ended_app(True, "/home/someone/experiments/fashion/a-long-folder-name/synthetic-cnn-20250101-120000")

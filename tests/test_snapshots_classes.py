@@ -50,6 +50,7 @@ def test_classes_view_80x24_gallery(snap_compare):
     assert snap_compare(_app(samples=8), terminal_size=(80, 24), run_before=_then("c", "pagedown"))
 
 
+@pytest.mark.slow
 def test_curves_with_a_spike_80x24(snap_compare):
     records = scripted_run()
     records.insert(8, {"type": "step", "step": 75, "epoch": 1, "batch": 75, "loss": 4078280249534579.0, "acc": 0.1,

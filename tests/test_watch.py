@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.fakes import scripted_run
 from tests.helpers import record_run, until
 from tuitrain.app import TuiTrainApp
@@ -14,6 +16,7 @@ from tuitrain.widgets.status import StatusLine
 from tuitrain.widgets.summary import SummaryPanel
 
 
+@pytest.mark.slow
 async def test_watch_recorded_run_is_read_only(tmp_path):
     records = scripted_run() + [{"type": "event", "event": "pause", "step": 150, "time": 1.0, "ok": True},
                                 {"type": "event", "event": "end", "step": 150, "time": 2.0, "status": "done",
@@ -36,6 +39,7 @@ async def test_watch_recorded_run_is_read_only(tmp_path):
     assert app.return_value == 0
 
 
+@pytest.mark.slow
 async def test_watch_follows_a_growing_run(tmp_path):
     records = scripted_run(steps=50)
     log = record_run(tmp_path / "run", records, "running")
@@ -58,6 +62,7 @@ async def test_watch_follows_a_growing_run(tmp_path):
     assert status["state"] == "running"
 
 
+@pytest.mark.slow
 async def test_watch_marks_a_dead_run(tmp_path, monkeypatch):
     log = record_run(tmp_path / "run", scripted_run(steps=30), "running")
     log.close()
