@@ -478,7 +478,7 @@ def test_a_deflate_bomb_is_refused_before_it_is_unpacked(tmp_path):
     path = tmp_path / "bomb.pt"
     _bomb(path, 128 << 20)
     assert path.stat().st_size < 1 << 20
-    with pytest.raises(CheckpointError, match=r"unpack to 128\.0 MiB"):
+    with pytest.raises(CheckpointError, match=r"unpack to 134 MB"):
         checkpoints.load_checkpoint(path, max_bytes=checkpoints.size_bound(build_model("cnn", (1, 28, 28))))
 
 

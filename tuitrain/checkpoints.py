@@ -146,8 +146,8 @@ def _read_bounded(path: Path, max_bytes: int) -> bytes:
     if info.st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty")
     if info.st_size > max_bytes:
-        raise CheckpointError(f"checkpoint {path} is refused: {_mib(info.st_size)} is more than a checkpoint of "
-                              f"this model can hold ({_mib(max_bytes)})")
+        raise CheckpointError(f"checkpoint {path} is refused: {fmt.size(info.st_size)} is more than a checkpoint of "
+                              f"this model can hold ({fmt.size(max_bytes)})")
     try:
         with open(path, "rb") as fh:
             return fh.read(max_bytes + 1)
@@ -179,8 +179,8 @@ def _check_archive(path: Path, data: bytes, max_bytes: int) -> None:
             if unequal is not None:  # torch stores records; the reader it uses allocates file_size
                 raise CheckpointError(f"checkpoint {path} is corrupted (the sizes of its record {unequal[:80]!r} disagree)")
             if declared > max_bytes:
-                raise CheckpointError(f"checkpoint {path} is refused: its records unpack to {_mib(declared)}, more than "
-                                      f"a checkpoint of this model can hold ({_mib(max_bytes)})")
+                raise CheckpointError(f"checkpoint {path} is refused: its records unpack to {fmt.size(declared)}, more than "
+                                      f"a checkpoint of this model can hold ({fmt.size(max_bytes)})")
             bad = archive.testzip()  # reads every record in 1 MiB pieces, checking its CRC-32
     except CheckpointError:
         raise
@@ -473,8 +473,6 @@ def _show(value) -> str:
     return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
 
 
-def _mib(n: int) -> str:
-    return f"{n / (1 << 20):,.1f} MiB"
 
 
 def cleanup_temp(folder: str | Path) -> list[Path]:
