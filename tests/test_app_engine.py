@@ -13,13 +13,18 @@ from tuitrain.widgets.lr_prompt import LRPrompt
 from tuitrain.widgets.status import StatusLine
 
 
-@pytest.mark.slow
-async def test_real_engine_keys(small_config):
-    session = Session(small_config(epochs=200, limit=2000))
+def _live(config):
+    """A prepared session with its run dir open, and the dashboard over it: (session, app)."""
+    session = Session(config)
     session.prepare()
     session.open_run_dir()
+    return session, TuiTrainApp(LiveBackend(session))
+
+
+@pytest.mark.slow
+async def test_real_engine_keys(small_config):
+    session, app = _live(small_config(epochs=200, limit=2000))
     engine = session.engine
-    app = TuiTrainApp(LiveBackend(session))
     async with app.run_test(size=(120, 40)) as pilot:
         status = app.query_one(StatusLine)
         await until(pilot, lambda: engine.state.step >= 20, "training to start")
@@ -53,11 +58,8 @@ async def test_a_divergence_pause_shows_paused_and_p_resumes(small_config):
     ok): the status line and status.json must say paused, and p must resume (it sent pause before)."""
     from tuitrain.rundir import run_state
 
-    session = Session(small_config(epochs=200, limit=2000, on_nonfinite="pause"))
-    session.prepare()
-    session.open_run_dir()
+    session, app = _live(small_config(epochs=200, limit=2000, on_nonfinite="pause"))
     engine = session.engine
-    app = TuiTrainApp(LiveBackend(session))
     async with app.run_test(size=(120, 40)) as pilot:
         status = app.query_one(StatusLine)
         await until(pilot, lambda: engine.state.step >= 5, "training to start")

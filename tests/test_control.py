@@ -262,6 +262,12 @@ def test_a_socket_of_another_run_dir_refuses(server, tmp_path):
     assert recorder.commands == []
 
 
+def _live_status(run_dir, socket_path) -> None:
+    """A status.json saying a live run (this process) listens on ``socket_path``."""
+    (run_dir / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid(),
+                                                     "host": socket.gethostname(), "control": str(socket_path)}))
+
+
 def test_ctl_never_follows_a_status_json_to_another_runs_socket(server, tmp_path, capsys):
     """A copied (or edited) status.json naming a live run's socket: ctl uses the run dir it was
     given, and the live run refuses a run dir that is not its own."""
@@ -269,8 +275,7 @@ def test_ctl_never_follows_a_status_json_to_another_runs_socket(server, tmp_path
     copy = tmp_path / "copy"
     copy.mkdir()
     (copy / "config.json").write_text("{}")
-    (copy / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid(),
-                                                  "host": socket.gethostname(), "control": str(srv.path)}))
+    _live_status(copy, srv.path)
     assert main(["ctl", str(copy), "stop"]) == 2
     assert "not alive" in capsys.readouterr().err
     assert recorder.commands == []
@@ -289,13 +294,11 @@ def test_a_copy_with_a_private_folder_socket_is_refused_by_the_original(tmp_path
         copy = tmp_path / ("d" * 60) / ("e" * 60) / "copy"
         copy.mkdir()
         (copy / "config.json").write_text("{}")
-        (copy / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid(),
-                                                      "host": socket.gethostname(), "control": str(srv.path)}))
+        _live_status(copy, srv.path)
         assert main(["ctl", str(copy), "stop"]) == 2
         assert "another run directory" in capsys.readouterr().err
         assert recorder.commands == []
-        (deep / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid(),
-                                                      "host": socket.gethostname(), "control": str(srv.path)}))
+        _live_status(deep, srv.path)
         (deep / "config.json").write_text("{}")
         assert main(["ctl", str(deep), "pause"]) == 0  # the run itself is reached
         assert [type(c).__name__ for c in recorder.commands] == ["Pause"]
