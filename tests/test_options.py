@@ -108,12 +108,16 @@ def test_fit_puts_every_setting_it_takes_into_the_config(monkeypatch, tmp_path):
     monkeypatch.setattr("tuitrain.launch.run", fake_run)
     changed = {name: _other(opt)[1] for name, opt in OPTIONS.items() if opt.fit == SAME}
     changed["run_dir"] = str(tmp_path / "run")
+    # CUDA graphs go with none of the other settings changed here (--compile, --accumulate...): alone.
+    alone = {"cuda_graphs": changed.pop("cuda_graphs"), "device": "cuda", "run_dir": str(tmp_path / "run2")}
     x, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
     tuitrain.fit(torch.nn.Linear(4, 3), (x, y), name="toy", **changed)
-    (cfg,) = seen
+    tuitrain.fit(torch.nn.Linear(4, 3), (x, y), name="toy", **alone)
+    cfg, graphs = seen
     for name, value in changed.items():
         assert getattr(cfg, name) == value, name
     assert cfg.dataset == "toy" and cfg.model == "custom:Linear"
+    assert graphs.cuda_graphs is True and not cfg.cuda_graphs
 
 
 # ------------------------------------------------------------------------------- the command line

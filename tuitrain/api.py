@@ -31,7 +31,7 @@ def fit(model: torch.nn.Module, train_data: Any, val_data: Any = None, *, loss_f
         metrics: Mapping[str, Any] | None = None, batch_fn: Callable | None = None, optimizer: Any = "adam",
         weight_decay: float = 0.0, scheduler: Any = "none", scheduler_interval: str = "", monitor: str = "", mode: str = "",
         early_stopping: int = 0, restore_best: bool = True, grad_clip: float = 0.0, accumulate: int = 1,
-        precision: str = "32", compile: bool = False, val_batch_size: int = 0, collate_fn: Callable | None = None, drop_last: bool = False,
+        precision: str = "32", compile: bool = False, cuda_graphs: bool = False, val_batch_size: int = 0, collate_fn: Callable | None = None, drop_last: bool = False,
         shuffle: bool = True, num_workers: int = 0, epochs: int = 10, batch_size: int = 100, lr: float = 0.001, device: str = "auto",
         seed: int = 0, run_dir: str = "", resume: str = "", headless: bool | None = None, name: str = "custom",
         classes: list[str] | None = None, hist_every: int = 200, log_every: int = 20):

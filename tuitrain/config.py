@@ -205,6 +205,14 @@ class TrainConfig:
         help="train through torch.compile (first steps compile)", sweep="one",
         doc="Train through ``torch.compile(model)`` (kernels fused; the first steps pay the compilation; "
             "evaluation, checkpoints and histograms use the model as it is)."))
+    cuda_graphs: bool = option(False, Flag(
+        help="replay each training step as one CUDA graph (CUDA, data on the GPU)", sweep="one",
+        doc="Capture the whole training step (forward, backward, the divergence guard, clipping and the optimizer "
+            "step) as one CUDA graph and replay it: one launch a step instead of hundreds, for small models at "
+            "small batches. Needs a CUDA device, the training data on it (a built-in data set, or tensors under a "
+            "GiB), a fused or capturable optimizer (the built-in adam, adamw and sgd are fused; the others are "
+            "built capturable), and no accumulate, 16-mixed, --compile or distributed run. The first steps and an "
+            "odd last batch run as usual; a load or a device switch captures again."))
     val_batch_size: int = option(0, Count(
         low=0, cli=False, doc="Batch size for validation; 0: the training batch size."))
     drop_last: bool = option(False, Flag(
@@ -275,6 +283,24 @@ OPTIONS: dict[str, Option] = {
 """Every field's option, by field name, in the order of the fields."""
 
 
+def cuda_graphs_refusal(cfg: TrainConfig) -> str | None:
+    """Why --cuda-graphs cannot go with the other settings (one line), or None; whether the device
+    and data allow it is known once they are loaded (graphstep.refusal)."""
+    if not cfg.cuda_graphs:
+        return None
+    if cfg.device in ("cpu", "mps"):
+        return f"--cuda-graphs needs a CUDA device, not --device {cfg.device}"
+    if cfg.compile:
+        return ("--cuda-graphs and --compile do not go together: --compile replays forward and backward as "
+                "CUDA graphs already; --cuda-graphs captures the optimizer step with them")
+    if cfg.accumulate > 1:
+        return "--cuda-graphs captures one batch per optimizer step: it cannot accumulate batches"
+    if cfg.precision == "16-mixed":
+        return ("--cuda-graphs cannot capture 16-mixed's GradScaler (it reads its overflow flag on the host); "
+                "use bf16-mixed")
+    return None
+
+
 def validate(cfg: TrainConfig, custom: bool = False) -> TrainConfig:
     """Check every field a user can get wrong; raise UsageError with one line, or return cfg.
 
@@ -283,6 +309,9 @@ def validate(cfg: TrainConfig, custom: bool = False) -> TrainConfig:
     """
     for opt in OPTIONS.values():
         opt.check(cfg, custom)
+    together = cuda_graphs_refusal(cfg)
+    if together:
+        raise UsageError(together)
     if not cfg.run_dir:
         cfg = cfg.replace(run_dir=default_run_dir(cfg.dataset, cfg.model))
         OPTIONS["run_dir"].check(cfg, custom)

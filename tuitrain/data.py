@@ -82,11 +82,18 @@ class DataSet:
         for b in range(start, steps):
             if order.device != self.device:  # the first batch, and after a device switch mid-epoch
                 order = order.to(self.device)
-            idx = order[b * batch_size : (b + 1) * batch_size]
-            if self._train_f is not None:
-                yield self._train_f[idx], self.train_y[idx]
-            else:
-                yield normalize(self.train_x[idx], self._mean, self._std), self.train_y[idx]
+            yield self.gather(order[b * batch_size : (b + 1) * batch_size])
+
+    def gather(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training samples of ``idx`` (on the data's device) as a batch: device ops only, so a
+        CUDA graph can capture it (graphstep.py)."""
+        if self._train_f is not None:
+            return self._train_f[idx], self.train_y[idx]
+        return normalize(self.train_x[idx], self._mean, self._std), self.train_y[idx]
+
+    def train_device(self) -> torch.device:
+        """Where the training split lies."""
+        return self.train_x.device
 
     def val_batches(self, batch_size: int = 1000):
         """(x, y) on the device over the validation split."""
@@ -167,6 +174,14 @@ class TensorData:
         order = order.to(self.train[0].device)
         for b in range(start, steps):
             yield self._take(self.train, order[b * batch_size : (b + 1) * batch_size])
+
+    def gather(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The training samples of ``idx`` as a batch (device ops only when the tensors are on the device)."""
+        return self._take(self.train, idx)
+
+    def train_device(self) -> torch.device:
+        """Where the training tensors lie (the CPU when they are too large to move whole)."""
+        return self.train[0].device
 
     def val_batches(self, batch_size: int):
         """The validation split in order."""

@@ -34,11 +34,12 @@ from typing import Any
 
 import torch
 
-from tuitrain import checkpoints, cpuload, data, distributed, evaluation, models, records, schedule, steering
+from tuitrain import checkpoints, cpuload, data, distributed, evaluation, graphstep, models, records, schedule, steering
 from tuitrain.commands import Command, Stop
 from tuitrain.config import TrainConfig, check_lr, is_user_model
 from tuitrain.device import autocast, resolve_device
 from tuitrain.errors import CheckpointError, UsageError, first_line
+from tuitrain.graphstep import WholeStep
 from tuitrain.monitor import Monitor
 from tuitrain.rundir import list_checkpoints
 from tuitrain.task import Task, batch_size_of, forward, language_model, primary
@@ -170,8 +171,12 @@ class Engine:
         """The parameter the next histogram step starts at (evaluation.HIST_PARAMS_PER_STEP a step)."""
         self._epoch_started = 0.0
         self._paused_seconds = 0.0
-        self._grad_norm: torch.Tensor | None = None
+        self.grad_norm_tensor: torch.Tensor | None = None
         """The gradient norm of the last measured optimizer step, on the device, for the next record."""
+        self.whole_step: WholeStep | None = None
+        """Set when steps replay as one CUDA graph (--cuda-graphs, graphstep.py)."""
+        self.capturable = False
+        """Whether this run's optimizer was built capturable (its loaded states must stay so, on CUDA)."""
         self._graphs = False
         """Whether the model runs as CUDA graphs (--compile on CUDA): each step starts a new graph run."""
 
@@ -229,8 +234,10 @@ class Engine:
             self.notices.append(f"the last training batch would hold 1 sample ({per_rank} = {self.steps_per_epoch} x "
                                 f"{bs} + 1), which BatchNorm cannot train on: it is left out of each epoch "
                                 f"(drop_last=True)")
-        self.optimizer = self.task.build_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr, cfg.weight_decay)
+        self.optimizer = self.task.build_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr, cfg.weight_decay,
+                                                   capturable=cfg.cuda_graphs and self.device.type == "cuda")
         self.fused = bool(self.optimizer.defaults.get("fused"))
+        self.capturable = bool(self.optimizer.defaults.get("capturable"))
         self.closure = needs_closure(self.optimizer)
         if self.closure and (cfg.accumulate > 1 or cfg.precision == "16-mixed"):
             raise UsageError(f"{type(self.optimizer).__name__} evaluates the loss several times a step (its "
@@ -259,6 +266,11 @@ class Engine:
             # memory and DDP has its own hooks, so those compile without graphs.
             self._graphs = self.device.type == "cuda" and cfg.accumulate == 1 and not self.dist
             self.net = torch.compile(self.net, mode="reduce-overhead" if self._graphs else None)  # type: ignore[assignment]
+        if cfg.cuda_graphs:
+            reason = graphstep.refusal(self)
+            if reason:
+                raise UsageError(reason)
+            self.whole_step = WholeStep(self)
 
     def _check_on_a_batch(self) -> None:
         """Run the model on two real samples: refuse ill-posed targets, and take the summary there."""
@@ -304,7 +316,8 @@ class Engine:
             self.optimizer.found_inf = self.found_inf  # type: ignore[attr-defined]
 
     def _autocast(self):
-        return autocast(self.device, self.config.precision)
+        # A CUDA graph must not capture autocast's cache of casted weights (torch.cuda.graphs' notes).
+        return autocast(self.device, self.config.precision, cache=self.whole_step is None)
 
     # ----------------------------------------------------------------- loop
     def run(self) -> Result:
@@ -434,7 +447,7 @@ class Engine:
             order = torch.arange(self.data.n_train)
         if self.dist:
             order = distributed.shard(order, self.dist)
-        batches = self.data.train_batches(order, st.batch, cfg.batch_size, self.steps_per_epoch)
+        batches = None  # made where the usual path starts (again, after CUDA graphs end mid-epoch)
         self.model.train()
         self._epoch_started, self._paused_seconds = time.monotonic(), 0.0
         while st.batch < self.steps_per_epoch:
@@ -442,7 +455,13 @@ class Engine:
                 self.poll_commands()
                 if self.stop_reason:
                     return
-            self.training_step(next(batches))
+            if self.whole_step is not None:  # forward to optimizer step as one CUDA graph replay
+                batches = None
+                self._whole_step(order)
+            else:
+                if batches is None:
+                    batches = self.data.train_batches(order, st.batch, cfg.batch_size, self.steps_per_epoch)
+                self.training_step(next(batches))
             st.batch += 1
             st.step += 1
             if st.step == 1 or st.step % cfg.hist_every == 0 or st.batch == self.steps_per_epoch:
@@ -472,9 +491,37 @@ class Engine:
         if self.closure:
             self._closure_batch = (inputs, targets, loss.detach())
 
+    def _whole_step(self, order: torch.Tensor) -> None:
+        """One batch through the CUDA graph (graphstep.py); a failed capture is said once and the
+        run goes on the usual path."""
+        assert self.whole_step is not None
+        ws = self.whole_step
+        ws.run(order, self.state.batch)
+        if ws.failed:
+            self.whole_step = None
+            self.emit_event("notice", reason=f"--cuda-graphs: the training step could not be captured as a CUDA "
+                                             f"graph ({ws.failed}); training goes on without it")
+        elif ws.captures == 1 and ws.replays == 1:
+            self.emit_event("notice", reason=f"the training step replays as one CUDA graph from step "
+                                             f"{self.state.step + 1} ({graphstep.WARMUP_STEPS} steps warmed up first)")
+
     def optimizer_step(self, measure: bool = False) -> None:
-        """Guard, clip, step, schedule. No host sync: the guard's flag stays on the device.
-        ``measure``: keep the gradient norm (on the device) for the next step record."""
+        """Guard, clip, step (step_device), then histograms and the schedule. No host sync: the
+        guard's flag stays on the device. ``measure``: keep the gradient norm (on the device) for the
+        next step record. With CUDA graphs the graph did the device part already."""
+        if self.whole_step is None:
+            self.step_device(measure)
+        if self._hist_due and self._is_main:
+            self._report_histograms()
+        self._hist_due = False
+        if self.whole_step is None:  # a graph's gradients are static: its backward overwrites them
+            self.optimizer.zero_grad(set_to_none=True)
+        if self.scheduler is not None and self.scheduler_interval == "step":
+            schedule.step(self.scheduler)
+
+    def step_device(self, measure: bool = False) -> None:
+        """The device part of an optimizer step: guard, clip, step, the guard's flag into the window.
+        Device ops only (no host sync), so a CUDA graph can capture it (graphstep.py)."""
         opt, cfg = self.optimizer, self.config
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         if self.scaler is not None:
@@ -482,7 +529,7 @@ class Engine:
             # and skip the step); the guard watches the loss alone.
             self.scaler.unscale_(opt)
         if measure:
-            self._grad_norm = grad_norm(grads)  # before the guard and clipping: what the gradients were
+            self.grad_norm_tensor = grad_norm(grads)  # before the guard and clipping: what the gradients were
         if self.scaler is None and grads:
             # The divergence guard (AMP's mechanism): one fused check of every gradient sets found_inf
             # on the device; the fused optimizer skips its update when it is set; others get zeroed
@@ -506,12 +553,6 @@ class Engine:
         else:
             opt.step()
         self.window.flag(self.found_inf)
-        if self._hist_due and self._is_main:
-            self._report_histograms()
-        self._hist_due = False
-        opt.zero_grad(set_to_none=True)
-        if self.scheduler is not None and self.scheduler_interval == "step":
-            schedule.step(self.scheduler)
 
     def _evaluate_again(self) -> torch.Tensor:
         """The closure of an optimizer that evaluates the loss several times a step (LBFGS), as
@@ -594,10 +635,10 @@ class Engine:
         return min(st.epoch + 1, self.config.epochs) if st.batch or st.epoch == 0 else max(st.epoch, 1)
 
     def _report_step(self) -> None:
-        norm = self._grad_norm
+        norm = self.grad_norm_tensor
         if norm is None:  # mid-accumulation: the gradients gathered so far
             norm = grad_norm([p.grad for p in self.model.parameters() if p.grad is not None])
-        self._grad_norm = None
+        self.grad_norm_tensor = None
         all_sum = distributed.window_sum(self.dist) if self.dist else None
         loss_sum, correct, bad, norm_read, count = self.window.read(norm, all_sum)
         count = max(count, 1)
@@ -713,14 +754,23 @@ class Engine:
         device = resolve_device(name)
         if device == self.device:
             raise UsageError(f"already on {self.device}")
+        if self.whole_step is not None:
+            self.whole_step.arm()  # the graph's static gradients stay behind
         opt_state = self.optimizer.state_dict()
         self.model.to(device)
         # Round-tripping the state dict moves every optimizer tensor to its parameter's device.
         self.optimizer.load_state_dict(opt_state)
+        graphstep.set_capturable(self.optimizer, self.capturable and device.type == "cuda")
         self.data.place(device)
         self.device = device
         self.window.to(device)
         self._arm_guard()
+        if self.config.cuda_graphs:
+            graphs = device.type == "cuda" and graphstep.resident(self.data, device)
+            self.whole_step = WholeStep(self) if graphs else None
+            if not graphs:
+                self.emit_event("notice", reason=f"--cuda-graphs: steps on {device} run without CUDA graphs "
+                                                 f"(they come back with a move to a GPU)")
         return device
 
     # ----------------------------------------------------------------- checkpoints
@@ -819,7 +869,11 @@ class Engine:
                 raise
             raise _refusal(path, exc) from exc
         finally:
+            # A loaded optimizer state brings the capturable flag of the machine that saved it.
+            graphstep.set_capturable(self.optimizer, self.capturable and self.device.type == "cuda")
             self._attach_guard()
+            if self.whole_step is not None:
+                self.whole_step.arm()  # new optimizer tensors: the next steps capture anew
         if resume:
             self._inherit_best(Path(path))
         return int(ckpt["step"])

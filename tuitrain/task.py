@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from tuitrain import schedule
 from tuitrain.errors import UsageError
+from tuitrain.graphstep import capturable_kwargs
 
 INPUT_KEYS = ("input", "inputs", "x", "pixel_values", "input_ids", "image", "images", "features")
 TARGET_KEYS = ("label", "labels", "y", "target", "targets")
@@ -252,8 +253,11 @@ class Task:
         said = getattr(metric, "higher_is_better", None)
         return said if isinstance(said, bool) else None
 
-    def build_optimizer(self, name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-        """The optimizer: the user's (object or factory), else a built-in by name."""
+    def build_optimizer(self, name: str, params, lr: float, weight_decay: float,
+                        capturable: bool = False) -> torch.optim.Optimizer:
+        """The optimizer: the user's (object or factory), else a built-in by name. ``capturable``: a
+        built-in without a fused kernel is built capturable=True (its step count on the GPU), so a
+        CUDA graph can capture its step (--cuda-graphs)."""
         params = list(params)
         if isinstance(self.optimizer, torch.optim.Optimizer):
             return self.optimizer
@@ -266,6 +270,8 @@ class Task:
             kwargs["momentum"] = 0.9
         if name in FUSED and all(p.is_floating_point() for p in params):  # the fused kernel takes no complex
             kwargs["fused"] = True
+        elif capturable:
+            kwargs.update(capturable_kwargs(OPTIMIZERS[name]))
         return OPTIMIZERS[name](params, **kwargs)
 
     def build_scheduler(self, name: str, optimizer, steps_per_epoch: int, epochs: int, mode: str,
