@@ -13,14 +13,21 @@ compilation):
 - + channels_last:      model and data in NHWC (cuDNN's preferred layout for bf16 convolutions)
 - fp32 + compile:       the model through torch.compile(mode="reduce-overhead"): forward and backward
                         replay as CUDA graphs (``--compile``; compiling is in the warm-up epoch)
+- fp32, whole step graph: forward, backward and fused Adam (its LR a device tensor) captured in one
+                        CUDA graph by hand, batches gathered in the graph by a static index buffer:
+                        the ceiling of what --cuda-graphs does
 - tuitrain --headless:  `tuitrain fashion-mnist --headless --device cuda` as users run it: fp32, with
-                        `--precision bf16-mixed`, with `--batch-size 500`, and (``--compile``) with
-                        `--compile`; samples/s of each epoch after the first, from the train_seconds
-                        of its metrics.jsonl
+                        `--precision bf16-mixed`, with `--batch-size 500`, with `--cuda-graphs` (fp32
+                        and bf16-mixed), and (``--compile``) with `--compile`; samples/s of each epoch
+                        after the first, from the train_seconds of its metrics.jsonl
+- tuitrain dashboard:   `tuitrain fashion-mnist --device cuda --cuda-graphs` in tmux at 160x48 (the
+                        live UI, whose Python competes with the launch-bound training thread for the
+                        GIL), against the headless row of the same flags: the dashboard's cost on a GPU
 
-Prints one table (median samples/s, vs the notes' loop). Sized to finish in about 5 minutes on one
-H100 (`--rounds`, `--epochs` to change). ``--dry-run`` runs every row on the CPU with 2,000 images,
-to check the script without a GPU.
+Prints one table (median samples/s, vs the notes' loop) and the dashboard's cost. Sized to finish in
+about 7 minutes on one H100 (`--rounds`, `--epochs` to change). ``--dry-run`` runs every row it can
+on the CPU with 2,000 images, to check the script without a GPU: the hand-made graph row runs its
+step without capturing it, and the --cuda-graphs rows (refused on a CPU) are left out.
 Usage: python benchmarks/gpu.py [--compile] [--rounds N] [--epochs N] [--batch-size N] [--dry-run]
 """
 
@@ -29,6 +36,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -44,7 +52,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
-from throughput import ENV, run_rates, write_data  # noqa: E402
+from throughput import ENV, Bench, run_dashboard, run_rates, write_data  # noqa: E402
 
 from tuitrain.models import Network  # noqa: E402  (the notes' class, attribute for attribute: SPEC)
 
@@ -128,11 +136,76 @@ def tensor_epoch(root: Path, device: torch.device, batch_size: int, bf16: bool, 
     return epoch
 
 
+def graph_epoch(root: Path, device: torch.device, batch_size: int) -> Callable[[], tuple[int, float]]:
+    """The whole step (gather, forward, backward, fused Adam) as one CUDA graph, written by hand as
+    PyTorch's whole-network capture recipe does; on the CPU the same step runs without a graph."""
+    import torchvision
+
+    raw = torchvision.datasets.FashionMNIST(root=str(root), train=True, download=False)
+    x = raw.data.float().div(255).unsqueeze(1)
+    x = ((x - x.mean()) / x.std()).to(device)
+    y = raw.targets.to(device)
+    network = Network().to(device)
+    cuda = device.type == "cuda"
+    lr = torch.tensor(0.01, device=device) if cuda else 0.01  # read by the graph from device memory
+    optimizer = torch.optim.Adam(network.parameters(), lr=lr, fused=True)
+    idx = torch.zeros(batch_size, dtype=torch.long, device=device)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+
+    def step() -> None:
+        images, labels = x[idx], y[idx]
+        preds = network(images)
+        loss = F.cross_entropy(preds, labels)
+        loss.backward()
+        optimizer.step()
+        loss_sum.add_(loss.detach())
+        correct.add_((preds.argmax(dim=1) == labels).sum())
+
+    graph = None
+    if cuda:
+        idx.copy_(torch.randperm(len(x), device=device)[:batch_size])
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):  # warm-up (trains 3 batches), as the recipe says
+                optimizer.zero_grad(set_to_none=True)
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        optimizer.zero_grad(set_to_none=True)  # backward makes the gradients from the graph's pool
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            step()
+
+    def epoch() -> tuple[int, float]:
+        sync(device)
+        start = time.perf_counter()
+        order = torch.randperm(len(x), device=device)
+        for i in range(0, len(x) - batch_size + 1, batch_size):
+            idx.copy_(order[i:i + batch_size])
+            if graph is not None:
+                graph.replay()
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                step()
+        sync(device)
+        seconds = time.perf_counter() - start
+        loss_sum.zero_()
+        correct.zero_()
+        return len(x) // batch_size * batch_size, seconds
+
+    return epoch
+
+
 TUITRAIN_ROWS = {
     "tuitrain --headless, fp32": [],
     "tuitrain --headless, bf16-mixed": ["--precision", "bf16-mixed"],
     "tuitrain --headless, fp32, --batch-size 500": ["--batch-size", "500"],
+    "tuitrain --headless, fp32, --cuda-graphs": ["--cuda-graphs"],
+    "tuitrain --headless, bf16-mixed, --cuda-graphs": ["--precision", "bf16-mixed", "--cuda-graphs"],
 }
+DASHBOARD_ROW = ("tuitrain dashboard (tmux), fp32, --cuda-graphs", "tuitrain --headless, fp32, --cuda-graphs")
+"""The dashboard's row and the headless row it is compared with (the same flags)."""
 COMPILE_ROW = ("tuitrain --headless, fp32 + --compile", ["--compile"])
 
 
@@ -159,6 +232,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="epochs per row per round (warm-up: the very first)")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--dry-run", action="store_true", help="every row on the CPU with 2,000 images")
+    parser.add_argument("--no-dashboard", action="store_true", help="leave out the dashboard row (tmux)")
     opts = parser.parse_args()
     if opts.dry_run:
         device, n_train, rounds, epochs = torch.device("cpu"), 2_000, 1, 2
@@ -176,6 +250,7 @@ def main() -> None:
             "GPU tensors, fp32": tensor_epoch(root, device, opts.batch_size, False, False, False),
             "GPU tensors, bf16 autocast": tensor_epoch(root, device, opts.batch_size, True, False, False),
             "GPU tensors, bf16 + channels_last": tensor_epoch(root, device, opts.batch_size, True, True, False),
+            "GPU tensors, fp32, whole step graph": graph_epoch(root, device, opts.batch_size),
         }
         if opts.compile:
             rows["GPU tensors, fp32 + compile (CUDA graphs)"] = tensor_epoch(root, device, opts.batch_size, False,
@@ -183,7 +258,16 @@ def main() -> None:
         commands = dict(TUITRAIN_ROWS)
         if opts.compile:
             commands[COMPILE_ROW[0]] = COMPILE_ROW[1]
+        if opts.dry_run:  # refused on a CPU (one line, exit 2): nothing to time there
+            commands = {name: extra for name, extra in commands.items() if "--cuda-graphs" not in extra}
+        dashboard, dash_row = None, DASHBOARD_ROW[0] if not opts.dry_run else "tuitrain dashboard (tmux), fp32"
+        if not opts.no_dashboard and shutil.which("tmux"):
+            extra = commands.get(DASHBOARD_ROW[1], [])
+            dashboard = Bench(root, Path(tmp), device.type, max(epochs, 2) + 1, n_train,
+                              extra=[*extra, "--batch-size", str(opts.batch_size)])
         rates: dict[str, list[float]] = {name: [] for name in [*rows, *commands]}
+        if dashboard is not None:
+            rates[dash_row] = []
         for round_no in range(rounds):
             for name, epoch in rows.items():
                 for e in range(epochs):
@@ -197,6 +281,10 @@ def main() -> None:
                                        opts.batch_size, n_train, extra)
                 rates[name] += found
                 print(f"  round {round_no + 1} {name}: {[round(r) for r in found]}", file=sys.stderr)
+            if dashboard is not None:
+                found = run_dashboard(dashboard, Path(tmp) / f"dashboard-{round_no}")
+                rates[dash_row] += found
+                print(f"  round {round_no + 1} {dash_row}: {[round(r) for r in found]}", file=sys.stderr)
     print(machine(device))
     print(f"{n_train:,} Fashion-MNIST-shaped images, the notes' cnn, Adam lr 0.01, batch {opts.batch_size}; "
           f"{rounds} alternating rounds of {epochs} epochs; median samples/s after warm-up")
@@ -206,6 +294,12 @@ def main() -> None:
         if found:
             value = statistics.median(found)
             print(f"{name:<46}{value:>12,.0f}{value / notes:>9.2f}x")
+    if dashboard is not None and rates[dash_row]:
+        headless_row = DASHBOARD_ROW[1] if DASHBOARD_ROW[1] in rates else "tuitrain --headless, fp32"
+        ui = statistics.median(rates[dash_row]) / statistics.median(rates[headless_row]) - 1
+        cpu = [u / w for u, _, w in dashboard.ui_cpu if w]
+        print(f"dashboard vs {headless_row.removeprefix('tuitrain ')}: {ui:+.1%} samples/s (median)"
+              + (f"; UI thread {statistics.median(cpu):.1%} of a core" if cpu else ""))
     print(f"({time.perf_counter() - begin:.0f} s in all)")
 
 

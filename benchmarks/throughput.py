@@ -142,6 +142,8 @@ class Bench:
     """Per dashboard run: (UI thread CPU s, process CPU s, wall s) while training."""
     wakes: list[tuple[int, int, float]] = field(default_factory=list)
     """Per dashboard run: (UI thread's context switches, all threads', wall s) while training."""
+    extra: list[str] = field(default_factory=list)
+    """More tuitrain options for the headless and dashboard paths (benchmarks/gpu.py: --cuda-graphs)."""
 
 
 def write_data(root: Path, n_train: int = TRAIN, n_val: int = VAL) -> None:
@@ -183,7 +185,7 @@ def run_rates(run_dir: Path, samples: int) -> list[float]:
 
 def tuitrain_args(b: Bench, run_dir: Path) -> list[str]:
     return ["fashion-mnist", "--epochs", str(b.epochs), "--lr", "0.01", "--batch-size", "100", "--seed", "0",
-            "--device", b.device, "--data-dir", str(b.root), "--run-dir", str(run_dir)]
+            "--device", b.device, "--data-dir", str(b.root), "--run-dir", str(run_dir), *b.extra]
 
 
 def run_headless(b: Bench, run_dir: Path) -> list[float]:

@@ -1,5 +1,5 @@
 """On a CUDA GPU (skipped without one): device switching mid-epoch, the CLI on cuda with bf16 and
-torch.compile, and the NVML sampler behind the system panel."""
+torch.compile, the NVML sampler behind the system panel, and --cuda-graphs (graphstep.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.helpers import ROOT
-from tuitrain.commands import Pause, Resume, SetDevice
+from tuitrain.commands import Pause, Resume, SetDevice, Stop
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -92,3 +92,184 @@ async def test_dashboard_on_cuda_shows_the_gpu_and_moves_to_cpu(small_config):
         await pilot.press("q")
         await until(pilot, lambda: not app.is_running, "the app to exit")
     assert session.result.status == "stopped"
+
+
+# ----------------------------------------------------------------- --cuda-graphs: the step as one CUDA graph
+def _graph_run(config):
+    """(engine, records) of a run to its end on this thread."""
+    from tuitrain.engine import Engine
+
+    records: list[dict] = []
+    engine = Engine(config, records.append)
+    engine.setup()
+    result = engine.run()
+    assert result.status == "done", result.message
+    return engine, records
+
+
+def _notices(records: list[dict]) -> list[str]:
+    return [r["reason"] for r in records if r.get("type") == "event" and r["event"] == "notice"]
+
+
+@pytest.mark.parametrize("changes", [
+    pytest.param({}, id="fused-adam"),
+    pytest.param({"precision": "bf16-mixed"}, id="bf16"),
+    pytest.param({"optimizer": "rmsprop", "scheduler": "onecycle"}, id="capturable-rmsprop-per-step-schedule"),
+    pytest.param({"optimizer": "sgd", "grad_clip": 1.0, "model": "cnn-bn"}, id="fused-sgd-clip-batchnorm"),
+])
+def test_cuda_graphs_train_as_the_usual_path_does(small_config, changes):
+    # 1000 samples at 64: 15 full batches and an odd one of 40 (run as usual) an epoch.
+    config = small_config(**{"epochs": 2, "limit": 1000, "batch_size": 64, "device": "cuda", **changes})
+    usual, usual_records = _graph_run(config)
+    graphs, graph_records = _graph_run(config.replace(cuda_graphs=True, run_dir=config.run_dir + "-graphs"))
+    ws = graphs.whole_step
+    assert ws is not None and ws.captures == 1 and not ws.failed
+    assert ws.replays == 2 * 15 - 3  # every full batch after the 3 warm-up steps
+    assert any("replays as one CUDA graph from step 4" in n for n in _notices(graph_records))
+    tolerance = 5e-3 if changes.get("precision") else 1e-3  # the same math; GPU reductions are not ordered
+    for (name, a), b in zip(usual.model.state_dict().items(), graphs.model.state_dict().values(), strict=True):
+        if a.is_floating_point():
+            assert torch.allclose(a, b, atol=tolerance, rtol=tolerance), (name, (a - b).abs().max())
+    last = [r for r in usual_records if r.get("type") == "epoch"][-1]
+    found = [r for r in graph_records if r.get("type") == "epoch"][-1]
+    assert abs(last["val_acc"] - found["val_acc"]) < 0.05 and abs(last["train_loss"] - found["train_loss"]) < 0.05
+    logged = lambda records: {r["step"]: r["lr"] for r in records if r.get("type") == "step" and r["step"] % 5 == 0}  # noqa: E731
+    assert logged(usual_records) == pytest.approx(logged(graph_records))  # the schedule reached the graph
+
+
+def _params(engine) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in engine.model.parameters()]
+
+
+def _moved(before: list[torch.Tensor], engine) -> float:
+    return max((a - b).abs().max().item() for a, b in zip(before, engine.model.parameters(), strict=True))
+
+
+def test_an_lr_set_while_replaying_reaches_the_graph(small_config):
+    from tests.helpers import EngineRun
+    from tuitrain.commands import SetLR
+
+    run = EngineRun(small_config(epochs=100, limit=2000, batch_size=50, device="cuda", cuda_graphs=True)).start()
+    run.wait_for(lambda r: r.get("type") == "step" and r["step"] >= 15)  # replaying since step 4
+    run.send(Pause(id=1))
+    run.wait_event("pause", 1)
+    run.send(SetLR(1e-12, id=2))
+    assert run.wait_event("lr", 2)["ok"] is True
+    before, at = _params(run.engine), run.engine.state.step
+    run.send(Resume(id=3))
+    run.wait_for(lambda r: r.get("type") == "step" and r["step"] >= at + 20)
+    run.send(Pause(id=4))
+    run.wait_event("pause", 4)
+    assert _moved(before, run.engine) < 1e-7  # at 1e-3 (baked into the graph) Adam moves ~1e-3 a step
+    run.send(SetLR(1e-2, id=5))
+    before, at = _params(run.engine), run.engine.state.step
+    run.send(Resume(id=6))
+    run.wait_for(lambda r: r.get("type") == "step" and r["step"] >= at + 20)
+    run.send(Pause(id=7))
+    run.wait_event("pause", 7)
+    assert _moved(before, run.engine) > 1e-3
+    assert run.engine.whole_step.captures == 1  # the same graph, another LR
+    run.send(Stop(id=8))
+    assert run.join(60).status == "stopped"
+
+
+def test_a_load_and_device_switches_capture_again(small_config, tmp_path):
+    from tests.helpers import EngineRun
+    from tuitrain.commands import Load, Save
+
+    run = EngineRun(small_config(epochs=100, limit=2000, batch_size=50, device="cuda", cuda_graphs=True)).start()
+    run.wait_for(lambda r: r.get("type") == "step" and r["step"] >= 10)
+    run.send(Save("mid.pt", id=1))
+    saved = run.wait_event("save", 1)
+    assert saved["ok"] is True
+    run.send(Load(saved["path"], id=2))
+    assert run.wait_event("load", 2)["ok"] is True
+    at = run.engine.state.step
+    run.wait_for(lambda r: r.get("type") == "step" and r["step"] >= at + 10)
+    assert run.engine.whole_step.captures == 2  # new optimizer tensors: captured anew
+    run.send(SetDevice("cpu", id=3))
+    assert run.wait_event("device", 3)["ok"] is True
+    assert run.engine.whole_step is None
+    at = run.engine.state.step
+    run.wait_for(lambda r: r.get("type") == "step" and r["step"] >= at + 10)  # on the CPU, as usual
+    run.send(SetDevice("cuda", id=4))
+    assert run.wait_event("device", 4)["ok"] is True
+    at = run.engine.state.step
+    run.wait_for(lambda r: r.get("type") == "step" and r["step"] >= at + 10)
+    ws = run.engine.whole_step
+    assert ws is not None and ws.captures == 1 and ws.replays > 0
+    run.send(Stop(id=5))
+    assert run.join(60).status == "stopped"
+    assert all(torch.isfinite(p).all() for p in run.engine.model.parameters())
+    assert any("without CUDA graphs" in n for n in _notices(run.records))
+    assert torch.load(run.engine.checkpoint_dir / "last.pt", weights_only=True)["step"] == run.engine.state.step
+
+
+def test_divergence_inside_the_graph_is_caught_and_the_weights_stay_finite(small_config):
+    from tests.helpers import EngineRun
+    from tuitrain.commands import SetLR
+
+    run = EngineRun(small_config(epochs=100, limit=2000, batch_size=50, device="cuda", cuda_graphs=True)).start()
+    run.wait_for(lambda r: r.get("type") == "step" and r["step"] >= 15)
+    run.send(SetLR(1e30, id=1))  # read by the graph from device memory: the next replays diverge
+    result = run.join(60)
+    assert result.status == "failed" and "non-finite" in result.message
+    assert all(torch.isfinite(p).all() for p in run.engine.model.parameters())
+    last = torch.load(run.engine.checkpoint_dir / "last.pt", weights_only=True)["model"]
+    assert all(torch.isfinite(t).all() for t in last.values())
+
+
+def test_a_model_that_cannot_be_captured_trains_without_graphs(tmp_path):
+    import tuitrain
+
+    class ReadsBack(torch.nn.Module):
+        """Reads a value back to Python each forward: legal eagerly, forbidden while capturing."""
+
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(20, 3)
+
+        def forward(self, x):
+            if x.abs().max().item() > 1e9:
+                x = x.clamp(-1e9, 1e9)
+            return self.fc(x)
+
+    x, y = torch.randn(400, 20), torch.randint(0, 3, (400,))
+    result = tuitrain.fit(ReadsBack(), (x, y), epochs=2, batch_size=50, device="cuda", cuda_graphs=True,
+                          headless=True, run_dir=str(tmp_path / "run"))
+    assert result.status == "done"
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any("could not be captured as a CUDA graph" in n for n in _notices(records))
+    assert len([r for r in records if r.get("type") == "epoch"]) == 2
+
+
+def test_a_resumed_graph_run_ends_close_to_an_uninterrupted_one(small_config, tmp_path):
+    from tests.helpers import EngineRun
+    from tuitrain.engine import Engine
+
+    config = small_config(epochs=2, limit=2000, batch_size=50, device="cuda", cuda_graphs=True)
+    whole, _ = _graph_run(config.replace(run_dir=str(tmp_path / "whole")))
+    cut = EngineRun(config.replace(run_dir=str(tmp_path / "cut"))).start()
+    cut.wait_for(lambda r: r.get("type") == "step" and r["step"] >= 50)  # mid-epoch 2
+    cut.send(Stop(id=1))
+    assert cut.join(60).status == "stopped"
+    again = Engine(config.replace(run_dir=str(tmp_path / "cut"), resume=str(tmp_path / "cut/checkpoints/last.pt")))
+    again.setup()
+    assert again.run().status == "done"
+    for (name, a), b in zip(whole.model.state_dict().items(), again.model.state_dict().values(), strict=True):
+        if a.is_floating_point():
+            assert torch.allclose(a, b, atol=1e-3, rtol=1e-3), (name, (a - b).abs().max())
+
+
+def test_cli_with_cuda_graphs_and_bf16(tmp_path):
+    run_dir = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "tuitrain", "synthetic", "--headless", "--device", "cuda",
+                           "--cuda-graphs", "--precision", "bf16-mixed", "--epochs", "2", "--limit", "2000",
+                           "--run-dir", str(run_dir), "--data-dir", str(tmp_path / "data")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any("replays as one CUDA graph" in n for n in _notices(records))
+    epochs = [r for r in records if r.get("type") == "epoch"]
+    assert len(epochs) == 2 and epochs[-1]["val_acc"] > 0.5
+    assert json.loads((run_dir / "config.json").read_text())["cuda_graphs"] is True

@@ -350,10 +350,12 @@ def _check_values(where: str, tensor: torch.Tensor, bounded: bool = False, nonne
 _AT_LEAST_ZERO = ("lr", "eps", "weight_decay", "momentum", "alpha", "lr_decay", "initial_accumulator_value",
                   "lambd", "t0")
 _BELOW_ONE = ("beta1", "beta2", "rho", "dampening")
-FLAGS = ("maximize", "amsgrad", "nesterov", "foreach", "fused", "capturable", "differentiable",
-         "decoupled_weight_decay", "centered")
+FLAGS = ("maximize", "amsgrad", "nesterov", "foreach", "fused", "differentiable", "decoupled_weight_decay",
+         "centered")
 """Switches of the optimizer's algorithm: a checkpoint must hold the run's own (maximize=True would
-quietly turn training into ascent)."""
+quietly turn training into ascent). ``capturable`` is not one: it says where the step count lives
+(on the GPU for a CUDA graph), the same math; a load puts it to the run's own (graphstep.set_capturable),
+so a --cuda-graphs run's checkpoint resumes anywhere."""
 
 
 def _check_hyperparameters(where: str, group: dict, live: dict, optimizer: torch.optim.Optimizer) -> None:

@@ -77,8 +77,9 @@ def set_capturable(optimizer: torch.optim.Optimizer, on: bool) -> None:
     """Put every group's ``capturable`` flag to ``on`` and each step count where that needs it (on the
     parameter's device when capturable or fused, else on the CPU). A loaded optimizer state brings the
     flag of the machine that saved it; this run's own setting must win (a capturable step on the CPU fails)."""
+    has = "capturable" in optimizer.defaults
     for group in optimizer.param_groups:
-        if "capturable" not in group:
+        if not has and "capturable" not in group:
             continue
         group["capturable"] = on
         on_device = on or bool(group.get("fused"))

@@ -37,6 +37,12 @@ def check_first(config: TrainConfig, own_model: bool = False) -> None:
     refuse_if_in_use(config.run_dir, bool(config.resume))  # checked again under the lock when writing
     if not own_model and config.model not in MODELS:
         check_model_file(config.model)
+    if config.cuda_graphs:  # the device --cuda-graphs needs, before the data loads
+        from tuitrain.device import resolve_device
+
+        device = resolve_device(config.device)
+        if device.type != "cuda":
+            raise UsageError(f"--cuda-graphs needs a CUDA device; --device {config.device} is {device} here")
     if config.resume and not Path(config.resume).is_file():
         what = "is not a file" if Path(config.resume).exists() else "does not exist"
         raise CheckpointError(f"checkpoint {config.resume} {what}")
