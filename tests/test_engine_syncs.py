@@ -190,3 +190,39 @@ def test_no_cuda_sync_per_step(small_config, changes):
             torch.cuda.set_sync_debug_mode("default")
     assert result.status == "done", result.message
     check_windows(timeline, warm_up=3 if changes.get("compile") else 0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("changes", [
+    pytest.param({}, id="graphs-fused-adam"),
+    pytest.param({"precision": "bf16-mixed", "scheduler": "onecycle", "grad_clip": 1.0}, id="graphs-bf16-onecycle-clip"),
+    pytest.param({"optimizer": "rmsprop", "model": "cnn-bn", "batch_size": 30}, id="graphs-capturable-odd-batch"),
+])
+def test_no_cuda_sync_per_replayed_step(small_config, changes, monkeypatch):
+    # A replay runs no forward hook: each replay marks its own window here.
+    import warnings
+
+    from tuitrain.graphstep import WARMUP_STEPS, WholeStep
+
+    timeline = Timeline()
+    replay = WholeStep._replay
+
+    def marked(self) -> None:
+        timeline.entries.append(("forward", "replay"))
+        replay(self)
+
+    monkeypatch.setattr(WholeStep, "_replay", marked)
+    config = small_config(**{"epochs": 2, "log_every": 10, "hist_every": 25, "device": "cuda", "cuda_graphs": True,
+                             **changes})
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, *args, **kwargs: timeline.entries.append(("sync", str(message)[:60]))
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            result, _ = count_syncs(config, timeline)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert result.status == "done", result.message
+    assert sum(1 for kind, what in timeline.entries if what == "replay") > 20
+    check_windows(timeline, warm_up=WARMUP_STEPS + 1)  # the capture itself synchronises, once
