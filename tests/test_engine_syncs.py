@@ -196,7 +196,8 @@ def test_no_cuda_sync_per_step(small_config, changes):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("changes", [
     pytest.param({}, id="graphs-fused-adam"),
-    pytest.param({"precision": "bf16-mixed", "scheduler": "onecycle", "grad_clip": 1.0}, id="graphs-bf16-onecycle-clip"),
+    pytest.param({"precision": "bf16-mixed", "scheduler": "cosine", "scheduler_interval": "step", "grad_clip": 1.0},
+                 id="graphs-bf16-cosine-per-step-clip"),
     pytest.param({"optimizer": "rmsprop", "model": "cnn-bn", "batch_size": 30}, id="graphs-capturable-odd-batch"),
 ])
 def test_no_cuda_sync_per_replayed_step(small_config, changes, monkeypatch):

@@ -114,7 +114,8 @@ def _notices(records: list[dict]) -> list[str]:
 @pytest.mark.parametrize("changes", [
     pytest.param({}, id="fused-adam"),
     pytest.param({"precision": "bf16-mixed"}, id="bf16"),
-    pytest.param({"optimizer": "rmsprop", "scheduler": "onecycle"}, id="capturable-rmsprop-per-step-schedule"),
+    pytest.param({"optimizer": "rmsprop", "scheduler": "cosine", "scheduler_interval": "step"},
+                 id="capturable-rmsprop-per-step-schedule"),
     pytest.param({"optimizer": "sgd", "grad_clip": 1.0, "model": "cnn-bn"}, id="fused-sgd-clip-batchnorm"),
 ])
 def test_cuda_graphs_train_as_the_usual_path_does(small_config, changes):

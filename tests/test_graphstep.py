@@ -60,6 +60,7 @@ def test_the_captured_step_run_as_written_trains_bitwise_as_the_usual_path(small
     ({"device": "cuda", "compile": True}, "--cuda-graphs and --compile do not go together"),
     ({"device": "cuda", "accumulate": 2}, "cannot accumulate batches"),
     ({"device": "cuda", "precision": "16-mixed"}, "use bf16-mixed"),
+    ({"device": "cuda", "scheduler": "onecycle"}, "cycles the optimizer's momentum every step"),
 ])
 def test_settings_it_cannot_go_with_are_refused_before_anything_loads(small_config, changes, says):
     with pytest.raises(UsageError, match=says.replace("-", r"\-").replace("+", r"\+")):
@@ -78,7 +79,7 @@ def _engine_like(**changes):
         def train_device(self):
             return torch.device("cuda", 0)
 
-    opt = SimpleNamespace(defaults={"fused": True})
+    opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], fused=True, capturable=True)
     base = dict(config=TrainConfig(dataset="synthetic", cuda_graphs=True, device="cuda"), optimizer=opt,
                 device=torch.device("cuda", 0), dist=None, closure=False, data=Resident())
     return SimpleNamespace(**{**base, **changes})
@@ -90,7 +91,10 @@ def _engine_like(**changes):
     ({"closure": True, "optimizer": torch.optim.LBFGS([torch.zeros(1, requires_grad=True)])},
      "cannot capture LBFGS: its step evaluates the loss several times"),
     ({"optimizer": torch.optim.RMSprop([torch.zeros(1, requires_grad=True)])},
-     "RMSprop was built without fused=True or capturable=True"),
+     "RMSprop was built without capturable=True"),
+    ({"optimizer": torch.optim.Adam([torch.zeros(1, requires_grad=True)], fused=True)},
+     "Adam was built without capturable=True"),  # fused is not enough: Adam's step refuses a capture
+    ({"optimizer": torch.optim.SGD([torch.zeros(1, requires_grad=True)])}, "SGD was built without fused=True"),
     ({"data": SimpleNamespace()}, "needs the training data on the GPU"),
     ({"data": SimpleNamespace(gather=lambda idx: idx, train_device=lambda: torch.device("cpu"))},
      "tensors of under a GiB"),
@@ -104,11 +108,12 @@ def test_what_only_a_loaded_run_shows_is_refused_in_one_line(changes, says):
 
 def test_named_optimizers_are_built_so_a_graph_can_capture_them():
     from tuitrain.config import OPTIMIZERS
+    from tuitrain.graphstep import capturable
     from tuitrain.task import Task
 
     for name in OPTIMIZERS:
         opt = Task().build_optimizer(name, [torch.nn.Parameter(torch.zeros(2))], 0.1, 0.0, capturable=True)
-        assert opt.defaults.get("fused") or opt.defaults.get("capturable") or name == "adagrad", name
+        assert capturable(opt) is (name != "adagrad"), name  # Adagrad has no such switch: refused
     plain = Task().build_optimizer("rmsprop", [torch.nn.Parameter(torch.zeros(2))], 0.1, 0.0)
     assert not plain.defaults.get("capturable")  # only where graphs are asked for
 
@@ -147,3 +152,95 @@ def test_a_checkpoint_of_a_capturable_optimizer_resumes_on_the_cpu(small_config,
     result = engine.run()
     assert result.status == "done", result.message
     assert result.epochs_done == 2
+
+
+class Alternating(torch.nn.Module):
+    """Its second layer gets a gradient every other training step: None the other times."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(784, 10), torch.nn.Linear(10, 10)
+        self.calls = 0
+
+    def forward(self, x):
+        out = self.a(x.flatten(1))
+        if self.training:
+            self.calls += 1
+            if self.calls % 2:
+                out = self.b(out)
+        return out
+
+
+def test_a_parameter_a_batch_does_not_reach_is_not_updated_as_on_the_usual_path(small_config):
+    # Gradients zeroed in place instead of None: AdamW's decay and moments moved the unused layer.
+    from tuitrain.engine import Engine
+    from tuitrain.graphstep import WholeStep
+
+    config = small_config(optimizer="adamw", weight_decay=0.1, epochs=1, limit=500, batch_size=64)
+    weights = []
+    for graph_step in (False, True):
+        torch.manual_seed(0)
+        engine = Engine(config.replace(run_dir=f"{config.run_dir}-{graph_step}"), model=Alternating())
+        engine.setup()
+        if graph_step:
+            engine.whole_step = WholeStep(engine, capture=False)
+        assert engine.run().status == "done"
+        weights.append(engine.model.state_dict())
+    for name, value in weights[0].items():
+        assert torch.equal(value, weights[1][name]), name
+
+
+class FailingCapture:
+    """torch.cuda.graph where capturing fails (a model that reads a value back, say)."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __enter__(self):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_a_failed_capture_trains_that_batch_once_and_goes_on_as_usual(small_config, monkeypatch):
+    # Before: the failed batch was stepped by the fallback and again by optimizer_step (17 steps for 16).
+    from tuitrain import graphstep
+    from tuitrain.engine import Engine
+
+    monkeypatch.setattr(graphstep, "WARMUP_STEPS", 0)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", lambda: object())
+    monkeypatch.setattr(torch.cuda, "graph", FailingCapture)
+    config = small_config(epochs=1, limit=1000, batch_size=50)
+    usual, _ = _train(config, whole_step=False)
+    records: list[dict] = []
+    engine = Engine(config.replace(run_dir=config.run_dir + "-failed"), records.append)
+    engine.setup()
+    ws = graphstep.WholeStep(engine, capture=False)
+    ws.capture = True  # capture on the CPU: the fake graph above refuses at once
+    engine.whole_step = ws
+    steps = []
+    step = engine.optimizer.step
+    monkeypatch.setattr(engine.optimizer, "step", lambda *a, **k: steps.append(1) or step(*a, **k))
+    assert engine.run().status == "done"
+    assert len(steps) == 20 and engine.whole_step is None
+    notices = [r["reason"] for r in records if r.get("type") == "event" and r["event"] == "notice"]
+    assert notices == ["--cuda-graphs: the training step could not be captured as a CUDA graph (RuntimeError: "
+                       "operation not permitted when stream is capturing); training goes on without CUDA graphs"]
+    for (name, a), b in zip(usual.model.state_dict().items(), engine.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_a_hyperparameter_changed_after_the_capture_ends_the_graphs(small_config):
+    from tuitrain.engine import Engine
+    from tuitrain.graphstep import WholeStep
+
+    engine = Engine(small_config(epochs=1, limit=200))
+    engine.setup()
+    ws = WholeStep(engine, capture=False)
+    ws.hyper = ws._constants()
+    ws._check_constants()
+    assert not ws.failed
+    engine.optimizer.param_groups[0]["betas"] = (0.85, 0.999)  # what OneCycleLR's cycled momentum does
+    ws._check_constants()
+    assert "betas changed after the capture" in ws.failed

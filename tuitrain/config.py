@@ -298,6 +298,9 @@ def cuda_graphs_refusal(cfg: TrainConfig) -> str | None:
     if cfg.precision == "16-mixed":
         return ("--cuda-graphs cannot capture 16-mixed's GradScaler (it reads its overflow flag on the host); "
                 "use bf16-mixed")
+    if cfg.scheduler == "onecycle":
+        return ("--cuda-graphs cannot go with --scheduler onecycle: it cycles the optimizer's momentum every step, "
+                "and a CUDA graph keeps the momentum it was captured with (cosine or step can step per step)")
     return None
 
 

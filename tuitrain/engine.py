@@ -177,6 +177,8 @@ class Engine:
         """Set when steps replay as one CUDA graph (--cuda-graphs, graphstep.py)."""
         self.capturable = False
         """Whether this run's optimizer was built capturable (its loaded states must stay so, on CUDA)."""
+        self.graphs_failed = ""
+        """Why CUDA graphs were given up in this run (a device switch does not try them again)."""
         self._graphs = False
         """Whether the model runs as CUDA graphs (--compile on CUDA): each step starts a new graph run."""
 
@@ -497,10 +499,10 @@ class Engine:
         assert self.whole_step is not None
         ws = self.whole_step
         ws.run(order, self.state.batch)
-        if ws.failed:
+        if ws.failed:  # this batch's forward and backward are done: optimizer_step goes on as usual
             self.whole_step = None
-            self.emit_event("notice", reason=f"--cuda-graphs: the training step could not be captured as a CUDA "
-                                             f"graph ({ws.failed}); training goes on without it")
+            self.graphs_failed = ws.failed
+            self.emit_event("notice", reason=f"--cuda-graphs: {ws.failed}; training goes on without CUDA graphs")
         elif ws.captures == 1 and ws.replays == 1:
             self.emit_event("notice", reason=f"the training step replays as one CUDA graph from step "
                                              f"{self.state.step + 1} ({graphstep.WARMUP_STEPS} steps warmed up first)")
@@ -766,9 +768,9 @@ class Engine:
         self.window.to(device)
         self._arm_guard()
         if self.config.cuda_graphs:
-            graphs = device.type == "cuda" and graphstep.resident(self.data, device)
+            graphs = device.type == "cuda" and graphstep.resident(self.data, device) and not self.graphs_failed
             self.whole_step = WholeStep(self) if graphs else None
-            if not graphs:
+            if device.type != "cuda":
                 self.emit_event("notice", reason=f"--cuda-graphs: steps on {device} run without CUDA graphs "
                                                  f"(they come back with a move to a GPU)")
         return device

@@ -50,13 +50,22 @@ def refusal(engine: Any) -> str | None:
         return together
     if engine.closure:
         return f"--cuda-graphs cannot capture {type(opt).__name__}: its step evaluates the loss several times"
-    if not (opt.defaults.get("fused") or opt.defaults.get("capturable")):
-        return (f"--cuda-graphs needs an optimizer that keeps its step count on the GPU: "
-                f"{type(opt).__name__} was built without fused=True or capturable=True")
+    if not capturable(opt):
+        flag = "capturable=True" if "capturable" in opt.defaults else "fused=True"
+        return f"--cuda-graphs needs an optimizer whose step a CUDA graph can capture: {type(opt).__name__} was built without {flag}"
     if not resident(engine.data, engine.device):
         return ("--cuda-graphs needs the training data on the GPU: a built-in data set, or tensors of under "
                 "a GiB (a Dataset or DataLoader is read batch by batch on the host)")
     return None
+
+
+def capturable(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether a CUDA graph can capture this optimizer's step: every group built capturable=True where
+    the optimizer has that switch (Adam's step refuses a capture otherwise, fused or not), else fused
+    (SGD: no step count to keep)."""
+    if "capturable" in optimizer.defaults:
+        return all(g.get("capturable") for g in optimizer.param_groups)
+    return bool(optimizer.defaults.get("fused"))
 
 
 def resident(data: Any, device: torch.device) -> bool:
@@ -114,7 +123,10 @@ class WholeStep:
         self.replays = 0
         self.captures = 0
         self.failed = ""
-        """Why capturing failed (one line); the run then goes on without graphs."""
+        """Why the graph cannot be used (one line): the run then goes on without graphs, and this
+        step's forward and backward are done; the engine's optimizer_step does the rest as usual."""
+        self.hyper: list[dict] = []
+        """Each group's other hyperparameters as captured: the graph holds them as constants."""
         self._order: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def arm(self) -> None:
@@ -144,9 +156,12 @@ class WholeStep:
             return
         if self.graph is None:
             self._capture()
-            if self.graph is None:  # capture failed: this batch as usual, and every later one
-                self._eager(self.idx)
-                return
+        elif not self.failed:
+            self._check_constants()
+        if self.failed:  # this batch's forward and backward; the engine steps the optimizer as usual
+            self.engine.optimizer.zero_grad(set_to_none=True)
+            self.engine.training_step(self.engine.data.gather(self.idx))
+            return
         self._replay()
 
     def _step(self, idx: torch.Tensor) -> None:
@@ -156,12 +171,22 @@ class WholeStep:
         engine.step_device(measure=True)
 
     def _eager(self, idx: torch.Tensor) -> None:
-        """The step without a graph. After a capture the gradients are the graph's static tensors:
-        zeroed in place, so backward accumulates into them (0 + g is g) and the graph still sees them."""
-        for p in self.engine.model.parameters():
-            if p.grad is not None:
-                p.grad.zero_()
+        """The step without a graph, exactly as the usual path (gradients start as None, so a parameter
+        the batch does not reach is not updated). After a capture the gradients are the graph's
+        static tensors: they are put back afterwards, holding this step's (zero where none came),
+        so the graph and the histograms still see them."""
+        params = list(self.engine.model.parameters())
+        static = [p.grad for p in params]
+        self.engine.optimizer.zero_grad(set_to_none=True)
         self._step(idx)
+        for p, kept in zip(params, static, strict=True):
+            if kept is None:
+                continue
+            if p.grad is None:
+                kept.zero_()
+            else:
+                kept.copy_(p.grad)
+            p.grad = kept
 
     def _warm_up(self) -> None:
         """A step as usual on a side stream, as PyTorch's recipe warms up before a capture."""
@@ -186,18 +211,36 @@ class WholeStep:
         try:
             for group, lr in zip(groups, self.lrs, strict=True):
                 group["lr"] = lr
-            with torch.cuda.graph(graph):
+            # thread_local: CUDA calls of other threads are no error while this one captures.
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 self._step(self.idx)
         except Exception as exc:  # torch's capture errors: the run goes on without graphs
-            self.failed = first_line(exc, named=True)
-            self.engine.optimizer.zero_grad(set_to_none=True)
+            # A sync inside the step breaks the capture, and ending it raises anew: the first error says why.
+            why = first_line(exc.__context__ if exc.__context__ is not None else exc, named=True)
+            self.failed = f"the training step could not be captured as a CUDA graph ({why})"
             return
         finally:
             for group, lr in zip(groups, floats, strict=True):
                 group["lr"] = lr
             engine.window.count = counted  # capturing ran the host side of window.add once: not a step
         self.graph, self.norm, self.lr_seen = graph, engine.grad_norm_tensor, list(floats)
+        self.hyper = self._constants()
         self.captures += 1
+
+    def _constants(self) -> list[dict]:
+        """Each group's hyperparameters but the LR (betas, momentum, weight decay...), as the step reads them."""
+        keys = [k for k in self.engine.optimizer.defaults if k not in ("lr", "params")]
+        return [{k: g.get(k) for k in keys} for g in self.engine.optimizer.param_groups]
+
+    def _check_constants(self) -> None:
+        """A graph holds the hyperparameters it was captured with: a schedule that changes another
+        than the LR each step (OneCycleLR's cycled momentum) ends the graphs, said in a notice."""
+        now = self._constants()
+        if now == self.hyper:
+            return
+        changed = sorted({k for a, b in zip(now, self.hyper, strict=True) for k in a if a[k] != b[k]})
+        self.failed = (f"the optimizer's {', '.join(changed)} changed after the capture (a schedule that cycles "
+                       f"it?), and a CUDA graph keeps the value it was captured with")
 
     def _replay(self) -> None:
         engine = self.engine

@@ -270,7 +270,7 @@ class Task:
             kwargs["momentum"] = 0.9
         if name in FUSED and all(p.is_floating_point() for p in params):  # the fused kernel takes no complex
             kwargs["fused"] = True
-        elif capturable:
+        if capturable:  # fused Adam too: its step refuses a capture unless built capturable=True
             kwargs.update(capturable_kwargs(OPTIMIZERS[name]))
         return OPTIMIZERS[name](params, **kwargs)
 
