@@ -148,7 +148,8 @@ def graph_epoch(root: Path, device: torch.device, batch_size: int) -> Callable[[
     network = Network().to(device)
     cuda = device.type == "cuda"
     lr = torch.tensor(0.01, device=device) if cuda else 0.01  # read by the graph from device memory
-    optimizer = torch.optim.Adam(network.parameters(), lr=lr, fused=True)
+    # capturable: Adam's step refuses a capture otherwise, fused or not
+    optimizer = torch.optim.Adam(network.parameters(), lr=lr, fused=True, capturable=cuda)
     idx = torch.zeros(batch_size, dtype=torch.long, device=device)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
