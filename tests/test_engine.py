@@ -342,6 +342,29 @@ def test_headless_divergence_stops_and_keeps_finite_checkpoints(small_config, na
         assert _all_finite(run.engine.checkpoint_dir / name)
 
 
+def test_a_divergence_keeps_the_last_epochs_checkpoint_it_points_to(small_config):
+    # An LR of 1e30: the guard skips the non-finite updates, so the weights stay finite but wrecked
+    # (about 1e30). Before, the stop saved them over last.pt and then said to resume from it.
+    run = EngineRun(small_config(epochs=100, limit=500, batch_size=50)).start()
+    run.wait_event("save")  # last.pt of epoch 1
+    run.send(Pause(id=1))
+    run.wait_event("pause", 1)  # no save between reading last.pt and the divergence
+    good = (run.engine.checkpoint_dir / "last.pt").read_bytes()
+    run.send(SetLR(1e30, id=2))
+    run.send(Resume(id=3))
+    result = run.join()
+    assert result.status == "failed" and "resume from checkpoints/last.pt (saved before it)" in result.message
+    assert (run.engine.checkpoint_dir / "last.pt").read_bytes() == good
+    assert max(p.abs().max().item() for p in run.engine.model.parameters()) > 1e20  # what was not saved
+
+
+def test_a_divergence_before_any_checkpoint_says_to_start_again(small_config, nan_model):
+    run = EngineRun(small_config(model=nan_model, epochs=5, limit=2000)).start()  # NaN at step 31 of 40
+    result = run.join()
+    assert result.status == "failed" and result.message.endswith("lower the learning rate and start again")
+    assert not (run.engine.checkpoint_dir / "last.pt").exists()
+
+
 @pytest.mark.slow
 def test_cli_divergence_exits_1(tmp_path, nan_model):
     proc = subprocess.run([sys.executable, "-m", "tuitrain", "synthetic", "--model", nan_model, "--headless",

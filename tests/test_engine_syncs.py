@@ -171,59 +171,96 @@ def test_the_counter_sees_a_sync_planted_in_each_step(small_config, sync_counter
         check_windows(sync_counter)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("changes", CONFIGS)
-def test_no_cuda_sync_per_step(small_config, changes):
-    # On a GPU the driver sees every sync, C++ ones included: count its warnings instead.
+def cuda_syncs(config, monkeypatch, per_step=None, timeline: Timeline | None = None) -> tuple[Timeline, object]:
+    """Train ``config`` on CUDA with the driver's sync warnings on, each into a Timeline as a sync.
+
+    The engine turns warnings raised on its thread into ``warning`` events, once per message: its
+    recorder is wrapped, so every sync warning is counted (a check that saw none could not fail)."""
     import warnings
 
-    timeline = Timeline()
-    config = small_config(**{"epochs": 1, "log_every": 10, "hist_every": 25, "device": "cuda", **changes})
+    from tuitrain.engine import Engine
+
+    timeline = timeline if timeline is not None else Timeline()
+    recorded = Engine._warning
+
+    def warned(self, category, message, filename, lineno):
+        if "synchroniz" in str(message):
+            timeline.entries.append(("sync", str(message)[:60]))
+        else:
+            recorded(self, category, message, filename, lineno)
+
+    monkeypatch.setattr(Engine, "_warning", warned)
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = lambda message, *args, **kwargs: timeline.entries.append(("sync", str(message)[:60]))
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            result, _ = count_syncs(config, timeline)
+            result, _ = count_syncs(config, timeline, per_step=per_step)
         finally:
             torch.cuda.set_sync_debug_mode("default")
     assert result.status == "done", result.message
-    check_windows(timeline, warm_up=3 if changes.get("compile") else 0)
+    return timeline, result
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("changes", [
+@pytest.mark.parametrize("changes", CONFIGS)
+def test_no_cuda_sync_per_step(small_config, changes, monkeypatch):
+    # On a GPU the driver sees every sync, C++ ones included: count its warnings instead.
+    config = small_config(**{"epochs": 1, "log_every": 10, "hist_every": 25, "device": "cuda", **changes})
+    timeline, _ = cuda_syncs(config, monkeypatch)
+    check_windows(timeline, warm_up=3 if changes.get("compile") else 0)
+
+
+GRAPH_CONFIGS = [
     pytest.param({}, id="graphs-fused-adam"),
     pytest.param({"precision": "bf16-mixed", "scheduler": "cosine", "scheduler_interval": "step", "grad_clip": 1.0},
                  id="graphs-bf16-cosine-per-step-clip"),
     pytest.param({"optimizer": "rmsprop", "model": "cnn-bn", "batch_size": 30}, id="graphs-capturable-odd-batch"),
-])
-def test_no_cuda_sync_per_replayed_step(small_config, changes, monkeypatch):
-    # A replay runs no forward hook: each replay marks its own window here.
-    import warnings
+]
 
-    from tuitrain.graphstep import WARMUP_STEPS, WholeStep
 
-    timeline = Timeline()
+def _mark_replays(monkeypatch, timeline: Timeline, planted=None) -> None:
+    """A replay runs no forward hook: each replay marks its own window (``planted``: run after it)."""
+    from tuitrain.graphstep import WholeStep
+
     replay = WholeStep._replay
 
     def marked(self) -> None:
         timeline.entries.append(("forward", "replay"))
         replay(self)
+        if planted:
+            planted(self)
 
     monkeypatch.setattr(WholeStep, "_replay", marked)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("changes", GRAPH_CONFIGS)
+def test_no_cuda_sync_per_replayed_step(small_config, changes, monkeypatch):
+    from tuitrain.graphstep import WARMUP_STEPS
+
     config = small_config(**{"epochs": 2, "log_every": 10, "hist_every": 25, "device": "cuda", "cuda_graphs": True,
                              **changes})
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = lambda message, *args, **kwargs: timeline.entries.append(("sync", str(message)[:60]))
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            result, _ = count_syncs(config, timeline)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    assert result.status == "done", result.message
-    assert sum(1 for kind, what in timeline.entries if what == "replay") > 20
-    check_windows(timeline, warm_up=WARMUP_STEPS + 1)  # the capture itself synchronises, once
+    timeline = Timeline()
+    _mark_replays(monkeypatch, timeline)
+    found, _ = cuda_syncs(config, monkeypatch, timeline=timeline)
+    assert sum(1 for _, what in found.entries if what == "replay") > 20
+    check_windows(found, warm_up=WARMUP_STEPS + 1)  # warm-up forwards, then the capture's own
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_cuda_counters_see_a_sync_planted_in_each_step(small_config, monkeypatch):
+    # Both checks above must be able to fail: a loss read back every step, without and with graphs.
+    config = small_config(epochs=1, log_every=10, hist_every=25, device="cuda")
+    timeline, _ = cuda_syncs(config, monkeypatch, per_step=lambda out: out.sum().item())
+    with pytest.raises(AssertionError, match="host syncs"):
+        check_windows(timeline)
+    graphs = Timeline()
+    _mark_replays(monkeypatch, graphs, planted=lambda ws: ws.engine.window.loss.item())
+    found, _ = cuda_syncs(config.replace(cuda_graphs=True, run_dir=config.run_dir + "-graphs"), monkeypatch,
+                          timeline=graphs)
+    with pytest.raises(AssertionError, match="host syncs"):
+        check_windows(found, warm_up=4)

@@ -372,7 +372,8 @@ class Engine:
         finally:
             warnings.showwarning = shown
         if self.stop_reason == "nonfinite":
-            self._save_quietly("last.pt")  # refused if the weights are not finite: the old file stays
+            # No save here: the guard kept the weights finite, not sane (an LR of 1e30 leaves 1e30s),
+            # and the message points at last.pt of the last epoch end, which must stay that.
             self.emit_event("end", status="failed", best_val_acc=st.best_val_acc, epochs_done=st.epoch)
             return self._result("failed", self.nonfinite_message)
         status = "done"
@@ -701,7 +702,8 @@ class Engine:
         stop = self.config.on_nonfinite == "stop"
         self.nonfinite_message = (
             f"loss or gradient became non-finite before step {self.state.step} (loss {loss}, grad norm {grad_norm}); "
-            f"lower the learning rate or resume from checkpoints/last.pt")
+            + ("lower the learning rate or resume from checkpoints/last.pt (saved before it)"
+               if (self.checkpoint_dir / "last.pt").exists() else "lower the learning rate and start again"))
         self.emit_event("nonfinite", ok=False, reason=self.nonfinite_message, loss=loss, grad_norm=grad_norm,
                          action="stopped" if stop else "paused")
         if stop:
