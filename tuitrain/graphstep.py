@@ -253,7 +253,3 @@ class WholeStep:
         self.replays += 1
         engine.window.count += self.batch_size
         engine.grad_norm_tensor = self.norm
-
-    def describe(self) -> dict:
-        """For the start event and tests: how the steps ran."""
-        return {"captures": self.captures, "replays": self.replays, "failed": self.failed or None}
