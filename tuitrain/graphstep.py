@@ -101,7 +101,8 @@ def set_capturable(optimizer: torch.optim.Optimizer, on: bool) -> None:
 
 
 class WholeStep:
-    """Runs an engine's training steps (``engine``: a tuitrain.engine.Engine, which imports this module), forward to optimizer step, as replays of one CUDA graph.
+    """Runs an engine's training steps, forward to optimizer step, as replays of one CUDA graph
+    (``engine``: a tuitrain.engine.Engine, which imports this module).
 
     ``run(order, b)`` does what ``Engine.training_step`` and the device part of
     ``Engine.optimizer_step`` do for batch ``b`` of the epoch's ``order``; the engine does the rest
