@@ -299,6 +299,22 @@ def write_fashion_mnist(root: Path, n_train: int = 2000, n_test: int = 500, fold
     return root
 
 
+def train_to_the_end(config, whole_step: bool = False):
+    """(engine, records) of a run trained to its end on this thread (status done asserted).
+    ``whole_step``: steps through graphstep.WholeStep, without a capture on the CPU."""
+    from tuitrain.engine import Engine
+    from tuitrain.graphstep import WholeStep
+
+    records: list[dict] = []
+    engine = Engine(config, records.append)
+    engine.setup()
+    if whole_step:
+        engine.whole_step = WholeStep(engine, capture=False)
+    result = engine.run()
+    assert result.status == "done", result.message
+    return engine, records
+
+
 class EngineRun:
     """An Engine running in a thread, collecting its records, with helpers to wait on them."""
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, train_to_the_end
 from tuitrain.commands import Pause, Resume, SetDevice, Stop
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -39,14 +39,20 @@ def test_device_switch_cpu_to_cuda_and_back_mid_epoch(small_config):
     assert epochs[-1]["val_acc"] > 0.5  # it learned across both devices
 
 
-def test_cli_on_cuda_with_bf16_and_compile(tmp_path):
+def _cli_on_cuda(tmp_path, *flags: str) -> list[dict]:
+    """The records of `tuitrain synthetic --headless --device cuda FLAGS` for 2 epochs (exit 0 asserted)."""
     run_dir = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "tuitrain", "synthetic", "--headless", "--device", "cuda",
-                           "--precision", "bf16-mixed", "--compile", "--epochs", "2", "--limit", "2000",
-                           "--run-dir", str(run_dir), "--data-dir", str(tmp_path / "data")],
+    done = subprocess.run([sys.executable, "-m", "tuitrain", "synthetic", "--headless", "--device", "cuda", *flags,
+                           "--epochs", "2", "--limit", "2000", "--run-dir", str(run_dir),
+                           "--data-dir", str(tmp_path / "data")],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_cli_on_cuda_with_bf16_and_compile(tmp_path):
+    run_dir = tmp_path / "run"
+    records = _cli_on_cuda(tmp_path, "--precision", "bf16-mixed", "--compile")
     start = next(r for r in records if r.get("event") == "start")
     assert start["device"] == "cuda:0"
     epochs = [r for r in records if r.get("type") == "epoch"]
@@ -95,18 +101,6 @@ async def test_dashboard_on_cuda_shows_the_gpu_and_moves_to_cpu(small_config):
 
 
 # ----------------------------------------------------------------- --cuda-graphs: the step as one CUDA graph
-def _graph_run(config):
-    """(engine, records) of a run to its end on this thread."""
-    from tuitrain.engine import Engine
-
-    records: list[dict] = []
-    engine = Engine(config, records.append)
-    engine.setup()
-    result = engine.run()
-    assert result.status == "done", result.message
-    return engine, records
-
-
 def _notices(records: list[dict]) -> list[str]:
     return [r["reason"] for r in records if r.get("type") == "event" and r["event"] == "notice"]
 
@@ -121,8 +115,8 @@ def _notices(records: list[dict]) -> list[str]:
 def test_cuda_graphs_train_as_the_usual_path_does(small_config, changes):
     # 1000 samples at 64: 15 full batches and an odd one of 40 (run as usual) an epoch.
     config = small_config(**{"epochs": 2, "limit": 1000, "batch_size": 64, "device": "cuda", **changes})
-    usual, usual_records = _graph_run(config)
-    graphs, graph_records = _graph_run(config.replace(cuda_graphs=True, run_dir=config.run_dir + "-graphs"))
+    usual, usual_records = train_to_the_end(config)
+    graphs, graph_records = train_to_the_end(config.replace(cuda_graphs=True, run_dir=config.run_dir + "-graphs"))
     ws = graphs.whole_step
     assert ws is not None and ws.captures == 1 and not ws.failed
     assert ws.replays == 2 * 15 - 3  # every full batch after the 3 warm-up steps
@@ -252,7 +246,7 @@ def test_a_resumed_graph_run_ends_close_to_an_uninterrupted_one(small_config, tm
     from tuitrain.engine import Engine
 
     config = small_config(epochs=2, limit=2000, batch_size=50, device="cuda", cuda_graphs=True)
-    whole, _ = _graph_run(config.replace(run_dir=str(tmp_path / "whole")))
+    whole, _ = train_to_the_end(config.replace(run_dir=str(tmp_path / "whole")))
     cut = EngineRun(config.replace(run_dir=str(tmp_path / "cut"))).start()
     cut.wait_for(lambda r: r.get("type") == "step" and r["step"] >= 50)  # mid-epoch 2
     cut.send(Stop(id=1))
@@ -267,12 +261,7 @@ def test_a_resumed_graph_run_ends_close_to_an_uninterrupted_one(small_config, tm
 
 def test_cli_with_cuda_graphs_and_bf16(tmp_path):
     run_dir = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "tuitrain", "synthetic", "--headless", "--device", "cuda",
-                           "--cuda-graphs", "--precision", "bf16-mixed", "--epochs", "2", "--limit", "2000",
-                           "--run-dir", str(run_dir), "--data-dir", str(tmp_path / "data")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = _cli_on_cuda(tmp_path, "--cuda-graphs", "--precision", "bf16-mixed")
     assert any("replays as one CUDA graph" in n for n in _notices(records))
     epochs = [r for r in records if r.get("type") == "epoch"]
     assert len(epochs) == 2 and epochs[-1]["val_acc"] > 0.5

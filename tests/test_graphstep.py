@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, train_to_the_end
 from tuitrain.config import validate
 from tuitrain.errors import UsageError
 
@@ -20,21 +20,6 @@ from tuitrain.errors import UsageError
 def _records_without_time(records: list[dict]) -> list[dict]:
     clock = ("time", "samples_per_s", "train_seconds", "paused_seconds")
     return [{k: v for k, v in r.items() if k not in clock} for r in records if r.get("type") in ("step", "hist", "epoch")]
-
-
-def _train(config, whole_step: bool):
-    """(engine, records) of a CPU run; ``whole_step``: steps through graphstep.WholeStep without capture."""
-    from tuitrain.engine import Engine
-    from tuitrain.graphstep import WholeStep
-
-    records: list[dict] = []
-    engine = Engine(config, records.append)
-    engine.setup()
-    if whole_step:
-        engine.whole_step = WholeStep(engine, capture=False)
-    result = engine.run()
-    assert result.status == "done", result.message
-    return engine, records
 
 
 @pytest.mark.parametrize("changes", [
@@ -46,8 +31,8 @@ def test_the_captured_step_run_as_written_trains_bitwise_as_the_usual_path(small
     # The graph replays what WholeStep._step records: the same calls as the usual path, with the batch
     # gathered by an index buffer and gradients kept (zeroed in place) instead of set to None.
     config = small_config(**{"batch_size": 64, "epochs": 2, "limit": 600, "log_every": 3, "hist_every": 4, **changes})
-    usual, usual_records = _train(config, whole_step=False)
-    stepped, stepped_records = _train(config.replace(run_dir=config.run_dir + "-ws"), whole_step=True)
+    usual, usual_records = train_to_the_end(config, whole_step=False)
+    stepped, stepped_records = train_to_the_end(config.replace(run_dir=config.run_dir + "-ws"), whole_step=True)
     for (name, a), b in zip(usual.model.state_dict().items(), stepped.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert _records_without_time(usual_records) == _records_without_time(stepped_records)
@@ -140,7 +125,7 @@ def test_a_checkpoint_of_a_capturable_optimizer_resumes_on_the_cpu(small_config,
     from tuitrain.engine import Engine
 
     config = small_config(optimizer="rmsprop", epochs=1, limit=200)
-    first, _ = _train(config, whole_step=False)
+    first, _ = train_to_the_end(config, whole_step=False)
     payload = torch.load(first.checkpoint_dir / "last.pt", weights_only=True)
     for group in payload["optimizer"]["param_groups"]:
         group["capturable"] = True
@@ -212,7 +197,7 @@ def test_a_failed_capture_trains_that_batch_once_and_goes_on_as_usual(small_conf
     monkeypatch.setattr(torch.cuda, "CUDAGraph", lambda: object())
     monkeypatch.setattr(torch.cuda, "graph", FailingCapture)
     config = small_config(epochs=1, limit=1000, batch_size=50)
-    usual, _ = _train(config, whole_step=False)
+    usual, _ = train_to_the_end(config, whole_step=False)
     records: list[dict] = []
     engine = Engine(config.replace(run_dir=config.run_dir + "-failed"), records.append)
     engine.setup()
